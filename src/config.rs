@@ -1,0 +1,713 @@
+//! Configuration: the TOML file structs (`file::*`), validated into a typed [`Config`].
+//!
+//! Every key has the default of SPEC §3; `config/gateway.toml` lists them all and is
+//! embedded as [`DEFAULT_CONFIG`]. A bad value is a [`ConfigError`] naming the key, never
+//! a panic or a silent default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default configuration file, byte for byte (printed by `--print-default-config`).
+pub const DEFAULT_CONFIG: &str = include_str!("../config/gateway.toml");
+
+/// Largest number of shards accepted: the location id spends one character on the shard.
+pub const MAX_SHARDS: usize = 36;
+
+/// A configuration problem, naming the key (`section.key`) and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file named on the command line.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or has the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// A key has a value of the right type that is not acceptable.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// `section.key` of the offending value.
+        key: &'static str,
+        /// What is wrong, in words an operator can act on.
+        problem: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+/// MQTT quality of service used by a translator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    /// At most once.
+    AtMostOnce,
+    /// At least once: held in the offline buffer and retried until PUBACK.
+    AtLeastOnce,
+}
+
+/// Topic suffix and QoS of one kind of MQTT message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translator {
+    /// Topic after the mountpoint, e.g. `up/resp`.
+    pub topic: String,
+    /// QoS of publishes (or of the subscription, for `command`).
+    pub qos: Qos,
+}
+
+/// The translators of SPEC §3 `[translators]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translators {
+    /// Subscribed; commands arrive here.
+    pub command: Translator,
+    /// Responses to commands.
+    pub response: Translator,
+    /// Observe notifications.
+    pub notify: Translator,
+    /// Register messages.
+    pub register: Translator,
+    /// Update messages.
+    pub update: Translator,
+    /// Lifecycle events (deregister, expired, replaced, rebound).
+    pub event: Translator,
+}
+
+/// When an Update is published (`update_msg_publish_condition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdatePublishCondition {
+    /// Every Update is published.
+    Always,
+    /// Only Updates that carry an object list payload.
+    ContainsObjectList,
+}
+
+/// `auto_observe`: which paths are observed as soon as a device registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AutoObserve {
+    /// Nothing is observed automatically.
+    Off,
+    /// Every object instance in the registration's object list.
+    All,
+    /// These paths, when the device lists them.
+    Paths(Vec<String>),
+}
+
+/// Where the MQTT uplink connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broker {
+    /// Start an in-process broker on `mqtt.embedded_bind` and connect to it.
+    Embedded,
+    /// An external broker, `mqtt://host:port`.
+    External {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Number of shards (executors); resolved from 0 to the core count.
+    pub shards: usize,
+    /// Directory of object definition XML files.
+    pub xml_dir: PathBuf,
+    /// Smallest accepted registration lifetime.
+    pub lifetime_min: Duration,
+    /// Largest accepted registration lifetime.
+    pub lifetime_max: Duration,
+    /// How long a queue-mode device stays reachable after an uplink.
+    pub qmode_time_window: Duration,
+    /// Automatic observation after register.
+    pub auto_observe: AutoObserve,
+    /// How long state of a peer that never registered is kept.
+    pub idle_timeout: Duration,
+    /// When Updates are published.
+    pub update_msg_publish_condition: UpdatePublishCondition,
+    /// Topic prefix template with `${endpoint_name}` and `${peerhost}`.
+    pub mountpoint: String,
+    /// Commands queued per sleeping device.
+    pub max_queued_commands: usize,
+}
+
+/// `[listeners.udp]`.
+#[derive(Debug, Clone)]
+pub struct UdpListenerConfig {
+    /// Address every shard binds with SO_REUSEPORT.
+    pub bind: SocketAddr,
+    /// Registered endpoints per node; beyond, Register gets 5.03.
+    pub max_connections: usize,
+    /// New registrations per second per node; beyond, Register gets 5.03.
+    pub max_conn_rate: u32,
+}
+
+/// `[listeners.dtls]`.
+#[derive(Debug, Clone)]
+pub struct DtlsListenerConfig {
+    /// Whether the DTLS listener runs.
+    pub enabled: bool,
+    /// Its address.
+    pub bind: SocketAddr,
+    /// PSK file, lines `identity:hexkey[:endpoint]`.
+    pub psk_file: Option<PathBuf>,
+    /// Server certificate (PEM).
+    pub certfile: Option<PathBuf>,
+    /// Server key (PEM).
+    pub keyfile: Option<PathBuf>,
+    /// CA used to verify client certificates.
+    pub cacertfile: Option<PathBuf>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Embedded or external broker.
+    pub broker: Broker,
+    /// Where the embedded broker listens.
+    pub embedded_bind: SocketAddr,
+    /// Client id prefix: `<prefix>-<node>-<shard>`.
+    pub client_id_prefix: String,
+    /// Username, if any.
+    pub username: Option<String>,
+    /// Password, if any.
+    pub password: Option<String>,
+    /// MQTT keep-alive interval.
+    pub keep_alive: Duration,
+    /// PUBLISH packets per socket write.
+    pub max_batch: usize,
+    /// Messages held per shard while the broker is unreachable.
+    pub offline_buffer: usize,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// HTTP API address; `None` disables it.
+    pub bind: Option<SocketAddr>,
+}
+
+/// `[perf]`.
+#[derive(Debug, Clone)]
+pub struct PerfConfig {
+    /// Where interval histograms are written; `None` disables them.
+    pub histogram_dir: Option<PathBuf>,
+    /// Interval between histogram dumps.
+    pub histogram_interval: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[gateway]`.
+    pub gateway: GatewayConfig,
+    /// `[translators]`.
+    pub translators: Translators,
+    /// `[listeners.udp]`.
+    pub udp: UdpListenerConfig,
+    /// `[listeners.dtls]`.
+    pub dtls: DtlsListenerConfig,
+    /// `[mqtt]`.
+    pub mqtt: MqttConfig,
+    /// `[api]`.
+    pub api: ApiConfig,
+    /// `[perf]`.
+    pub perf: PerfConfig,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text)
+            .map_err(|e| match e {
+                ConfigError::Syntax(m) => ConfigError::Syntax(format!("{}: {m}", path.display())),
+                other => other,
+            })
+    }
+
+    /// Parses and validates configuration text; absent keys take their defaults.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file: file::ConfigFile =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        file.validate()
+    }
+
+    /// The built-in defaults (SPEC §3).
+    pub fn default_config() -> Config {
+        Config::from_toml("").expect("the built-in defaults are valid")
+    }
+}
+
+fn duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| invalid(key, format!("{text:?} is not a duration like \"30s\" ({e})")))
+}
+
+fn socket_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| invalid(key, format!("{text:?} is not an address like \"0.0.0.0:5683\"")))
+}
+
+fn optional_path(text: String) -> Option<PathBuf> {
+    (!text.is_empty()).then(|| PathBuf::from(text))
+}
+
+/// Parses `mqtt://host:port` (port defaults to 1883).
+fn broker(text: &str) -> Result<Broker, ConfigError> {
+    if text == "embedded" {
+        return Ok(Broker::Embedded);
+    }
+    let bad = || {
+        invalid("mqtt.broker", format!("{text:?} is neither \"embedded\" nor \"mqtt://host:port\""))
+    };
+    let rest = text.strip_prefix("mqtt://").ok_or_else(bad)?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse::<u16>().map_err(|_| bad())?)
+        }
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok(Broker::External { host: host.to_owned(), port })
+}
+
+mod file {
+    //! The file as written: strings where the typed config has durations and addresses.
+
+    use super::*;
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct ConfigFile {
+        gateway: Gateway,
+        translators: TranslatorsFile,
+        listeners: Listeners,
+        mqtt: Mqtt,
+        api: Api,
+        perf: Perf,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Gateway {
+        shards: i64,
+        xml_dir: String,
+        lifetime_min: String,
+        lifetime_max: String,
+        qmode_time_window: String,
+        auto_observe: AutoObserveFile,
+        idle_timeout: String,
+        update_msg_publish_condition: String,
+        mountpoint: String,
+        max_queued_commands: i64,
+    }
+
+    impl Default for Gateway {
+        fn default() -> Self {
+            Gateway {
+                shards: 0,
+                xml_dir: "lwm2m_xml".into(),
+                lifetime_min: "1s".into(),
+                lifetime_max: "86400s".into(),
+                qmode_time_window: "22s".into(),
+                auto_observe: AutoObserveFile::Flag(false),
+                idle_timeout: "30s".into(),
+                update_msg_publish_condition: "always".into(),
+                mountpoint: "lwm2m/${endpoint_name}/".into(),
+                max_queued_commands: 100,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum AutoObserveFile {
+        Flag(bool),
+        Paths(Vec<String>),
+    }
+
+    #[derive(Deserialize, Clone)]
+    #[serde(deny_unknown_fields)]
+    struct TranslatorFile {
+        topic: String,
+        #[serde(default)]
+        qos: i64,
+    }
+
+    fn tr(topic: &str, qos: i64) -> TranslatorFile {
+        TranslatorFile { topic: topic.into(), qos }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct TranslatorsFile {
+        command: TranslatorFile,
+        response: TranslatorFile,
+        notify: TranslatorFile,
+        register: TranslatorFile,
+        update: TranslatorFile,
+        event: TranslatorFile,
+    }
+
+    impl Default for TranslatorsFile {
+        fn default() -> Self {
+            TranslatorsFile {
+                command: tr("dn/#", 0),
+                response: tr("up/resp", 0),
+                notify: tr("up/notify", 0),
+                register: tr("up/resp", 0),
+                update: tr("up/update", 0),
+                event: tr("up/event", 1),
+            }
+        }
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct Listeners {
+        udp: Udp,
+        dtls: Dtls,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Udp {
+        bind: String,
+        max_connections: i64,
+        max_conn_rate: i64,
+    }
+
+    impl Default for Udp {
+        fn default() -> Self {
+            Udp { bind: "0.0.0.0:5683".into(), max_connections: 1_024_000, max_conn_rate: 100_000 }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Dtls {
+        enabled: bool,
+        bind: String,
+        psk_file: String,
+        certfile: String,
+        keyfile: String,
+        cacertfile: String,
+    }
+
+    impl Default for Dtls {
+        fn default() -> Self {
+            Dtls {
+                enabled: false,
+                bind: "0.0.0.0:5684".into(),
+                psk_file: String::new(),
+                certfile: String::new(),
+                keyfile: String::new(),
+                cacertfile: String::new(),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Mqtt {
+        broker: String,
+        embedded_bind: String,
+        client_id_prefix: String,
+        username: String,
+        password: String,
+        keep_alive: String,
+        max_batch: i64,
+        offline_buffer: i64,
+    }
+
+    impl Default for Mqtt {
+        fn default() -> Self {
+            Mqtt {
+                broker: "embedded".into(),
+                embedded_bind: "127.0.0.1:1883".into(),
+                client_id_prefix: "lwm2m-gw".into(),
+                username: String::new(),
+                password: String::new(),
+                keep_alive: "30s".into(),
+                max_batch: 128,
+                offline_buffer: 100_000,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Api {
+        bind: String,
+    }
+
+    impl Default for Api {
+        fn default() -> Self {
+            Api { bind: "127.0.0.1:8080".into() }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Perf {
+        histogram_dir: String,
+        histogram_interval: String,
+    }
+
+    impl Default for Perf {
+        fn default() -> Self {
+            Perf { histogram_dir: String::new(), histogram_interval: "10s".into() }
+        }
+    }
+
+    fn count(key: &'static str, v: i64, min: i64, max: i64) -> Result<usize, ConfigError> {
+        if v < min || v > max {
+            return Err(invalid(key, format!("{v} is outside {min}..={max}")));
+        }
+        Ok(v as usize)
+    }
+
+    fn translator(key: &'static str, t: TranslatorFile) -> Result<Translator, ConfigError> {
+        let qos = match t.qos {
+            0 => Qos::AtMostOnce,
+            1 => Qos::AtLeastOnce,
+            q => return Err(invalid(key, format!("qos {q} is not supported (use 0 or 1)"))),
+        };
+        if t.topic.is_empty() || t.topic.starts_with('/') {
+            return Err(invalid(key, format!("topic {:?} must be non-empty and relative", t.topic)));
+        }
+        Ok(Translator { topic: t.topic, qos })
+    }
+
+    impl ConfigFile {
+        pub(super) fn validate(self) -> Result<Config, ConfigError> {
+            let g = self.gateway;
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let shards = match count("gateway.shards", g.shards, 0, MAX_SHARDS as i64)? {
+                0 => cores.min(MAX_SHARDS),
+                n => n,
+            };
+            let lifetime_min = duration("gateway.lifetime_min", &g.lifetime_min)?;
+            let lifetime_max = duration("gateway.lifetime_max", &g.lifetime_max)?;
+            if lifetime_min.is_zero() {
+                return Err(invalid("gateway.lifetime_min", "must be at least 1s"));
+            }
+            if lifetime_max < lifetime_min {
+                return Err(invalid("gateway.lifetime_max", "is below gateway.lifetime_min"));
+            }
+            let auto_observe = match g.auto_observe {
+                AutoObserveFile::Flag(false) => AutoObserve::Off,
+                AutoObserveFile::Flag(true) => AutoObserve::All,
+                AutoObserveFile::Paths(p) => {
+                    if let Some(bad) = p.iter().find(|p| !p.starts_with('/')) {
+                        return Err(invalid(
+                            "gateway.auto_observe",
+                            format!("path {bad:?} must start with '/'"),
+                        ));
+                    }
+                    AutoObserve::Paths(p)
+                }
+            };
+            let update_msg_publish_condition = match g.update_msg_publish_condition.as_str() {
+                "always" => UpdatePublishCondition::Always,
+                "contains_object_list" => UpdatePublishCondition::ContainsObjectList,
+                other => {
+                    return Err(invalid(
+                        "gateway.update_msg_publish_condition",
+                        format!("{other:?} is neither \"always\" nor \"contains_object_list\""),
+                    ))
+                }
+            };
+            let mountpoint = g.mountpoint;
+            let unknown_var = mountpoint
+                .match_indices("${")
+                .map(|(i, _)| &mountpoint[i..])
+                .find(|rest| !rest.starts_with("${endpoint_name}") && !rest.starts_with("${peerhost}"));
+            if let Some(rest) = unknown_var {
+                let var: String = rest.chars().take_while(|c| *c != '}').chain(['}']).collect();
+                return Err(invalid(
+                    "gateway.mountpoint",
+                    format!("unknown variable {var} (use ${{endpoint_name}} or ${{peerhost}})"),
+                ));
+            }
+            if mountpoint.contains(['+', '#']) {
+                return Err(invalid("gateway.mountpoint", "must not contain MQTT wildcards"));
+            }
+            let gateway = GatewayConfig {
+                shards,
+                xml_dir: PathBuf::from(g.xml_dir),
+                lifetime_min,
+                lifetime_max,
+                qmode_time_window: duration("gateway.qmode_time_window", &g.qmode_time_window)?,
+                auto_observe,
+                idle_timeout: duration("gateway.idle_timeout", &g.idle_timeout)?,
+                update_msg_publish_condition,
+                mountpoint,
+                max_queued_commands: count(
+                    "gateway.max_queued_commands",
+                    g.max_queued_commands,
+                    0,
+                    1_000_000,
+                )?,
+            };
+
+            let t = self.translators;
+            let translators = Translators {
+                command: translator("translators.command", t.command)?,
+                response: translator("translators.response", t.response)?,
+                notify: translator("translators.notify", t.notify)?,
+                register: translator("translators.register", t.register)?,
+                update: translator("translators.update", t.update)?,
+                event: translator("translators.event", t.event)?,
+            };
+
+            let u = self.listeners.udp;
+            let udp = UdpListenerConfig {
+                bind: socket_addr("listeners.udp.bind", &u.bind)?,
+                max_connections: count(
+                    "listeners.udp.max_connections",
+                    u.max_connections,
+                    1,
+                    100_000_000,
+                )?,
+                max_conn_rate: count("listeners.udp.max_conn_rate", u.max_conn_rate, 1, 100_000_000)?
+                    as u32,
+            };
+
+            let d = self.listeners.dtls;
+            let dtls = DtlsListenerConfig {
+                enabled: d.enabled,
+                bind: socket_addr("listeners.dtls.bind", &d.bind)?,
+                psk_file: optional_path(d.psk_file),
+                certfile: optional_path(d.certfile),
+                keyfile: optional_path(d.keyfile),
+                cacertfile: optional_path(d.cacertfile),
+            };
+            if dtls.enabled {
+                return Err(invalid(
+                    "listeners.dtls.enabled",
+                    "DTLS is not available in this build; set it to false",
+                ));
+            }
+
+            let m = self.mqtt;
+            if m.client_id_prefix.is_empty() || m.client_id_prefix.len() > 40 {
+                return Err(invalid("mqtt.client_id_prefix", "must be 1 to 40 characters"));
+            }
+            let keep_alive = duration("mqtt.keep_alive", &m.keep_alive)?;
+            if keep_alive < Duration::from_secs(1) || keep_alive.as_secs() > u16::MAX as u64 {
+                return Err(invalid("mqtt.keep_alive", "must be between 1s and 65535s"));
+            }
+            let mqtt = MqttConfig {
+                broker: broker(&m.broker)?,
+                embedded_bind: socket_addr("mqtt.embedded_bind", &m.embedded_bind)?,
+                client_id_prefix: m.client_id_prefix,
+                username: (!m.username.is_empty()).then_some(m.username),
+                password: (!m.password.is_empty()).then_some(m.password),
+                keep_alive,
+                max_batch: count("mqtt.max_batch", m.max_batch, 1, 65_536)?,
+                offline_buffer: count("mqtt.offline_buffer", m.offline_buffer, 0, 100_000_000)?,
+            };
+
+            let api = ApiConfig {
+                bind: if self.api.bind.is_empty() {
+                    None
+                } else {
+                    Some(socket_addr("api.bind", &self.api.bind)?)
+                },
+            };
+
+            let histogram_interval =
+                duration("perf.histogram_interval", &self.perf.histogram_interval)?;
+            if histogram_interval < Duration::from_millis(100) {
+                return Err(invalid("perf.histogram_interval", "must be at least 100ms"));
+            }
+            let perf = PerfConfig {
+                histogram_dir: optional_path(self.perf.histogram_dir),
+                histogram_interval,
+            };
+
+            Ok(Config { gateway, translators, udp, dtls, mqtt, api, perf })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_equals_built_in_defaults() {
+        let from_file = Config::from_toml(DEFAULT_CONFIG).expect("default file is valid");
+        let built_in = Config::default_config();
+        assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+        assert_eq!(built_in.gateway.lifetime_max, Duration::from_secs(86400));
+        assert_eq!(built_in.translators.event.qos, Qos::AtLeastOnce);
+        assert_eq!(built_in.translators.command.topic, "dn/#");
+        assert_eq!(built_in.mqtt.broker, Broker::Embedded);
+        assert_eq!(built_in.mqtt.max_batch, 128);
+        assert!(built_in.gateway.shards >= 1);
+    }
+
+    fn problem(text: &str) -> String {
+        Config::from_toml(text).expect_err("config must be rejected").to_string()
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(problem("[gateway]\nlifetime_min = \"soon\"").starts_with("gateway.lifetime_min:"));
+        assert!(problem("[mqtt]\nbroker = \"tcp://x\"").starts_with("mqtt.broker:"));
+        assert!(problem("[translators]\nevent = { topic = \"e\", qos = 2 }")
+            .starts_with("translators.event:"));
+        assert!(problem("[listeners.udp]\nbind = \"nowhere\"").starts_with("listeners.udp.bind:"));
+        assert!(problem("[gateway]\nmountpoint = \"x/${nope}/\"").contains("${nope}"));
+        assert!(problem("[gateway]\nshards = 99").starts_with("gateway.shards:"));
+        assert!(problem("[gateway]\nlifetime_min = \"10s\"\nlifetime_max = \"5s\"")
+            .starts_with("gateway.lifetime_max:"));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_rejected() {
+        assert!(problem("[gateway]\nshardz = 2").contains("shardz"));
+        assert!(problem("[mqtt]\nmax_batch = \"many\"").contains("max_batch"));
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            broker("mqtt://127.0.0.1:1999").expect("valid"),
+            Broker::External { host: "127.0.0.1".into(), port: 1999 }
+        );
+        assert_eq!(
+            broker("mqtt://broker.example").expect("valid"),
+            Broker::External { host: "broker.example".into(), port: 1883 }
+        );
+        assert_eq!(
+            broker("mqtt://[::1]:1884").expect("valid"),
+            Broker::External { host: "::1".into(), port: 1884 }
+        );
+        assert!(broker("mqtt://:1883").is_err());
+        assert!(broker("mqtt://h:0").is_err());
+    }
+
+    #[test]
+    fn auto_observe_forms() {
+        let c = Config::from_toml("[gateway]\nauto_observe = [\"/3/0\"]").expect("valid");
+        assert_eq!(c.gateway.auto_observe, AutoObserve::Paths(vec!["/3/0".into()]));
+        let c = Config::from_toml("[gateway]\nauto_observe = true").expect("valid");
+        assert_eq!(c.gateway.auto_observe, AutoObserve::All);
+    }
+}

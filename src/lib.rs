@@ -1,0 +1,27 @@
+//! lwm2m-gateway: a thread-per-core LwM2M server that terminates CoAP devices and
+//! translates everything they do into MQTT messages, and MQTT commands back into LwM2M
+//! operations.
+//!
+//! # Layout
+//!
+//! | module | responsibility |
+//! |---|---|
+//! | [`config`] | TOML file → validated, typed [`config::Config`] |
+//! | [`coap`] | borrowed CoAP message view and encoder, options, block-wise, dedup cache |
+//! | [`lwm2m`] | registration parameters, object lists, paths, object definitions |
+//! | [`translate`] | LwM2M ⇄ MQTT JSON (EMQX-compatible), topic templating |
+//! | [`session`] | the sans-IO shard core: endpoints, exchanges, timers; bytes and `now` in, datagrams and MQTT messages out |
+//! | [`uplink`] | MQTT session per shard: batching, keepalive, reconnect, offline buffer; embedded broker |
+//! | [`runtime`] | glommio executors, SO_REUSEPORT sockets, BPF steering, `shard_for`, cross-shard channels |
+//!
+//! Everything above `runtime` and the socket half of `uplink` is sans-IO: it takes bytes
+//! and the current time and returns what to send. Only the runtime touches sockets or
+//! reads the clock.
+
+pub mod coap;
+pub mod config;
+pub mod lwm2m;
+pub mod runtime;
+pub mod session;
+pub mod translate;
+pub mod uplink;
