@@ -1,1 +1,577 @@
-//! (in progress)
+//! The sans-IO shard core: one [`Shard`] per executor owns the endpoints whose datagrams
+//! arrive on its socket.
+//!
+//! The contract follows quinn-proto: inputs are `handle_*(now, ...)`, outputs are drained
+//! with [`Shard::drain_transmits`], [`Shard::poll_publish`], [`Shard::poll_handoff`] and
+//! [`Shard::poll_timeout`]. Nothing here touches a socket or reads the clock, so every
+//! scenario — expiry, rebinding across shards, retransmitted CONs — runs in tests with a
+//! fake clock and several shards wired together by hand.
+//!
+//! # Cross-shard rules
+//!
+//! * An endpoint lives on the shard its datagrams arrive on. With BPF steering that is
+//!   `shard_for(addr)`; with the kernel's own hash it is wherever the kernel puts them.
+//! * A location id names its *home* shard (the one that registered it). The home shard
+//!   always knows where its endpoints live now, so an Update for an id a shard does not
+//!   hold takes one hop to the home and at most one more to the owner.
+//! * Endpoint names are unique per node: the *directory* shard of a name (a hash of it)
+//!   remembers which registration holds it and evicts the older one on re-register.
+
+mod location;
+mod registration;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BinaryHeap, VecDeque};
+use std::cmp::Reverse;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+
+use crate::coap::{
+    option, write_empty, Block, Block1Assembler, Code, Dedup, DedupCache, Message, MessageType,
+    MessageWriter, MidGen,
+};
+use crate::config::{Config, Qos, Translators, UpdatePublishCondition};
+use crate::lwm2m::{Limits, Registration};
+use crate::translate::{Event, Mountpoint};
+
+pub use location::Location;
+
+/// CON requests remembered for duplicate detection per shard; beyond, the oldest go first.
+/// At 247 s exchange lifetime this covers ~4 k new CONs/s per shard without eviction.
+const DEDUP_CAPACITY: usize = 1 << 20;
+
+/// Forwarded datagrams may hop at most this often (arrival → home → owner) before the
+/// location is treated as unknown, so a routing inconsistency can never loop.
+const MAX_HOPS: u8 = 2;
+
+/// Housekeeping (dedup and block-assembly expiry) runs at least this often.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Per-packet warnings are logged at most this often per shard; the rest are counted.
+const LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a shard needs to know of the configuration.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// This shard's index.
+    pub shard: usize,
+    /// Number of shards on the node.
+    pub shards: usize,
+    /// Accepted registration lifetimes.
+    pub limits: Limits,
+    /// Topic prefix template.
+    pub mountpoint: Mountpoint,
+    /// Topics and QoS per message kind.
+    pub translators: Translators,
+    /// When Updates are published.
+    pub update_condition: UpdatePublishCondition,
+    /// Registered endpoints this shard accepts (its share of `max_connections`).
+    pub max_endpoints: usize,
+    /// New registrations per second this shard accepts (its share of `max_conn_rate`).
+    pub max_register_rate: u32,
+}
+
+impl ShardConfig {
+    /// The configuration of shard `shard` of a node running `config`.
+    pub fn new(config: &Config, shard: usize) -> ShardConfig {
+        let shards = config.gateway.shards.max(1);
+        ShardConfig {
+            shard,
+            shards,
+            limits: Limits {
+                lifetime_min: secs(config.gateway.lifetime_min),
+                lifetime_max: secs(config.gateway.lifetime_max),
+            },
+            mountpoint: Mountpoint::parse(&config.gateway.mountpoint),
+            translators: config.translators.clone(),
+            update_condition: config.gateway.update_msg_publish_condition,
+            max_endpoints: config.udp.max_connections.div_ceil(shards),
+            max_register_rate: config.udp.max_conn_rate.div_ceil(shards as u32),
+        }
+    }
+}
+
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// An MQTT message the shard wants published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Full topic (mountpoint applied).
+    pub topic: String,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+    /// QoS of the translator it was published for.
+    pub qos: Qos,
+}
+
+/// Work one shard hands to another.
+#[derive(Debug)]
+pub enum Handoff {
+    /// A datagram for an endpoint the sending shard does not hold.
+    Datagram {
+        /// The device's address.
+        from: SocketAddr,
+        /// Shard whose socket received it (where the endpoint should live).
+        arrived_on: usize,
+        /// Shards it has passed through.
+        hops: u8,
+        /// When it was received.
+        received: Instant,
+        /// The datagram.
+        data: Vec<u8>,
+    },
+    /// An endpoint moving to the receiving shard after a NAT rebinding.
+    Adopt(Box<Migrating>),
+    /// To a home shard: its endpoint `location` now lives on `owner`.
+    Moved {
+        /// The endpoint.
+        location: Location,
+        /// Shard now holding it.
+        owner: usize,
+    },
+    /// To a home shard: its endpoint `location` is gone.
+    Gone {
+        /// The endpoint.
+        location: Location,
+    },
+    /// To the directory shard of `ep`: `location` on `owner` now holds this name.
+    Claim {
+        /// Endpoint name.
+        ep: String,
+        /// Its registration.
+        location: Location,
+        /// Shard holding it.
+        owner: usize,
+        /// A new registration (evicts an older holder) rather than a move.
+        fresh: bool,
+    },
+    /// To the directory shard of `ep`: `location` no longer holds the name.
+    Release {
+        /// Endpoint name.
+        ep: String,
+        /// The registration that ended.
+        location: Location,
+    },
+    /// To the owner of `location`: a newer registration took its name.
+    Evict {
+        /// The registration to remove.
+        location: Location,
+    },
+}
+
+/// The state of an endpoint while it moves between shards.
+#[derive(Debug)]
+pub struct Migrating {
+    location: Location,
+    registration: Registration,
+    addr: SocketAddr,
+    expires: Instant,
+}
+
+/// Counters of one shard; the runtime exports them as metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Datagrams handed to the shard (including forwarded ones).
+    pub datagrams: u64,
+    /// Datagrams that did not parse as CoAP.
+    pub malformed: u64,
+    /// Retransmitted CONs answered from the exchange cache.
+    pub duplicates: u64,
+    /// Successful registrations.
+    pub registered: u64,
+    /// Successful updates.
+    pub updated: u64,
+    /// Deregistrations.
+    pub deregistered: u64,
+    /// Registrations removed at lifetime expiry.
+    pub expired: u64,
+    /// Registrations replaced by a newer one of the same name.
+    pub replaced: u64,
+    /// Address changes (NAT rebinding).
+    pub rebound: u64,
+    /// Requests answered with 4.xx or 5.xx.
+    pub rejected: u64,
+    /// Registrations refused because of `max_connections` or `max_conn_rate`.
+    pub overloaded: u64,
+    /// Datagrams forwarded to another shard.
+    pub forwarded: u64,
+}
+
+struct Endpoint {
+    registration: Registration,
+    addr: SocketAddr,
+    expires: Instant,
+}
+
+/// Token bucket for `max_conn_rate`.
+#[derive(Debug)]
+struct RateLimit {
+    per_sec: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One shard's LwM2M server state.
+pub struct Shard {
+    cfg: ShardConfig,
+    endpoints: AHashMap<Location, Endpoint>,
+    by_addr: AHashMap<SocketAddr, Location>,
+    by_name: AHashMap<String, Location>,
+    /// Directory entries for names that hash to this shard: name → (registration, owner).
+    directory: AHashMap<String, (Location, usize)>,
+    /// Endpoints registered here that now live on another shard: seq → owner.
+    moved: AHashMap<u32, usize>,
+    next_seq: u32,
+    expiry: BinaryHeap<Reverse<(Instant, Location)>>,
+    dedup: DedupCache,
+    blocks: Block1Assembler,
+    mids: MidGen,
+    rate: RateLimit,
+    next_housekeeping: Instant,
+    next_log: Instant,
+    suppressed_logs: u64,
+    /// Outgoing datagrams: bytes in `tx`, `(dest, start, len)` in `tx_list`.
+    tx: Vec<u8>,
+    tx_list: Vec<(SocketAddr, usize, usize)>,
+    publishes: VecDeque<Publish>,
+    handoffs: VecDeque<(usize, Handoff)>,
+    json: Vec<u8>,
+    topic: String,
+    stats: ShardStats,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("shard", &self.cfg.shard)
+            .field("endpoints", &self.endpoints.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hash of an endpoint name that picks its directory shard; identical on every shard.
+fn directory_shard(ep: &str, shards: usize) -> usize {
+    let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+    h.write(ep.as_bytes());
+    (h.finish() % shards as u64) as usize
+}
+
+impl Shard {
+    /// A shard with no endpoints. `seed` varies message ids between runs and shards.
+    pub fn new(cfg: ShardConfig, now: Instant, seed: u64) -> Shard {
+        let per_sec = f64::from(cfg.max_register_rate.max(1));
+        Shard {
+            endpoints: AHashMap::new(),
+            by_addr: AHashMap::new(),
+            by_name: AHashMap::new(),
+            directory: AHashMap::new(),
+            moved: AHashMap::new(),
+            next_seq: 0,
+            expiry: BinaryHeap::new(),
+            dedup: DedupCache::new(DEDUP_CAPACITY),
+            blocks: Block1Assembler::new(),
+            mids: MidGen::new((seed ^ (seed >> 16) ^ cfg.shard as u64) as u16),
+            rate: RateLimit { per_sec, tokens: per_sec, last: now },
+            next_housekeeping: now + HOUSEKEEPING_INTERVAL,
+            next_log: now,
+            suppressed_logs: 0,
+            tx: Vec::with_capacity(64 * 1024),
+            tx_list: Vec::with_capacity(256),
+            publishes: VecDeque::new(),
+            handoffs: VecDeque::new(),
+            json: Vec::with_capacity(1024),
+            topic: String::with_capacity(128),
+            stats: ShardStats::default(),
+            cfg,
+        }
+    }
+
+    /// This shard's index.
+    pub fn id(&self) -> usize {
+        self.cfg.shard
+    }
+
+    /// Endpoints registered on this shard.
+    pub fn registered(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// Handles one datagram received on this shard's socket.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.dispatch(now, from, self.cfg.shard, 0, data);
+    }
+
+    /// Handles work from another shard.
+    pub fn handle_handoff(&mut self, now: Instant, handoff: Handoff) {
+        match handoff {
+            Handoff::Datagram { from, arrived_on, hops, received: _, data } => {
+                self.dispatch(now, from, arrived_on, hops, &data)
+            }
+            Handoff::Adopt(m) => self.adopt(now, *m),
+            Handoff::Moved { location, owner } => {
+                if owner == self.cfg.shard {
+                    self.moved.remove(&location.seq);
+                } else {
+                    self.moved.insert(location.seq, owner);
+                }
+            }
+            Handoff::Gone { location } => {
+                self.moved.remove(&location.seq);
+            }
+            Handoff::Claim { ep, location, owner, fresh } => {
+                self.claim(now, ep, location, owner, fresh)
+            }
+            Handoff::Release { ep, location } => {
+                if self.directory.get(&ep).is_some_and(|(l, _)| *l == location) {
+                    self.directory.remove(&ep);
+                }
+            }
+            Handoff::Evict { location } => self.evict(now, location),
+        }
+    }
+
+    /// Advances timers: lifetime expiry and housekeeping.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, location))) = self.expiry.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop();
+            let Some(ep) = self.endpoints.get(&location) else { continue };
+            if ep.expires > now {
+                // Lifetime was extended by an Update: re-arm at the new deadline.
+                self.expiry.push(Reverse((ep.expires, location)));
+                continue;
+            }
+            self.stats.expired += 1;
+            self.remove_endpoint(now, location, Event::Expired, true);
+        }
+        if now >= self.next_housekeeping {
+            self.dedup.expire(now);
+            self.blocks.expire(now);
+            self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+        }
+    }
+
+    /// When [`Shard::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let next_expiry = self.expiry.peek().map(|Reverse((at, _))| *at);
+        Some(next_expiry.map_or(self.next_housekeeping, |e| e.min(self.next_housekeeping)))
+    }
+
+    /// Hands every queued datagram to `send` and forgets them.
+    pub fn drain_transmits(&mut self, mut send: impl FnMut(SocketAddr, &[u8])) {
+        for &(dest, start, len) in &self.tx_list {
+            send(dest, &self.tx[start..start + len]);
+        }
+        self.tx_list.clear();
+        self.tx.clear();
+    }
+
+    /// Datagrams queued and not yet drained.
+    pub fn pending_transmits(&self) -> usize {
+        self.tx_list.len()
+    }
+
+    /// The next MQTT message to publish.
+    pub fn poll_publish(&mut self) -> Option<Publish> {
+        self.publishes.pop_front()
+    }
+
+    /// The next piece of work for another shard: `(shard, work)`.
+    pub fn poll_handoff(&mut self) -> Option<(usize, Handoff)> {
+        self.handoffs.pop_front()
+    }
+
+    fn dispatch(&mut self, now: Instant, from: SocketAddr, arrived_on: usize, hops: u8, data: &[u8]) {
+        self.stats.datagrams += 1;
+        let msg = match Message::parse(data) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.stats.malformed += 1;
+                self.log_peer_error(now, from, &e);
+                // A CON whose header is readable is rejected with a Reset (RFC 7252 §4.2).
+                if data.len() >= 4 && data[0] >> 6 == 1 && (data[0] >> 4) & 3 == 0 {
+                    let mid = u16::from_be_bytes([data[2], data[3]]);
+                    self.queue_empty(from, MessageType::Rst, mid);
+                }
+                return;
+            }
+        };
+        match msg.ty() {
+            MessageType::Con | MessageType::Non if msg.code().is_request() => {
+                self.handle_request(now, from, arrived_on, hops, &msg, data)
+            }
+            // CoAP ping, or a response we never asked for: Reset.
+            MessageType::Con => self.queue_empty(from, MessageType::Rst, msg.mid()),
+            // No downlink exchanges are open here; stray ACK/RST/NON responses are dropped.
+            _ => {}
+        }
+    }
+
+    fn log_peer_error(&mut self, now: Instant, from: SocketAddr, e: &dyn std::fmt::Display) {
+        if now >= self.next_log {
+            tracing::warn!(
+                shard = self.cfg.shard,
+                %from,
+                suppressed = self.suppressed_logs,
+                "dropped datagram: {e}"
+            );
+            self.next_log = now + LOG_INTERVAL;
+            self.suppressed_logs = 0;
+        } else {
+            self.suppressed_logs += 1;
+        }
+    }
+
+    fn queue_empty(&mut self, dest: SocketAddr, ty: MessageType, mid: u16) {
+        let start = self.tx.len();
+        write_empty(&mut self.tx, ty, mid);
+        self.tx_list.push((dest, start, self.tx.len() - start));
+    }
+
+    /// Queues the response to `req` (piggybacked on the ACK for a CON) and records it in
+    /// the exchange cache so a retransmission is answered with the same bytes.
+    fn respond(&mut self, to: SocketAddr, req: &Message<'_>, resp: Response) {
+        if resp.code.class() >= 4 {
+            self.stats.rejected += 1;
+        }
+        let (ty, mid) = match req.ty() {
+            MessageType::Con => (MessageType::Ack, req.mid()),
+            _ => (MessageType::Non, self.mids.next()),
+        };
+        let start = self.tx.len();
+        let mut w = MessageWriter::new(&mut self.tx, ty, resp.code, mid, req.token());
+        let mut id = [0u8; 8];
+        if let Some(location) = resp.location {
+            let n = location.encode(&mut id);
+            w.option(option::LOCATION_PATH, b"rd").option(option::LOCATION_PATH, &id[..n]);
+        }
+        let mut block = [0u8; 3];
+        if let Some(b) = resp.block1 {
+            let n = b.encode(&mut block);
+            w.option(option::BLOCK1, &block[..n]);
+        }
+        w.finish();
+        let len = self.tx.len() - start;
+        self.tx_list.push((to, start, len));
+        if req.ty() == MessageType::Con {
+            self.dedup.record_response(to, req.mid(), &self.tx[start..start + len]);
+        }
+    }
+
+    fn forward(&mut self, to: usize, from: SocketAddr, arrived_on: usize, hops: u8, now: Instant, data: &[u8]) {
+        self.stats.forwarded += 1;
+        self.handoffs.push_back((
+            to,
+            Handoff::Datagram { from, arrived_on, hops: hops + 1, received: now, data: data.to_vec() },
+        ));
+    }
+
+    /// Sends `handoff` to `to`, or applies it at once when `to` is this shard.
+    fn route(&mut self, now: Instant, to: usize, handoff: Handoff) {
+        if to == self.cfg.shard {
+            self.handle_handoff(now, handoff);
+        } else {
+            self.handoffs.push_back((to, handoff));
+        }
+    }
+
+    fn publish(&mut self, kind: TopicKind, ep: &str, peer: SocketAddr) {
+        let t = match kind {
+            TopicKind::Register => &self.cfg.translators.register,
+            TopicKind::Update => &self.cfg.translators.update,
+            TopicKind::Event => &self.cfg.translators.event,
+        };
+        let qos = t.qos;
+        let mut peerhost = [0u8; 64];
+        let peerhost = ip_text(&peer, &mut peerhost);
+        self.cfg.mountpoint.topic(&mut self.topic, ep, peerhost, &t.topic);
+        self.publishes.push_back(Publish {
+            topic: self.topic.clone(),
+            payload: self.json.clone(),
+            qos,
+        });
+    }
+
+    fn publish_event(&mut self, ep: &str, peer: SocketAddr, event: Event) {
+        self.json.clear();
+        crate::translate::write_event(&mut self.json, ep, event);
+        self.publish(TopicKind::Event, ep, peer);
+    }
+
+    fn check_duplicate(&mut self, now: Instant, from: SocketAddr, req: &Message<'_>) -> bool {
+        if req.ty() != MessageType::Con {
+            return false;
+        }
+        match self.dedup.check(now, from, req.mid()) {
+            Dedup::New => false,
+            Dedup::Duplicate(cached) => {
+                self.stats.duplicates += 1;
+                if let Some(bytes) = cached {
+                    let start = self.tx.len();
+                    self.tx.extend_from_slice(bytes);
+                    self.tx_list.push((from, start, bytes.len()));
+                }
+                true
+            }
+        }
+    }
+}
+
+/// Which translator a message goes out on.
+#[derive(Debug, Clone, Copy)]
+enum TopicKind {
+    Register,
+    Update,
+    Event,
+}
+
+/// A response to a device request.
+#[derive(Debug, Clone, Copy)]
+struct Response {
+    code: Code,
+    location: Option<Location>,
+    block1: Option<Block>,
+}
+
+impl Response {
+    fn code(code: Code) -> Response {
+        Response { code, location: None, block1: None }
+    }
+}
+
+/// The textual IP of `addr` written into `buf`, without allocating.
+fn ip_text<'b>(addr: &SocketAddr, buf: &'b mut [u8; 64]) -> &'b str {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{}", addr.ip());
+    let n = cursor.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}

@@ -1,0 +1,420 @@
+//! The node: one pinned glommio executor per shard, each driving a [`Shard`] with its own
+//! socket, MQTT connection and channels to every other shard.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::steer::{bind_reuseport_group, Steering};
+use super::udp::{readable, RecvBatch, SendBatch};
+use crate::config::{Broker, Config};
+use crate::session::{Handoff, Shard, ShardConfig};
+use crate::uplink::{self, EmbeddedBroker, Outgoing, UplinkHandle};
+
+/// io_uring memory per executor. glommio's default (10 MiB) exceeds the 8 MiB memlock limit
+/// unprivileged users usually have; the gateway's I/O is datagrams and one TCP stream.
+const IO_MEMORY: usize = 512 << 10;
+
+/// Capacity of each shard-to-shard channel. Handoffs only happen on rebinding and
+/// re-registration, so this absorbs bursts without holding much memory.
+const HANDOFF_CHANNEL: usize = 4096;
+
+/// Receive-loop turns between cooperative yields, so timers, handoffs and the uplink run
+/// even while a socket stays readable under load.
+const TURNS_PER_YIELD: usize = 16;
+
+/// How often an idle shard checks for shutdown.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// How long a stopping shard waits for its uplink to drain.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Errors starting the node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The UDP listener could not be bound.
+    #[error("cannot bind the UDP listener on {addr}: {source}{hint}")]
+    Bind {
+        /// `listeners.udp.bind`.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] uplink::BrokerError),
+    /// An executor could not be created.
+    #[error("cannot start shard executor {shard}: {reason} (io_uring must be available; as a non-root user raise `ulimit -l` above {} KiB per shard)", IO_MEMORY >> 10)]
+    Executor {
+        /// Shard index.
+        shard: usize,
+        /// glommio's error.
+        reason: String,
+    },
+}
+
+/// A running gateway node.
+#[derive(Debug)]
+pub struct Gateway {
+    udp_addr: SocketAddr,
+    mqtt_addr: String,
+    steering: Steering,
+    shutdown: Arc<AtomicBool>,
+    registered: Arc<Vec<AtomicUsize>>,
+    executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    broker: Option<EmbeddedBroker>,
+}
+
+struct ShardIo {
+    shard: Shard,
+    send: SendBatch,
+    fd: RawFd,
+    uplink: UplinkHandle,
+    peers: Vec<Option<ConnectedSender<Handoff>>>,
+    backlog: VecDeque<(usize, Handoff)>,
+}
+
+impl ShardIo {
+    /// Moves everything the shard produced to the socket, the uplink and other shards.
+    fn flush(&mut self, now: Instant) {
+        let send = &mut self.send;
+        self.shard.drain_transmits(|to, data| send.push(to, data));
+        if let Err(e) = self.send.flush(self.fd) {
+            tracing::warn!("UDP send failed: {e}");
+        }
+        while let Some(p) = self.shard.poll_publish() {
+            self.uplink.publish(now, Outgoing { topic: p.topic, payload: p.payload.into(), qos: p.qos });
+        }
+        while let Some(h) = self.shard.poll_handoff() {
+            self.backlog.push_back(h);
+        }
+        while let Some((to, h)) = self.backlog.pop_front() {
+            let Some(Some(peer)) = self.peers.get(to) else { continue };
+            if let Err(e) = peer.try_send(h) {
+                tracing::warn!(to, "handoff channel full, retrying: {e}");
+                break;
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Binds the listener, starts the embedded broker if configured, and starts one
+    /// executor per shard. Returns once every shard is running.
+    pub fn start(config: Config) -> Result<Gateway, StartError> {
+        let shards = config.gateway.shards;
+        let broker = match &config.mqtt.broker {
+            Broker::Embedded => Some(uplink::start_embedded(config.mqtt.embedded_bind)?),
+            Broker::External { .. } => None,
+        };
+        let mqtt_addr = match (&config.mqtt.broker, &broker) {
+            (_, Some(b)) => b.local_addr().to_string(),
+            (Broker::External { host, port }, None) => format!("{host}:{port}"),
+            (Broker::Embedded, None) => unreachable!("embedded broker started above"),
+        };
+        let bind = config.udp.bind;
+        let (sockets, steering) = bind_reuseport_group(bind, shards).map_err(|source| {
+            let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+                "; another process holds this port without SO_REUSEPORT: stop it or change listeners.udp.bind"
+            } else {
+                ""
+            };
+            StartError::Bind { addr: bind, source, hint }
+        })?;
+        let udp_addr = sockets[0].local_addr().map_err(|source| StartError::Bind {
+            addr: bind,
+            source,
+            hint: "",
+        })?;
+        tracing::info!(%udp_addr, shards, ?steering, mqtt = %mqtt_addr, "gateway starting");
+
+        // channels[from][to]
+        let mut senders: Vec<Vec<Option<shared_channel::SharedSender<Handoff>>>> =
+            (0..shards).map(|_| (0..shards).map(|_| None).collect()).collect();
+        let mut receivers: Vec<Vec<shared_channel::SharedReceiver<Handoff>>> =
+            (0..shards).map(|_| Vec::new()).collect();
+        for from in 0..shards {
+            for to in 0..shards {
+                if from != to {
+                    let (s, r) = shared_channel::new_bounded(HANDOFF_CHANNEL);
+                    senders[from][to] = Some(s);
+                    receivers[to].push(r);
+                }
+            }
+        }
+
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let registered: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..shards).map(|_| AtomicUsize::new(0)).collect());
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let node = node_name();
+        let config = Arc::new(config);
+        let mut executors = Vec::with_capacity(shards);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
+        for (i, ((socket, senders), receivers)) in
+            sockets.into_iter().zip(senders).zip(receivers).enumerate()
+        {
+            let fd = socket.into_raw_fd();
+            let ctx = ShardContext {
+                index: i,
+                config: config.clone(),
+                fd,
+                senders,
+                receivers,
+                shutdown: shutdown.clone(),
+                registered: registered.clone(),
+                mqtt_addr: mqtt_addr.clone(),
+                node: node.clone(),
+                ready: ready_tx.clone(),
+            };
+            let handle = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
+                .name(&format!("shard-{i}"))
+                .io_memory(IO_MEMORY)
+                .spawn(move || shard_main(ctx))
+                .map_err(|e| StartError::Executor { shard: i, reason: e.to_string() })?;
+            executors.push(handle);
+        }
+        drop(ready_tx);
+        for _ in 0..shards {
+            if ready_rx.recv().is_err() {
+                break;
+            }
+        }
+        Ok(Gateway { udp_addr, mqtt_addr, steering, shutdown, registered, executors, broker })
+    }
+
+    /// The bound UDP listener address (useful with port 0).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// `host:port` of the broker the uplinks connect to.
+    pub fn mqtt_addr(&self) -> &str {
+        &self.mqtt_addr
+    }
+
+    /// Whether the kernel steers by the BPF program or by its own hash.
+    pub fn steering(&self) -> Steering {
+        self.steering
+    }
+
+    /// Registered endpoints per shard.
+    pub fn registered(&self) -> Vec<usize> {
+        self.registered.iter().map(|a| a.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Registered endpoints per shard once their sum reaches `total`, or as they are when
+    /// `timeout` passes. The counters are refreshed by each shard's timer task.
+    pub fn registered_eventually(&self, total: usize, timeout: Duration) -> Vec<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.registered();
+            if now.iter().sum::<usize>() == total || Instant::now() >= deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Graceful stop: shards stop reading, flush their uplinks, then the broker stops.
+    pub fn stop(self) {
+        self.shutdown.store(true, Ordering::Release);
+        for e in self.executors {
+            if let Err(e) = e.join() {
+                tracing::warn!("shard ended with an error: {e}");
+            }
+        }
+        drop(self.broker);
+        tracing::info!("gateway stopped");
+    }
+}
+
+struct ShardContext {
+    index: usize,
+    config: Arc<Config>,
+    fd: RawFd,
+    senders: Vec<Option<shared_channel::SharedSender<Handoff>>>,
+    receivers: Vec<shared_channel::SharedReceiver<Handoff>>,
+    shutdown: Arc<AtomicBool>,
+    registered: Arc<Vec<AtomicUsize>>,
+    mqtt_addr: String,
+    node: String,
+    ready: std::sync::mpsc::Sender<usize>,
+}
+
+async fn shard_main(ctx: ShardContext) {
+    let index = ctx.index;
+    // SAFETY: `fd` came from `into_raw_fd` of a socket nobody else owns.
+    let socket = unsafe { glommio::net::UdpSocket::from_raw_fd(ctx.fd) };
+    let fd = socket.as_raw_fd();
+    let uplink = uplink::spawn_uplink(&ctx.config.mqtt, index, &ctx.node, ctx.mqtt_addr.clone());
+    let mut peers = Vec::with_capacity(ctx.senders.len());
+    for s in ctx.senders {
+        peers.push(match s {
+            Some(s) => Some(s.connect().await),
+            None => None,
+        });
+    }
+    let mut inbound: Vec<ConnectedReceiver<Handoff>> = Vec::new();
+    for r in ctx.receivers {
+        inbound.push(r.connect().await);
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let shard = Shard::new(ShardConfig::new(&ctx.config, index), Instant::now(), seed);
+    let io = Rc::new(RefCell::new(ShardIo {
+        shard,
+        send: SendBatch::new(),
+        fd,
+        uplink: uplink.clone(),
+        peers,
+        backlog: VecDeque::new(),
+    }));
+    let _ = ctx.ready.send(index);
+
+    for rx in inbound {
+        let io = io.clone();
+        glommio::spawn_local(async move {
+            while let Some(h) = rx.recv().await {
+                let now = Instant::now();
+                let mut io = io.borrow_mut();
+                io.shard.handle_handoff(now, h);
+                io.flush(now);
+            }
+        })
+        .detach();
+    }
+    {
+        let io = io.clone();
+        let shutdown = ctx.shutdown.clone();
+        let registered = ctx.registered.clone();
+        glommio::spawn_local(async move {
+            while !shutdown.load(Ordering::Acquire) {
+                let now = Instant::now();
+                let wait = {
+                    let mut io = io.borrow_mut();
+                    io.shard.handle_timeout(now);
+                    io.flush(now);
+                    registered[index].store(io.shard.registered(), Ordering::Relaxed);
+                    io.shard.poll_timeout().map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now))
+                };
+                glommio::timer::sleep(wait.clamp(Duration::from_millis(1), SHUTDOWN_POLL)).await;
+            }
+        })
+        .detach();
+    }
+
+    let mut recv = RecvBatch::new();
+    let mut turns = 0;
+    while !ctx.shutdown.load(Ordering::Acquire) {
+        let n = match recv.recv(fd) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(shard = index, "UDP receive failed: {e}");
+                0
+            }
+        };
+        if n == 0 {
+            let wake = futures_lite::future::or(
+                async { readable(&socket).await.map(|_| ()) },
+                async {
+                    glommio::timer::sleep(SHUTDOWN_POLL).await;
+                    Ok(())
+                },
+            );
+            if let Err(e) = wake.await {
+                tracing::warn!(shard = index, "UDP readiness failed: {e}");
+                glommio::timer::sleep(SHUTDOWN_POLL).await;
+            }
+            continue;
+        }
+        let now = Instant::now();
+        {
+            let mut io = io.borrow_mut();
+            for i in 0..n {
+                let (from, data) = recv.get(i);
+                io.shard.handle_datagram(now, from, data);
+            }
+            io.flush(now);
+        }
+        turns += 1;
+        if turns % TURNS_PER_YIELD == 0 {
+            glommio::yield_if_needed().await;
+        }
+    }
+    // Stop reading; hand the uplink everything still queued, then let it drain.
+    {
+        let now = Instant::now();
+        let mut io = io.borrow_mut();
+        io.shard.handle_timeout(now);
+        io.flush(now);
+    }
+    uplink.flush(Instant::now() + FLUSH_DEADLINE).await;
+    tracing::debug!(shard = index, "shard stopped");
+}
+
+/// The node's name for MQTT client ids: the host name, or `node` if it has none.
+fn node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(0);
+    let name = if rc == 0 { String::from_utf8_lossy(&buf[..len]).into_owned() } else { String::new() };
+    let name: String =
+        name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(20).collect();
+    if name.is_empty() {
+        "node".into()
+    } else {
+        name
+    }
+}
+
+/// Runs the gateway until SIGINT or SIGTERM, then stops it gracefully.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let signals = block_stop_signals()?;
+    let gateway = Gateway::start(config)?;
+    tracing::info!(udp = %gateway.udp_addr(), mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it");
+    let signal = wait_for(&signals)?;
+    tracing::info!(signal, "stopping: flushing the uplink");
+    gateway.stop();
+    Ok(())
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and the threads it starts) so that
+/// [`wait_for`] can take them synchronously.
+fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
+    // SAFETY: plain libc signal-set manipulation on a local, initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+fn wait_for(set: &libc::sigset_t) -> std::io::Result<&'static str> {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is initialised; `sig` is a valid out pointer.
+    let rc = unsafe { libc::sigwait(set, &mut sig) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    Ok(if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" })
+}

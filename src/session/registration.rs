@@ -1,0 +1,356 @@
+//! The LwM2M registration interface on a shard: Register, Update, Deregister, expiry,
+//! re-register, NAT rebinding, and the cross-shard bookkeeping they need.
+
+use std::borrow::Cow;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{
+    directory_shard, Endpoint, Handoff, Location, Migrating, Response, Shard, TopicKind, MAX_HOPS,
+};
+use crate::coap::{Block, BlockProgress, Code, Message};
+use crate::config::UpdatePublishCondition;
+use crate::lwm2m::{parse_query, Registration, RegistrationError};
+use crate::translate::{Event, RegMsgType};
+
+/// CoRE link format (RFC 6690), the only payload a Register or Update may carry.
+const CONTENT_FORMAT_LINK: u16 = 40;
+
+fn error_code(e: &RegistrationError) -> Code {
+    let (class, detail) = e.response_class();
+    Code::new(class, detail)
+}
+
+impl Shard {
+    /// Routes a request by Uri-Path: `/rd` and `/rd/<id>` are the registration interface,
+    /// everything else is 4.04.
+    pub(super) fn handle_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        arrived_on: usize,
+        hops: u8,
+        msg: &Message<'_>,
+        data: &[u8],
+    ) {
+        let mut path = msg.uri_path();
+        let (first, second, more) = (path.next(), path.next(), path.next().is_some());
+        match (first, second, more) {
+            (Some(b"rd"), None, false) => {
+                if self.check_duplicate(now, from, msg) {
+                    return;
+                }
+                if msg.code() != Code::POST {
+                    return self.respond(from, msg, Response::code(Code::METHOD_NOT_ALLOWED));
+                }
+                if let Some((body, block1)) = self.take_body(now, from, msg) {
+                    self.register(now, from, msg, &body, block1);
+                }
+            }
+            (Some(b"rd"), Some(id), false) => {
+                let location =
+                    Location::parse(id).filter(|l| usize::from(l.home) < self.cfg.shards);
+                if let Some(location) = location {
+                    if self.endpoints.contains_key(&location) {
+                        if self.check_duplicate(now, from, msg) {
+                            return;
+                        }
+                        return self.registration_request(now, from, arrived_on, msg, location);
+                    }
+                    if hops < MAX_HOPS {
+                        let home = usize::from(location.home);
+                        let next = if home != self.cfg.shard {
+                            Some(home)
+                        } else {
+                            self.moved.get(&location.seq).copied()
+                        };
+                        if let Some(next) = next {
+                            return self.forward(next, from, arrived_on, hops, now, data);
+                        }
+                    }
+                }
+                if !self.check_duplicate(now, from, msg) {
+                    self.respond(from, msg, Response::code(Code::NOT_FOUND));
+                }
+            }
+            _ => {
+                if !self.check_duplicate(now, from, msg) {
+                    self.respond(from, msg, Response::code(Code::NOT_FOUND));
+                }
+            }
+        }
+    }
+
+    fn registration_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        arrived_on: usize,
+        msg: &Message<'_>,
+        location: Location,
+    ) {
+        match msg.code() {
+            Code::POST => {
+                if let Some((body, block1)) = self.take_body(now, from, msg) {
+                    self.update(now, from, arrived_on, msg, location, &body, block1);
+                }
+            }
+            Code::DELETE => {
+                self.stats.deregistered += 1;
+                self.remove_endpoint(now, location, Event::Deregister, true);
+                self.respond(from, msg, Response::code(Code::DELETED));
+            }
+            _ => self.respond(from, msg, Response::code(Code::METHOD_NOT_ALLOWED)),
+        }
+    }
+
+    /// The request body: the payload itself, or a reassembled Block1 transfer once its last
+    /// block arrived. `None` when a response (2.31 Continue or an error) was already queued.
+    fn take_body<'m>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &Message<'m>,
+    ) -> Option<(Cow<'m, [u8]>, Option<Block>)> {
+        let Some(block) = msg.block1() else {
+            return Some((Cow::Borrowed(msg.payload()), None));
+        };
+        let mut h = ahash::RandomState::with_seeds(5, 6, 7, 8).build_hasher();
+        h.write_u8(msg.code().0);
+        for seg in msg.uri_path() {
+            h.write(seg);
+            h.write_u8(0);
+        }
+        for q in msg.uri_query() {
+            h.write(q);
+            h.write_u8(1);
+        }
+        match self.blocks.push(now, from, h.finish(), block, msg.payload()) {
+            Ok(BlockProgress::Continue) => {
+                let echo = Block { more: true, ..block };
+                self.respond(
+                    from,
+                    msg,
+                    Response { code: Code::CONTINUE, location: None, block1: Some(echo) },
+                );
+                None
+            }
+            Ok(BlockProgress::Complete(body)) => Some((Cow::Owned(body), Some(block))),
+            Err(e) => {
+                self.log_peer_error(now, from, &e);
+                self.respond(from, msg, Response::code(e.code()));
+                None
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        body: &[u8],
+        block1: Option<Block>,
+    ) {
+        if msg.content_format().is_some_and(|cf| cf != CONTENT_FORMAT_LINK) && !body.is_empty() {
+            return self.respond(from, msg, Response::code(Code::UNSUPPORTED_CONTENT_FORMAT));
+        }
+        let payload = (!body.is_empty()).then_some(body);
+        let registration = match parse_query(msg.uri_query())
+            .and_then(|q| Registration::from_register(q, payload, &self.cfg.limits))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.log_peer_error(now, from, &e);
+                return self.respond(from, msg, Response::code(error_code(&e)));
+            }
+        };
+        let replacing = self.by_name.get(registration.ep.as_str()).copied();
+        if replacing.is_none() && self.endpoints.len() >= self.cfg.max_endpoints
+            || !self.rate.allow(now)
+        {
+            self.stats.overloaded += 1;
+            return self.respond(from, msg, Response::code(Code::SERVICE_UNAVAILABLE));
+        }
+        if let Some(old) = replacing {
+            self.stats.replaced += 1;
+            self.remove_endpoint(now, old, Event::Replaced, false);
+        }
+        let location = Location { home: self.cfg.shard as u8, seq: self.next_seq };
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let expires = now + Duration::from_secs(u64::from(registration.lifetime));
+        let name = registration.ep.clone();
+
+        self.json.clear();
+        crate::translate::write_register(&mut self.json, RegMsgType::Register, &registration);
+        self.publish(TopicKind::Register, &name, from);
+
+        self.by_addr.insert(from, location);
+        self.by_name.insert(name.clone(), location);
+        self.endpoints.insert(location, Endpoint { registration, addr: from, expires });
+        self.expiry.push(std::cmp::Reverse((expires, location)));
+        self.stats.registered += 1;
+        self.respond(from, msg, Response { code: Code::CREATED, location: Some(location), block1 });
+
+        let dir = directory_shard(&name, self.cfg.shards);
+        let owner = self.cfg.shard;
+        self.route(now, dir, Handoff::Claim { ep: name, location, owner, fresh: true });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        arrived_on: usize,
+        msg: &Message<'_>,
+        location: Location,
+        body: &[u8],
+        block1: Option<Block>,
+    ) {
+        if msg.content_format().is_some_and(|cf| cf != CONTENT_FORMAT_LINK) && !body.is_empty() {
+            return self.respond(from, msg, Response::code(Code::UNSUPPORTED_CONTENT_FORMAT));
+        }
+        let payload = (!body.is_empty()).then_some(body);
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return self.respond(from, msg, Response::code(Code::NOT_FOUND));
+        };
+        let outcome = match parse_query(msg.uri_query())
+            .and_then(|q| ep.registration.apply_update(q, payload, &self.cfg.limits))
+        {
+            Ok(o) => o,
+            Err(e) => {
+                self.log_peer_error(now, from, &e);
+                return self.respond(from, msg, Response::code(error_code(&e)));
+            }
+        };
+        ep.expires = now + Duration::from_secs(u64::from(ep.registration.lifetime));
+        let old_addr = std::mem::replace(&mut ep.addr, from);
+        let publish_update = match self.cfg.update_condition {
+            UpdatePublishCondition::Always => true,
+            UpdatePublishCondition::ContainsObjectList => outcome.object_list_changed,
+        };
+        if publish_update {
+            self.json.clear();
+            crate::translate::write_register(&mut self.json, RegMsgType::Update, &ep.registration);
+        }
+        let name = ep.registration.ep.clone();
+        self.stats.updated += 1;
+        self.respond(from, msg, Response { code: Code::CHANGED, location: None, block1 });
+        if publish_update {
+            self.publish(TopicKind::Update, &name, from);
+        }
+        if old_addr != from {
+            self.stats.rebound += 1;
+            if self.by_addr.get(&old_addr) == Some(&location) {
+                self.by_addr.remove(&old_addr);
+            }
+            self.by_addr.insert(from, location);
+            self.publish_event(&name, from, Event::Rebound);
+        }
+        if arrived_on != self.cfg.shard {
+            self.migrate(now, location, arrived_on);
+        }
+    }
+
+    /// Moves an endpoint to the shard its datagrams now arrive on.
+    fn migrate(&mut self, now: Instant, location: Location, to: usize) {
+        let Some(ep) = self.endpoints.remove(&location) else { return };
+        self.unindex(location, &ep);
+        let name = ep.registration.ep.clone();
+        let m = Migrating { location, registration: ep.registration, addr: ep.addr, expires: ep.expires };
+        self.handoffs.push_back((to, Handoff::Adopt(Box::new(m))));
+        let home = usize::from(location.home);
+        if home == self.cfg.shard {
+            self.moved.insert(location.seq, to);
+        } else {
+            self.route(now, home, Handoff::Moved { location, owner: to });
+        }
+        let dir = directory_shard(&name, self.cfg.shards);
+        self.route(now, dir, Handoff::Claim { ep: name, location, owner: to, fresh: false });
+    }
+
+    pub(super) fn adopt(&mut self, _now: Instant, m: Migrating) {
+        if usize::from(m.location.home) == self.cfg.shard {
+            self.moved.remove(&m.location.seq);
+        }
+        self.by_addr.insert(m.addr, m.location);
+        self.by_name.insert(m.registration.ep.clone(), m.location);
+        self.expiry.push(std::cmp::Reverse((m.expires, m.location)));
+        self.endpoints.insert(
+            m.location,
+            Endpoint { registration: m.registration, addr: m.addr, expires: m.expires },
+        );
+    }
+
+    /// Directory update: `location` on `owner` holds `ep`. A fresh registration evicts the
+    /// one it replaces; a moved registration only updates its owner (or, if a newer
+    /// registration of the name got there first, is itself evicted).
+    pub(super) fn claim(
+        &mut self,
+        now: Instant,
+        ep: String,
+        location: Location,
+        owner: usize,
+        fresh: bool,
+    ) {
+        let current = self.directory.get(&ep).copied();
+        match current {
+            Some((held, held_owner)) if held != location => {
+                if fresh {
+                    self.directory.insert(ep, (location, owner));
+                    self.route(now, held_owner, Handoff::Evict { location: held });
+                } else {
+                    self.route(now, owner, Handoff::Evict { location });
+                }
+            }
+            _ => {
+                self.directory.insert(ep, (location, owner));
+            }
+        }
+    }
+
+    pub(super) fn evict(&mut self, now: Instant, location: Location) {
+        if self.endpoints.contains_key(&location) {
+            self.stats.replaced += 1;
+            self.remove_endpoint(now, location, Event::Replaced, false);
+        } else if usize::from(location.home) == self.cfg.shard {
+            if let Some(&owner) = self.moved.get(&location.seq) {
+                self.handoffs.push_back((owner, Handoff::Evict { location }));
+            }
+        }
+    }
+
+    fn unindex(&mut self, location: Location, ep: &Endpoint) {
+        if self.by_addr.get(&ep.addr) == Some(&location) {
+            self.by_addr.remove(&ep.addr);
+        }
+        if self.by_name.get(ep.registration.ep.as_str()) == Some(&location) {
+            self.by_name.remove(ep.registration.ep.as_str());
+        }
+    }
+
+    /// Removes a registration, tells the home and (when `release`) the directory, and
+    /// publishes `event`.
+    pub(super) fn remove_endpoint(
+        &mut self,
+        now: Instant,
+        location: Location,
+        event: Event,
+        release: bool,
+    ) {
+        let Some(ep) = self.endpoints.remove(&location) else { return };
+        self.unindex(location, &ep);
+        let name = ep.registration.ep;
+        let home = usize::from(location.home);
+        if home != self.cfg.shard {
+            self.route(now, home, Handoff::Gone { location });
+        }
+        self.publish_event(&name, ep.addr, event);
+        if release {
+            let dir = directory_shard(&name, self.cfg.shards);
+            self.route(now, dir, Handoff::Release { ep: name, location });
+        }
+    }
+}
