@@ -1,0 +1,113 @@
+//! The sans-IO pipeline without sockets: a Register datagram through the shard core, and a
+//! datagram all the way to the MQTT PUBLISH bytes the uplink writes.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use lwm2m_gateway::coap::{option, Code, MessageType, MessageWriter};
+use lwm2m_gateway::config::Config;
+use lwm2m_gateway::session::{Shard, ShardConfig};
+use rumqttc::mqttbytes::v4::Publish;
+use rumqttc::mqttbytes::QoS;
+
+const OBJECTS: &[u8] = b"</>;rt=\"oma.lwm2m\";ct=110,</1>;ver=1.1,</1/0>,</2/0>,</3/0>,</4/0>,</5/0>,</6/0>,</7/0>,</31024>;ver=1.0,</31024/10>,</31024/11>,</31024/12>";
+
+fn register(i: u32, buf: &mut Vec<u8>) {
+    buf.clear();
+    let ep = format!("ep=bench-{i}");
+    MessageWriter::new(buf, MessageType::Con, Code::POST, i as u16, &i.to_be_bytes())
+        .option(option::URI_PATH, b"rd")
+        .uint_option(option::CONTENT_FORMAT, 40)
+        .option(option::URI_QUERY, b"lwm2m=1.1")
+        .option(option::URI_QUERY, ep.as_bytes())
+        .option(option::URI_QUERY, b"b=U")
+        .option(option::URI_QUERY, b"lt=300")
+        .payload(OBJECTS)
+        .finish();
+}
+
+fn addr(i: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x7f10_0000 + i)), 5683)
+}
+
+fn shard() -> Shard {
+    let mut config = Config::default_config();
+    config.gateway.shards = 1;
+    config.udp.max_conn_rate = u32::MAX / 2;
+    config.udp.max_connections = 100_000_000;
+    Shard::new(ShardConfig::new(&config, 0), Instant::now(), 1)
+}
+
+fn bench_register(c: &mut Criterion) {
+    let mut g = c.benchmark_group("register");
+    g.throughput(Throughput::Elements(1));
+    // Register → 2.01 bytes + register JSON, on a shard that keeps growing.
+    g.bench_function("datagram_to_response_and_json", |b| {
+        let mut s = shard();
+        let now = Instant::now();
+        let mut buf = Vec::new();
+        let mut i = 0u32;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            register(i, &mut buf);
+            s.handle_datagram(now, addr(i), &buf);
+            s.drain_transmits(|_, d| {
+                std::hint::black_box(d);
+            });
+            while let Some(p) = s.poll_publish() {
+                std::hint::black_box(p);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(1));
+    // An Update datagram of a registered device → 2.04 + update JSON → MQTT PUBLISH bytes.
+    g.bench_function("update_datagram_to_publish_bytes", |b| {
+        let mut s = shard();
+        let now = Instant::now();
+        let mut buf = Vec::new();
+        register(1, &mut buf);
+        s.handle_datagram(now, addr(1), &buf);
+        let mut loc = Vec::new();
+        s.drain_transmits(|_, d| {
+            let m = lwm2m_gateway::coap::Message::parse(d).expect("2.01 parses");
+            loc = m.location_path().nth(1).expect("rd/<id>").to_vec();
+        });
+        while s.poll_publish().is_some() {}
+        let mut out = BytesMut::with_capacity(1 << 16);
+        let mut mid = 0u16;
+        b.iter_batched_ref(
+            || (),
+            |_| {
+                mid = mid.wrapping_add(1);
+                buf.clear();
+                MessageWriter::new(&mut buf, MessageType::Con, Code::POST, mid, &[1, 2, 3, 4])
+                    .option(option::URI_PATH, b"rd")
+                    .option(option::URI_PATH, &loc)
+                    .finish();
+                s.handle_datagram(now + Duration::from_millis(u64::from(mid)), addr(1), &buf);
+                s.drain_transmits(|_, d| {
+                    std::hint::black_box(d);
+                });
+                out.clear();
+                while let Some(p) = s.poll_publish() {
+                    Publish::new(p.topic, QoS::AtMostOnce, p.payload)
+                        .write(&mut out)
+                        .expect("encodes");
+                }
+                std::hint::black_box(&out);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_register, bench_pipeline);
+criterion_main!(benches);
