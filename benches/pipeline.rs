@@ -17,15 +17,15 @@ const OBJECTS: &[u8] = b"</>;rt=\"oma.lwm2m\";ct=110,</1>;ver=1.1,</1/0>,</2/0>,
 fn register(i: u32, buf: &mut Vec<u8>) {
     buf.clear();
     let ep = format!("ep=bench-{i}");
-    MessageWriter::new(buf, MessageType::Con, Code::POST, i as u16, &i.to_be_bytes())
-        .option(option::URI_PATH, b"rd")
+    let mut w = MessageWriter::new(buf, MessageType::Con, Code::POST, i as u16, &i.to_be_bytes());
+    w.option(option::URI_PATH, b"rd")
         .uint_option(option::CONTENT_FORMAT, 40)
         .option(option::URI_QUERY, b"lwm2m=1.1")
         .option(option::URI_QUERY, ep.as_bytes())
         .option(option::URI_QUERY, b"b=U")
         .option(option::URI_QUERY, b"lt=300")
-        .payload(OBJECTS)
-        .finish();
+        .payload(OBJECTS);
+    w.finish();
 }
 
 fn addr(i: u32) -> SocketAddr {
@@ -87,10 +87,10 @@ fn bench_pipeline(c: &mut Criterion) {
             |_| {
                 mid = mid.wrapping_add(1);
                 buf.clear();
-                MessageWriter::new(&mut buf, MessageType::Con, Code::POST, mid, &[1, 2, 3, 4])
-                    .option(option::URI_PATH, b"rd")
-                    .option(option::URI_PATH, &loc)
-                    .finish();
+                let mut w =
+                    MessageWriter::new(&mut buf, MessageType::Con, Code::POST, mid, &[1, 2, 3, 4]);
+                w.option(option::URI_PATH, b"rd").option(option::URI_PATH, &loc);
+                w.finish();
                 s.handle_datagram(now + Duration::from_millis(u64::from(mid)), addr(1), &buf);
                 s.drain_transmits(|_, d| {
                     std::hint::black_box(d);

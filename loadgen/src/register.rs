@@ -185,21 +185,21 @@ fn encode(phase: Phase, dev: &Device, args: &RegisterArgs, buf: &mut Vec<u8>) {
         Phase::Register => {
             let ep = format!("ep={}-{}", args.prefix, dev.index);
             let lt = format!("lt={}", args.lifetime);
-            MessageWriter::new(buf, MessageType::Con, Code::POST, dev.mid, &token)
-                .option(option::URI_PATH, b"rd")
+            let mut w = MessageWriter::new(buf, MessageType::Con, Code::POST, dev.mid, &token);
+            w.option(option::URI_PATH, b"rd")
                 .uint_option(option::CONTENT_FORMAT, 40)
                 .option(option::URI_QUERY, b"lwm2m=1.1")
                 .option(option::URI_QUERY, ep.as_bytes())
                 .option(option::URI_QUERY, b"b=U")
                 .option(option::URI_QUERY, lt.as_bytes())
-                .payload(WAKAAMA_OBJECTS.as_bytes())
-                .finish();
+                .payload(WAKAAMA_OBJECTS.as_bytes());
+            w.finish();
         }
         Phase::Deregister => {
-            MessageWriter::new(buf, MessageType::Con, Code::DELETE, dev.mid, &token)
-                .option(option::URI_PATH, b"rd")
-                .option(option::URI_PATH, &dev.location[..usize::from(dev.location_len)])
-                .finish();
+            let mut w = MessageWriter::new(buf, MessageType::Con, Code::DELETE, dev.mid, &token);
+            w.option(option::URI_PATH, b"rd")
+                .option(option::URI_PATH, &dev.location[..usize::from(dev.location_len)]);
+            w.finish();
         }
     }
 }
