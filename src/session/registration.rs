@@ -229,7 +229,7 @@ impl Shard {
         let old_addr = std::mem::replace(&mut ep.addr, from);
         let publish_update = match self.cfg.update_condition {
             UpdatePublishCondition::Always => true,
-            UpdatePublishCondition::ContainsObjectList => outcome.object_list_changed,
+            UpdatePublishCondition::ContainsObjectList => outcome.object_list_updated,
         };
         if publish_update {
             self.json.clear();
