@@ -394,3 +394,31 @@ fn object_list_quotes_and_oddities() {
     let exact = "</1/0>,".repeat(MAX_OBJECT_LINKS);
     assert!(parse_object_list(exact.as_bytes()).is_ok());
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn object_list_any_bytes(payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_object_list(&payload);
+        }
+
+        #[test]
+        fn object_list_link_like_text(text in "[<>/;,=\" a-z0-9\\\\\n]{0,200}") {
+            if let Ok(list) = parse_object_list(text.as_bytes()) {
+                prop_assert!(list.links.iter().all(|l| l.path.starts_with('/')));
+                prop_assert!(list.alternate_path.starts_with('/'));
+            }
+        }
+
+        #[test]
+        fn register_any_query(segments in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..20), 0..40)) {
+            if let Ok(q) = parse_query(segments.iter().map(Vec::as_slice)) {
+                let _ = Registration::from_register(q, None, &Limits::default());
+            }
+        }
+    }
+}

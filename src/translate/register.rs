@@ -227,4 +227,65 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).expect("valid JSON");
         assert_eq!(v["data"]["ep"], "a\"\n");
     }
+
+    mod json_validity {
+        use super::*;
+        use proptest::prelude::*;
+        use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+        /// Member names of a JSON object in text order, duplicates kept.
+        struct KeyList;
+
+        impl<'de> Visitor<'de> for KeyList {
+            type Value = Vec<String>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, _)) = map.next_entry::<String, IgnoredAny>()? {
+                    keys.push(k);
+                }
+                Ok(keys)
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_ep_and_params_give_valid_json_without_duplicate_keys(
+                ep in any::<String>(),
+                params in proptest::collection::vec((any::<String>(), any::<String>()), 0..6),
+                reserved in proptest::sample::select(vec!["ep", "lt", "objectList", "Token", "x"]),
+            ) {
+                let mut reg = register(&["ep=e", "lwm2m=1.1"], Some(b"</3/0>"));
+                reg.ep = ep.clone();
+                reg.params.push((reserved.to_owned(), "v".to_owned()));
+                for (n, v) in params {
+                    if !reg.params.iter().any(|(m, _)| *m == n) {
+                        reg.params.push((n, v));
+                    }
+                }
+                let mut out = Vec::new();
+                write_register(&mut out, RegMsgType::Update, &reg);
+                let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+                prop_assert_eq!(v["data"]["ep"].as_str(), Some(ep.as_str()));
+                let data = serde_json::to_string(&v["data"]).expect("data");
+                let mut keys = serde_json::Deserializer::from_str(&data)
+                    .deserialize_map(KeyList)
+                    .expect("keys");
+                let raw = String::from_utf8(out).expect("utf-8");
+                let start = raw.find("\"data\":").expect("data") + 7;
+                let mut raw_keys = serde_json::Deserializer::from_str(&raw[start..raw.len() - 1])
+                    .deserialize_map(KeyList)
+                    .expect("raw keys");
+                prop_assert_eq!(raw_keys.len(), keys.len(), "duplicate keys in {}", raw);
+                raw_keys.sort();
+                keys.sort();
+                prop_assert_eq!(raw_keys, keys);
+                prop_assert!(!v["data"].as_object().expect("data").keys().any(|k| is_secret_param(k)));
+            }
+        }
+    }
 }
