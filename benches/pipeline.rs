@@ -17,7 +17,13 @@ const OBJECTS: &[u8] = b"</>;rt=\"oma.lwm2m\";ct=110,</1>;ver=1.1,</1/0>,</2/0>,
 fn register(i: u32, buf: &mut Vec<u8>) {
     buf.clear();
     let ep = format!("ep=bench-{i}");
-    let mut w = MessageWriter::new(buf, MessageType::Con, Code::POST, i as u16, &i.to_be_bytes());
+    let mut w = MessageWriter::new(
+        buf,
+        MessageType::Con,
+        Code::POST,
+        i as u16,
+        &i.to_be_bytes(),
+    );
     w.option(option::URI_PATH, b"rd")
         .uint_option(option::CONTENT_FORMAT, 40)
         .option(option::URI_QUERY, b"lwm2m=1.1")
@@ -89,7 +95,8 @@ fn bench_pipeline(c: &mut Criterion) {
                 buf.clear();
                 let mut w =
                     MessageWriter::new(&mut buf, MessageType::Con, Code::POST, mid, &[1, 2, 3, 4]);
-                w.option(option::URI_PATH, b"rd").option(option::URI_PATH, &loc);
+                w.option(option::URI_PATH, b"rd")
+                    .option(option::URI_PATH, &loc);
                 w.finish();
                 s.handle_datagram(now + Duration::from_millis(u64::from(mid)), addr(1), &buf);
                 s.drain_transmits(|_, d| {

@@ -16,7 +16,11 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
 
 /// Runs the binary to completion (bounded) and returns (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).env("RUST_LOG", "info").output().expect("runs");
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -29,7 +33,8 @@ fn print_default_config_is_the_shipped_file_and_loads() {
     let (code, out, _) = run(&["--print-default-config"]);
     assert_eq!(code, 0);
     let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml")).expect("file");
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml"))
+            .expect("file");
     assert_eq!(out, shipped);
     let path = write_config("default.toml", &out);
     let (code, out, err) = run(&["--config", path.to_str().expect("utf-8"), "--check-config"]);
@@ -49,10 +54,16 @@ fn help_lists_the_flags() {
 #[test]
 fn bad_config_exits_2_naming_the_key() {
     let cases = [
-        ("[gateway]\nlifetime_min = \"soon\"\n", "gateway.lifetime_min"),
+        (
+            "[gateway]\nlifetime_min = \"soon\"\n",
+            "gateway.lifetime_min",
+        ),
         ("[mqtt]\nbroker = \"amqp://x\"\n", "mqtt.broker"),
         ("[gateway]\nshardz = 3\n", "shardz"),
-        ("[listeners.udp]\nbind = \"localhost\"\n", "listeners.udp.bind"),
+        (
+            "[listeners.udp]\nbind = \"localhost\"\n",
+            "listeners.udp.bind",
+        ),
         ("not toml at all [", "TOML"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
@@ -80,7 +91,10 @@ fn embedded_broker_port_in_use_says_what_to_do() {
     let (code, _, err) = run(&["--config", path.to_str().expect("utf-8")]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
-    assert!(err.contains("mqtt.embedded_bind"), "tells which key to change: {err}");
+    assert!(
+        err.contains("mqtt.embedded_bind"),
+        "tells which key to change: {err}"
+    );
 }
 
 #[test]

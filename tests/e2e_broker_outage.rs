@@ -41,14 +41,19 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(&target) else { continue };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
                 let mut live = live2.lock().expect("lock");
                 for s in [&client, &server] {
                     if let Ok(c) = s.try_clone() {
                         live.push(c);
                     }
                 }
-                pump(client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                pump(
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
                 pump(server, client);
             }
         });
@@ -85,7 +90,12 @@ fn broker_outage_loses_no_qos1_message() {
     let tag = unique("outage");
     // The real broker: CI's Mosquitto when given, otherwise an embedded one of our own.
     let (_broker, broker_addr) = match std::env::var("LWM2M_TEST_BROKER") {
-        Ok(url) => (None, url.trim_start_matches("mqtt://").trim_end_matches('/').to_owned()),
+        Ok(url) => (
+            None,
+            url.trim_start_matches("mqtt://")
+                .trim_end_matches('/')
+                .to_owned(),
+        ),
         Err(_) => {
             let b = uplink::start_embedded("127.0.0.1:0".parse().expect("addr")).expect("broker");
             let addr = b.local_addr().to_string();
@@ -107,7 +117,8 @@ fn broker_outage_loses_no_qos1_message() {
     let mut n = 0;
     let mut register = |count: usize, locs: &mut Vec<(Device, String)>| {
         for _ in 0..count {
-            let mut dev = Device::bind(&format!("127.2.{}.{}", n / 250, n % 250 + 1), gw.udp_addr());
+            let mut dev =
+                Device::bind(&format!("127.2.{}.{}", n / 250, n % 250 + 1), gw.udp_addr());
             let loc = dev.register(&format!("{tag}-{n}"), 600);
             locs.push((dev, loc));
             n += 1;
@@ -129,18 +140,30 @@ fn broker_outage_loses_no_qos1_message() {
 
     let expected_registers = 3 * PER_PHASE;
     let expected_events = PER_PHASE / 2;
-    let got = sub.collect(expected_registers + expected_events, Duration::from_secs(60));
+    let got = sub.collect(
+        expected_registers + expected_events,
+        Duration::from_secs(60),
+    );
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for m in &got {
         let ep = m.json["data"]["ep"].as_str().unwrap_or_default().to_owned();
-        let kind = m.json["data"]["event"].as_str().or(m.json["msgType"].as_str()).unwrap_or("?");
+        let kind = m.json["data"]["event"]
+            .as_str()
+            .or(m.json["msgType"].as_str())
+            .unwrap_or("?");
         *seen.entry((ep, kind.to_owned())).or_default() += 1;
     }
     for i in 0..3 * PER_PHASE {
         let ep = format!("{tag}-{i}");
-        assert!(seen.contains_key(&(ep.clone(), "register".into())), "register of {ep} lost");
+        assert!(
+            seen.contains_key(&(ep.clone(), "register".into())),
+            "register of {ep} lost"
+        );
         if i < PER_PHASE / 2 {
-            assert!(seen.contains_key(&(ep.clone(), "deregister".into())), "deregister of {ep} lost");
+            assert!(
+                seen.contains_key(&(ep.clone(), "deregister".into())),
+                "deregister of {ep} lost"
+            );
         }
     }
     gw.stop();

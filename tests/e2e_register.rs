@@ -13,7 +13,10 @@ use lwm2m_gateway::coap::Code;
 fn raise_fd_limit(want: u64) {
     // SAFETY: getrlimit/setrlimit on a local, initialised struct.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
             lim.rlim_cur = want.min(lim.rlim_max);
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
@@ -53,9 +56,14 @@ fn thousand_devices_register_update_rebind_deregister_exactly_once() {
         *loc = dev.register(ep, 300);
     }
     let per_shard = gw.registered_eventually(DEVICES, Duration::from_secs(5));
-    assert!(per_shard.iter().all(|n| *n > DEVICES / 4), "both shards hold endpoints: {per_shard:?}");
-    let shards_in_ids: std::collections::HashSet<char> =
-        devices.iter().filter_map(|(_, _, l)| l.chars().next()).collect();
+    assert!(
+        per_shard.iter().all(|n| *n > DEVICES / 4),
+        "both shards hold endpoints: {per_shard:?}"
+    );
+    let shards_in_ids: std::collections::HashSet<char> = devices
+        .iter()
+        .filter_map(|(_, _, l)| l.chars().next())
+        .collect();
     assert_eq!(shards_in_ids.len(), 2, "location ids name both shards");
 
     for (dev, _, loc) in &mut devices {
@@ -67,9 +75,18 @@ fn thousand_devices_register_update_rebind_deregister_exactly_once() {
         let ip = dev.addr().ip().to_string();
         *dev = Device::bind(&ip, gateway);
         let (code, _) = dev.request(Code::POST, &["rd", loc], &[], b"");
-        assert_eq!(code, Code::CHANGED, "update from a new port keeps the registration");
+        assert_eq!(
+            code,
+            Code::CHANGED,
+            "update from a new port keeps the registration"
+        );
     }
-    assert_eq!(gw.registered_eventually(DEVICES, Duration::from_secs(5)).iter().sum::<usize>(), DEVICES);
+    assert_eq!(
+        gw.registered_eventually(DEVICES, Duration::from_secs(5))
+            .iter()
+            .sum::<usize>(),
+        DEVICES
+    );
     for (dev, _, loc) in &mut devices {
         let (code, _) = dev.request(Code::DELETE, &["rd", loc], &[], b"");
         assert_eq!(code, Code::DELETED);
@@ -78,15 +95,28 @@ fn thousand_devices_register_update_rebind_deregister_exactly_once() {
     let expected = DEVICES + DEVICES + 2 * REBINDING + DEVICES;
     let got = sub.collect(expected, Duration::from_secs(30));
     let extra = sub.drain(Duration::from_millis(500));
-    assert!(extra.is_empty(), "unexpected extra messages: {:?}", &extra[..extra.len().min(5)]);
+    assert!(
+        extra.is_empty(),
+        "unexpected extra messages: {:?}",
+        &extra[..extra.len().min(5)]
+    );
     let mut counts: HashMap<(String, String), usize> = HashMap::new();
     for m in &got {
         let ep = ep_of(m);
-        assert!(m.topic.starts_with(&format!("lwm2m/{ep}/")), "topic {} for {ep}", m.topic);
+        assert!(
+            m.topic.starts_with(&format!("lwm2m/{ep}/")),
+            "topic {} for {ep}",
+            m.topic
+        );
         *counts.entry((ep, kind_of(m))).or_default() += 1;
     }
     for (i, (_, ep, _)) in devices.iter().enumerate() {
-        let n = |kind: &str| counts.get(&(ep.clone(), kind.to_owned())).copied().unwrap_or(0);
+        let n = |kind: &str| {
+            counts
+                .get(&(ep.clone(), kind.to_owned()))
+                .copied()
+                .unwrap_or(0)
+        };
         assert_eq!(n("register"), 1, "{ep} register");
         assert_eq!(n("deregister"), 1, "{ep} deregister");
         if i < REBINDING {
@@ -98,7 +128,10 @@ fn thousand_devices_register_update_rebind_deregister_exactly_once() {
         }
     }
     assert_eq!(got.len(), expected);
-    let reg = got.iter().find(|m| kind_of(m) == "register").expect("a register message");
+    let reg = got
+        .iter()
+        .find(|m| kind_of(m) == "register")
+        .expect("a register message");
     assert_eq!(reg.json["data"]["lt"], 300);
     assert_eq!(reg.json["data"]["lwm2m"], "1.1");
     assert_eq!(reg.json["data"]["objectList"][0], "/1");
@@ -112,8 +145,11 @@ fn captured_wakaama_register_over_real_udp() {
     let tag = "peer-ep1";
     let (gw, sub) = start(2, tag);
     let mut dev = Device::bind("127.0.0.1", gw.udp_addr());
-    let raw = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/captures/register.hex"))
-        .expect("capture");
+    let raw = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/captures/register.hex"
+    ))
+    .expect("capture");
     let raw: Vec<u8> = (0..raw.trim().len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&raw.trim()[i..i + 2], 16).expect("hex"))
@@ -146,7 +182,9 @@ fn garbage_datagrams_do_not_stall_a_shard() {
         x ^= x >> 7;
         x ^= x << 17;
         let len = i % 200;
-        let bytes: Vec<u8> = (0..len).map(|k| (x >> (k % 8 * 8)) as u8 ^ k as u8).collect();
+        let bytes: Vec<u8> = (0..len)
+            .map(|k| (x >> (k % 8 * 8)) as u8 ^ k as u8)
+            .collect();
         let _ = noise.send_to(&bytes, gw.udp_addr());
     }
     // Every shard still answers a real device promptly.

@@ -60,7 +60,9 @@ impl MultiSource {
     /// The local port every device uses.
     pub fn port(&self) -> io::Result<u16> {
         let addr = self.socket.local_addr()?;
-        addr.as_socket().map(|a| a.port()).ok_or_else(|| io::Error::other("not an inet socket"))
+        addr.as_socket()
+            .map(|a| a.port())
+            .ok_or_else(|| io::Error::other("not an inet socket"))
     }
 
     /// Sends `data` to `dst` from `src`.
@@ -72,7 +74,10 @@ impl MultiSource {
             to.sin_family = libc::AF_INET as libc::sa_family_t;
             to.sin_port = dst.port().to_be();
             to.sin_addr.s_addr = u32::from(*dst.ip()).to_be();
-            let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+            let mut iov = libc::iovec {
+                iov_base: data.as_ptr() as *mut _,
+                iov_len: data.len(),
+            };
             let mut control = [0u64; 8];
             let mut msg: libc::msghdr = zeroed();
             msg.msg_name = (&mut to as *mut libc::sockaddr_in).cast();
@@ -101,7 +106,10 @@ impl MultiSource {
         // SAFETY: as in `send_from`; the kernel writes at most the lengths we pass.
         unsafe {
             let mut from: libc::sockaddr_in = zeroed();
-            let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
             let mut control = [0u64; 8];
             let mut msg: libc::msghdr = zeroed();
             msg.msg_name = (&mut from as *mut libc::sockaddr_in).cast();
@@ -142,17 +150,25 @@ mod tests {
         let devices = MultiSource::bind(0, Duration::from_secs(2)).expect("bind");
         let port = devices.port().expect("port");
         let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("server");
-        server.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        server
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         let server_addr = match server.local_addr().expect("addr") {
             SocketAddr::V4(a) => a,
             SocketAddr::V6(_) => unreachable!("bound to IPv4"),
         };
         let mut buf = [0u8; 64];
         for i in [0u32, 1, 254, 255, 256, 70_000] {
-            devices.send_from(device_ip(i), server_addr, &i.to_be_bytes()).expect("send");
+            devices
+                .send_from(device_ip(i), server_addr, &i.to_be_bytes())
+                .expect("send");
             let (n, from) = server.recv_from(&mut buf).expect("server receives");
             assert_eq!(&buf[..n], i.to_be_bytes());
-            assert_eq!(from, SocketAddr::new(device_ip(i).into(), port), "device {i}'s own address");
+            assert_eq!(
+                from,
+                SocketAddr::new(device_ip(i).into(), port),
+                "device {i}'s own address"
+            );
             server.send_to(b"reply", from).expect("reply");
             let (n, local, sender) = devices.recv_to(&mut buf).expect("device receives");
             assert_eq!(&buf[..n], b"reply");

@@ -1,8 +1,8 @@
 //! The `register` scenario: N devices register (and optionally deregister), open-loop
 //! paced, each from its own loopback address, with CoAP retransmission.
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -108,7 +108,16 @@ pub fn run(args: &RegisterArgs) -> anyhow::Result<bool> {
                 .map(|(socket, devs)| {
                     let progress = progress.clone();
                     scope.spawn(move || {
-                        run_phase(phase, socket, gateway, devs, args, per_socket_rate, started, &progress)
+                        run_phase(
+                            phase,
+                            socket,
+                            gateway,
+                            devs,
+                            args,
+                            per_socket_rate,
+                            started,
+                            &progress,
+                        )
                     })
                 })
                 .collect();
@@ -197,8 +206,10 @@ fn encode(phase: Phase, dev: &Device, args: &RegisterArgs, buf: &mut Vec<u8>) {
         }
         Phase::Deregister => {
             let mut w = MessageWriter::new(buf, MessageType::Con, Code::DELETE, dev.mid, &token);
-            w.option(option::URI_PATH, b"rd")
-                .option(option::URI_PATH, &dev.location[..usize::from(dev.location_len)]);
+            w.option(option::URI_PATH, b"rd").option(
+                option::URI_PATH,
+                &dev.location[..usize::from(dev.location_len)],
+            );
             w.finish();
         }
     }
@@ -215,7 +226,12 @@ fn run_phase(
     started: Instant,
     progress: &Progress,
 ) -> anyhow::Result<PhaseResult> {
-    let mut result = PhaseResult { latency: histogram(), done: 0, failed: 0, timeouts: 0 };
+    let mut result = PhaseResult {
+        latency: histogram(),
+        done: 0,
+        failed: 0,
+        timeouts: 0,
+    };
     // Only devices that registered take part in deregistration.
     let active: Vec<usize> = (0..devices.len())
         .filter(|&i| matches!(phase, Phase::Register) || devices[i].state == State::Done)
@@ -246,7 +262,9 @@ fn run_phase(
             let i = active[next];
             due_of[i] = due(next);
             encode(phase, &devices[i], args, &mut buf);
-            socket.send_from(device_ip(devices[i].index), gateway, &buf).context("sending")?;
+            socket
+                .send_from(device_ip(devices[i].index), gateway, &buf)
+                .context("sending")?;
             retransmit.push(Reverse((now + ACK_TIMEOUT, i)));
             outstanding += 1;
             next += 1;
@@ -269,12 +287,19 @@ fn run_phase(
             }
             d.attempts += 1;
             encode(phase, d, args, &mut buf);
-            socket.send_from(device_ip(d.index), gateway, &buf).context("retransmitting")?;
+            socket
+                .send_from(device_ip(d.index), gateway, &buf)
+                .context("retransmitting")?;
             retransmit.push(Reverse((now + ACK_TIMEOUT * (1 << d.attempts), i)));
         }
         let (n, _, from) = match socket.recv_to(&mut rx) {
             Ok(r) => r,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue
             }
             Err(e) => return Err(e).context("receiving"),
@@ -282,9 +307,15 @@ fn run_phase(
         if from.ip() != IpAddr::V4(*gateway.ip()) {
             continue;
         }
-        let Ok(msg) = Message::parse(&rx[..n]) else { continue };
-        let Ok(token) = <[u8; 4]>::try_from(msg.token()) else { continue };
-        let Some(&i) = slot_of.get(&u32::from_be_bytes(token)) else { continue };
+        let Ok(msg) = Message::parse(&rx[..n]) else {
+            continue;
+        };
+        let Ok(token) = <[u8; 4]>::try_from(msg.token()) else {
+            continue;
+        };
+        let Some(&i) = slot_of.get(&u32::from_be_bytes(token)) else {
+            continue;
+        };
         let d = &mut devices[i];
         if d.state != State::Pending || msg.mid() != d.mid || msg.ty() != MessageType::Ack {
             continue;
@@ -304,7 +335,9 @@ fn run_phase(
             d.state = State::Done;
             result.done += 1;
             progress.done.fetch_add(1, Ordering::Relaxed);
-            let us = Instant::now().saturating_duration_since(due_of[i]).as_micros() as u64;
+            let us = Instant::now()
+                .saturating_duration_since(due_of[i])
+                .as_micros() as u64;
             result.latency.saturating_record(us.max(1));
         } else {
             d.state = State::Failed;

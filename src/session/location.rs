@@ -79,9 +79,12 @@ mod tests {
 
     #[test]
     fn ids_are_short_and_round_trip() {
-        for (home, seq, text) in
-            [(0, 0, "00"), (1, 35, "1z"), (0, 36, "010"), (35, u32::MAX, "z1z141z3")]
-        {
+        for (home, seq, text) in [
+            (0, 0, "00"),
+            (1, 35, "1z"),
+            (0, 36, "010"),
+            (35, u32::MAX, "z1z141z3"),
+        ] {
             let loc = Location { home, seq };
             assert_eq!(loc.to_string(), text);
             assert_eq!(Location::parse(text.as_bytes()), Some(loc));

@@ -22,8 +22,8 @@ mod registration;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BinaryHeap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -292,7 +292,11 @@ impl Shard {
             dedup: DedupCache::new(DEDUP_CAPACITY),
             blocks: Block1Assembler::new(),
             mids: MidGen::new((seed ^ (seed >> 16) ^ cfg.shard as u64) as u16),
-            rate: RateLimit { per_sec, tokens: per_sec, last: now },
+            rate: RateLimit {
+                per_sec,
+                tokens: per_sec,
+                last: now,
+            },
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             next_log: now,
             suppressed_logs: 0,
@@ -330,9 +334,13 @@ impl Shard {
     /// Handles work from another shard.
     pub fn handle_handoff(&mut self, now: Instant, handoff: Handoff) {
         match handoff {
-            Handoff::Datagram { from, arrived_on, hops, received: _, data } => {
-                self.dispatch(now, from, arrived_on, hops, &data)
-            }
+            Handoff::Datagram {
+                from,
+                arrived_on,
+                hops,
+                received: _,
+                data,
+            } => self.dispatch(now, from, arrived_on, hops, &data),
             Handoff::Adopt(m) => self.adopt(now, *m),
             Handoff::Moved { location, owner } => {
                 if owner == self.cfg.shard {
@@ -344,9 +352,12 @@ impl Shard {
             Handoff::Gone { location } => {
                 self.moved.remove(&location.seq);
             }
-            Handoff::Claim { ep, location, owner, fresh } => {
-                self.claim(now, ep, location, owner, fresh)
-            }
+            Handoff::Claim {
+                ep,
+                location,
+                owner,
+                fresh,
+            } => self.claim(now, ep, location, owner, fresh),
             Handoff::Release { ep, location } => {
                 if self.directory.get(&ep).is_some_and(|(l, _)| *l == location) {
                     self.directory.remove(&ep);
@@ -363,7 +374,9 @@ impl Shard {
                 break;
             }
             self.expiry.pop();
-            let Some(ep) = self.endpoints.get(&location) else { continue };
+            let Some(ep) = self.endpoints.get(&location) else {
+                continue;
+            };
             if ep.expires > now {
                 // Lifetime was extended by an Update: re-arm at the new deadline.
                 self.expiry.push(Reverse((ep.expires, location)));
@@ -409,7 +422,14 @@ impl Shard {
         self.handoffs.pop_front()
     }
 
-    fn dispatch(&mut self, now: Instant, from: SocketAddr, arrived_on: usize, hops: u8, data: &[u8]) {
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        arrived_on: usize,
+        hops: u8,
+        data: &[u8],
+    ) {
         self.stats.datagrams += 1;
         let msg = match Message::parse(data) {
             Ok(msg) => msg,
@@ -471,7 +491,8 @@ impl Shard {
         let mut id = [0u8; 8];
         if let Some(location) = resp.location {
             let n = location.encode(&mut id);
-            w.option(option::LOCATION_PATH, b"rd").option(option::LOCATION_PATH, &id[..n]);
+            w.option(option::LOCATION_PATH, b"rd")
+                .option(option::LOCATION_PATH, &id[..n]);
         }
         let mut block = [0u8; 3];
         if let Some(b) = resp.block1 {
@@ -482,15 +503,30 @@ impl Shard {
         let len = self.tx.len() - start;
         self.tx_list.push((to, start, len));
         if req.ty() == MessageType::Con {
-            self.dedup.record_response(to, req.mid(), &self.tx[start..start + len]);
+            self.dedup
+                .record_response(to, req.mid(), &self.tx[start..start + len]);
         }
     }
 
-    fn forward(&mut self, to: usize, from: SocketAddr, arrived_on: usize, hops: u8, now: Instant, data: &[u8]) {
+    fn forward(
+        &mut self,
+        to: usize,
+        from: SocketAddr,
+        arrived_on: usize,
+        hops: u8,
+        now: Instant,
+        data: &[u8],
+    ) {
         self.stats.forwarded += 1;
         self.handoffs.push_back((
             to,
-            Handoff::Datagram { from, arrived_on, hops: hops + 1, received: now, data: data.to_vec() },
+            Handoff::Datagram {
+                from,
+                arrived_on,
+                hops: hops + 1,
+                received: now,
+                data: data.to_vec(),
+            },
         ));
     }
 
@@ -512,7 +548,9 @@ impl Shard {
         let qos = t.qos;
         let mut peerhost = [0u8; 64];
         let peerhost = ip_text(&peer, &mut peerhost);
-        self.cfg.mountpoint.topic(&mut self.topic, ep, peerhost, &t.topic);
+        self.cfg
+            .mountpoint
+            .topic(&mut self.topic, ep, peerhost, &t.topic);
         self.publishes.push_back(Publish {
             topic: self.topic.clone(),
             payload: self.json.clone(),
@@ -563,7 +601,11 @@ struct Response {
 
 impl Response {
     fn code(code: Code) -> Response {
-        Response { code, location: None, block1: None }
+        Response {
+            code,
+            location: None,
+            block1: None,
+        }
     }
 }
 

@@ -126,13 +126,23 @@ impl Shard {
             h.write(q);
             h.write_u8(1);
         }
-        match self.blocks.push(now, from, h.finish(), block, msg.payload()) {
+        match self
+            .blocks
+            .push(now, from, h.finish(), block, msg.payload())
+        {
             Ok(BlockProgress::Continue) => {
-                let echo = Block { more: true, ..block };
+                let echo = Block {
+                    more: true,
+                    ..block
+                };
                 self.respond(
                     from,
                     msg,
-                    Response { code: Code::CONTINUE, location: None, block1: Some(echo) },
+                    Response {
+                        code: Code::CONTINUE,
+                        location: None,
+                        block1: Some(echo),
+                    },
                 );
                 None
             }
@@ -153,7 +163,11 @@ impl Shard {
         body: &[u8],
         block1: Option<Block>,
     ) {
-        if msg.content_format().is_some_and(|cf| cf != CONTENT_FORMAT_LINK) && !body.is_empty() {
+        if msg
+            .content_format()
+            .is_some_and(|cf| cf != CONTENT_FORMAT_LINK)
+            && !body.is_empty()
+        {
             return self.respond(from, msg, Response::code(Code::UNSUPPORTED_CONTENT_FORMAT));
         }
         let payload = (!body.is_empty()).then_some(body);
@@ -177,7 +191,10 @@ impl Shard {
             self.stats.replaced += 1;
             self.remove_endpoint(now, old, Event::Replaced, false);
         }
-        let location = Location { home: self.cfg.shard as u8, seq: self.next_seq };
+        let location = Location {
+            home: self.cfg.shard as u8,
+            seq: self.next_seq,
+        };
         self.next_seq = self.next_seq.wrapping_add(1);
         let expires = now + Duration::from_secs(u64::from(registration.lifetime));
         let name = registration.ep.clone();
@@ -188,14 +205,38 @@ impl Shard {
 
         self.by_addr.insert(from, location);
         self.by_name.insert(name.clone(), location);
-        self.endpoints.insert(location, Endpoint { registration, addr: from, expires });
+        self.endpoints.insert(
+            location,
+            Endpoint {
+                registration,
+                addr: from,
+                expires,
+            },
+        );
         self.expiry.push(std::cmp::Reverse((expires, location)));
         self.stats.registered += 1;
-        self.respond(from, msg, Response { code: Code::CREATED, location: Some(location), block1 });
+        self.respond(
+            from,
+            msg,
+            Response {
+                code: Code::CREATED,
+                location: Some(location),
+                block1,
+            },
+        );
 
         let dir = directory_shard(&name, self.cfg.shards);
         let owner = self.cfg.shard;
-        self.route(now, dir, Handoff::Claim { ep: name, location, owner, fresh: true });
+        self.route(
+            now,
+            dir,
+            Handoff::Claim {
+                ep: name,
+                location,
+                owner,
+                fresh: true,
+            },
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -209,7 +250,11 @@ impl Shard {
         body: &[u8],
         block1: Option<Block>,
     ) {
-        if msg.content_format().is_some_and(|cf| cf != CONTENT_FORMAT_LINK) && !body.is_empty() {
+        if msg
+            .content_format()
+            .is_some_and(|cf| cf != CONTENT_FORMAT_LINK)
+            && !body.is_empty()
+        {
             return self.respond(from, msg, Response::code(Code::UNSUPPORTED_CONTENT_FORMAT));
         }
         let payload = (!body.is_empty()).then_some(body);
@@ -237,7 +282,15 @@ impl Shard {
         }
         let name = ep.registration.ep.clone();
         self.stats.updated += 1;
-        self.respond(from, msg, Response { code: Code::CHANGED, location: None, block1 });
+        self.respond(
+            from,
+            msg,
+            Response {
+                code: Code::CHANGED,
+                location: None,
+                block1,
+            },
+        );
         if publish_update {
             self.publish(TopicKind::Update, &name, from);
         }
@@ -256,19 +309,42 @@ impl Shard {
 
     /// Moves an endpoint to the shard its datagrams now arrive on.
     fn migrate(&mut self, now: Instant, location: Location, to: usize) {
-        let Some(ep) = self.endpoints.remove(&location) else { return };
+        let Some(ep) = self.endpoints.remove(&location) else {
+            return;
+        };
         self.unindex(location, &ep);
         let name = ep.registration.ep.clone();
-        let m = Migrating { location, registration: ep.registration, addr: ep.addr, expires: ep.expires };
+        let m = Migrating {
+            location,
+            registration: ep.registration,
+            addr: ep.addr,
+            expires: ep.expires,
+        };
         self.handoffs.push_back((to, Handoff::Adopt(Box::new(m))));
         let home = usize::from(location.home);
         if home == self.cfg.shard {
             self.moved.insert(location.seq, to);
         } else {
-            self.route(now, home, Handoff::Moved { location, owner: to });
+            self.route(
+                now,
+                home,
+                Handoff::Moved {
+                    location,
+                    owner: to,
+                },
+            );
         }
         let dir = directory_shard(&name, self.cfg.shards);
-        self.route(now, dir, Handoff::Claim { ep: name, location, owner: to, fresh: false });
+        self.route(
+            now,
+            dir,
+            Handoff::Claim {
+                ep: name,
+                location,
+                owner: to,
+                fresh: false,
+            },
+        );
     }
 
     pub(super) fn adopt(&mut self, _now: Instant, m: Migrating) {
@@ -280,7 +356,11 @@ impl Shard {
         self.expiry.push(std::cmp::Reverse((m.expires, m.location)));
         self.endpoints.insert(
             m.location,
-            Endpoint { registration: m.registration, addr: m.addr, expires: m.expires },
+            Endpoint {
+                registration: m.registration,
+                addr: m.addr,
+                expires: m.expires,
+            },
         );
     }
 
@@ -317,7 +397,8 @@ impl Shard {
             self.remove_endpoint(now, location, Event::Replaced, false);
         } else if usize::from(location.home) == self.cfg.shard {
             if let Some(&owner) = self.moved.get(&location.seq) {
-                self.handoffs.push_back((owner, Handoff::Evict { location }));
+                self.handoffs
+                    .push_back((owner, Handoff::Evict { location }));
             }
         }
     }
@@ -340,7 +421,9 @@ impl Shard {
         event: Event,
         release: bool,
     ) {
-        let Some(ep) = self.endpoints.remove(&location) else { return };
+        let Some(ep) = self.endpoints.remove(&location) else {
+            return;
+        };
         self.unindex(location, &ep);
         let name = ep.registration.ep;
         let home = usize::from(location.home);

@@ -9,7 +9,10 @@ use crate::coap::{Message, MessageType, MessageWriter};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 fn capture(name: &str) -> Vec<u8> {
@@ -36,8 +39,15 @@ impl Node {
         config.gateway.shards = n;
         edit(&mut config);
         let now = Instant::now();
-        let shards = (0..n).map(|i| Shard::new(ShardConfig::new(&config, i), now, 7)).collect();
-        Node { shards, now, sent: Vec::new(), published: Vec::new() }
+        let shards = (0..n)
+            .map(|i| Shard::new(ShardConfig::new(&config, i), now, 7))
+            .collect();
+        Node {
+            shards,
+            now,
+            sent: Vec::new(),
+            published: Vec::new(),
+        }
     }
 
     /// Delivers `data` from `from` to `shard`, then runs every shard until quiet.
@@ -45,7 +55,11 @@ impl Node {
         let from = addr(from);
         self.shards[shard].handle_datagram(self.now, from, data);
         self.settle();
-        let replies = self.sent.iter().filter(|(_, to, _)| *to == from).map(|(_, _, d)| d.clone());
+        let replies = self
+            .sent
+            .iter()
+            .filter(|(_, to, _)| *to == from)
+            .map(|(_, _, d)| d.clone());
         let replies = replies.collect();
         self.sent.retain(|(_, to, _)| *to != from);
         replies
@@ -84,7 +98,12 @@ impl Node {
     fn take_published(&mut self) -> Vec<(String, serde_json::Value)> {
         self.published
             .drain(..)
-            .map(|p| (p.topic, serde_json::from_slice(&p.payload).expect("valid JSON")))
+            .map(|p| {
+                (
+                    p.topic,
+                    serde_json::from_slice(&p.payload).expect("valid JSON"),
+                )
+            })
             .collect()
     }
 
@@ -94,7 +113,14 @@ impl Node {
 }
 
 /// Builds a request with a fresh token.
-fn request(ty: MessageType, code: Code, mid: u16, path: &[&str], query: &[&str], payload: &[u8]) -> Vec<u8> {
+fn request(
+    ty: MessageType,
+    code: Code,
+    mid: u16,
+    path: &[&str],
+    query: &[&str],
+    payload: &[u8],
+) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut w = MessageWriter::new(&mut buf, ty, code, mid, &mid.to_be_bytes());
     for p in path {
@@ -112,13 +138,20 @@ fn request(ty: MessageType, code: Code, mid: u16, path: &[&str], query: &[&str],
 }
 
 fn only_reply(replies: &[Vec<u8>]) -> Message<'_> {
-    assert_eq!(replies.len(), 1, "expected exactly one reply, got {replies:?}");
+    assert_eq!(
+        replies.len(),
+        1,
+        "expected exactly one reply, got {replies:?}"
+    );
     Message::parse(&replies[0]).expect("reply parses")
 }
 
 /// The `rd/<id>` location of a 2.01 reply.
 fn location_of(reply: &Message<'_>) -> String {
-    let segs: Vec<_> = reply.location_path().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    let segs: Vec<_> = reply
+        .location_path()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
     assert_eq!(segs.len(), 2, "Location-Path rd/<id>");
     assert_eq!(segs[0], "rd");
     segs[1].clone()
@@ -158,8 +191,12 @@ fn wakaama_register_is_acknowledged_and_published() {
     assert_eq!(data["lwm2m"], "1.1");
     assert_eq!(data["b"], "U");
     assert_eq!(data["alternatePath"], "/");
-    let objects: Vec<&str> =
-        data["objectList"].as_array().expect("list").iter().filter_map(|v| v.as_str()).collect();
+    let objects: Vec<&str> = data["objectList"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     assert_eq!(&objects[..3], ["/1", "/1/0", "/2/0"]);
     assert!(objects.contains(&"/31024/12"));
 }
@@ -171,7 +208,14 @@ fn update_refreshes_lifetime_and_publishes_merged_registration() {
     node.take_published();
 
     node.advance(Duration::from_secs(200));
-    let upd = request(MessageType::Con, Code::POST, 100, &["rd", &loc], &["lt=600"], b"");
+    let upd = request(
+        MessageType::Con,
+        Code::POST,
+        100,
+        &["rd", &loc],
+        &["lt=600"],
+        b"",
+    );
     let reply = node.recv(0, DEVICE, &upd);
     assert_eq!(only_reply(&reply).code(), Code::CHANGED);
     let published = node.take_published();
@@ -179,7 +223,10 @@ fn update_refreshes_lifetime_and_publishes_merged_registration() {
     assert_eq!(published[0].0, "lwm2m/peer-ep1/up/update");
     assert_eq!(published[0].1["msgType"], "update");
     assert_eq!(published[0].1["data"]["lt"], 600);
-    assert_eq!(published[0].1["data"]["b"], "U", "merged with the stored registration");
+    assert_eq!(
+        published[0].1["data"]["b"], "U",
+        "merged with the stored registration"
+    );
 
     // The original 300 s lifetime has passed; the update's 600 s has not.
     node.advance(Duration::from_secs(200));
@@ -199,14 +246,20 @@ fn deregister_removes_and_publishes_event_once() {
     let loc = register_capture(&mut node, 0, DEVICE);
     node.take_published();
     let del = request(MessageType::Con, Code::DELETE, 101, &["rd", &loc], &[], b"");
-    assert_eq!(only_reply(&node.recv(0, DEVICE, &del)).code(), Code::DELETED);
+    assert_eq!(
+        only_reply(&node.recv(0, DEVICE, &del)).code(),
+        Code::DELETED
+    );
     assert_eq!(node.registered(), 0);
     let events = node.take_published();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].1["data"]["event"], "deregister");
     // A later Update for the same location is unknown.
     let upd = request(MessageType::Con, Code::POST, 102, &["rd", &loc], &[], b"");
-    assert_eq!(only_reply(&node.recv(0, DEVICE, &upd)).code(), Code::NOT_FOUND);
+    assert_eq!(
+        only_reply(&node.recv(0, DEVICE, &upd)).code(),
+        Code::NOT_FOUND
+    );
     // Expiry of the removed registration publishes nothing more.
     node.advance(Duration::from_secs(400));
     assert!(node.take_published().is_empty());
@@ -238,14 +291,24 @@ fn re_register_of_the_same_name_replaces_across_shards() {
     let published = node.take_published();
     let kinds: Vec<_> = published
         .iter()
-        .map(|(_, j)| j["data"]["event"].as_str().unwrap_or(j["msgType"].as_str().unwrap_or("")))
+        .map(|(_, j)| {
+            j["data"]["event"]
+                .as_str()
+                .unwrap_or(j["msgType"].as_str().unwrap_or(""))
+        })
         .collect();
     assert_eq!(kinds, ["register", "replaced"]);
     // The old location is dead, the new one works.
     let upd = request(MessageType::Con, Code::POST, 5, &["rd", &first], &[], b"");
-    assert_eq!(only_reply(&node.recv(0, DEVICE, &upd)).code(), Code::NOT_FOUND);
+    assert_eq!(
+        only_reply(&node.recv(0, DEVICE, &upd)).code(),
+        Code::NOT_FOUND
+    );
     let upd = request(MessageType::Con, Code::POST, 6, &["rd", &second], &[], b"");
-    assert_eq!(only_reply(&node.recv(1, "127.0.0.2:40000", &upd)).code(), Code::CHANGED);
+    assert_eq!(
+        only_reply(&node.recv(1, "127.0.0.2:40000", &upd)).code(),
+        Code::CHANGED
+    );
 }
 
 #[test]
@@ -266,20 +329,45 @@ fn nat_rebinding_moves_the_endpoint_to_the_new_shard() {
 
     // Updates from the new address are handled by shard 1 directly.
     let upd = request(MessageType::Con, Code::POST, 8, &["rd", &loc], &[], b"");
-    assert_eq!(only_reply(&node.recv(1, "127.0.0.2:61000", &upd)).code(), Code::CHANGED);
+    assert_eq!(
+        only_reply(&node.recv(1, "127.0.0.2:61000", &upd)).code(),
+        Code::CHANGED
+    );
     assert_eq!(node.shards[1].stats().forwarded, 0);
     // A second rebinding back to shard 0 goes home → owner and moves again.
     let upd = request(MessageType::Con, Code::POST, 9, &["rd", &loc], &[], b"");
-    assert_eq!(only_reply(&node.recv(0, "127.0.0.2:62000", &upd)).code(), Code::CHANGED);
+    assert_eq!(
+        only_reply(&node.recv(0, "127.0.0.2:62000", &upd)).code(),
+        Code::CHANGED
+    );
     assert_eq!(node.shards[0].registered(), 1);
     // Deregister and expiry still work after the moves, once.
     let del = request(MessageType::Con, Code::DELETE, 10, &["rd", &loc], &[], b"");
-    assert_eq!(only_reply(&node.recv(0, "127.0.0.2:62000", &del)).code(), Code::DELETED);
+    assert_eq!(
+        only_reply(&node.recv(0, "127.0.0.2:62000", &del)).code(),
+        Code::DELETED
+    );
     assert_eq!(node.registered(), 0);
     node.advance(Duration::from_secs(1000));
-    let events: Vec<_> = node.take_published().into_iter().filter(|(_, j)| j["msgType"] == "event").collect();
-    assert_eq!(events.iter().filter(|(_, j)| j["data"]["event"] == "deregister").count(), 1);
-    assert_eq!(events.iter().filter(|(_, j)| j["data"]["event"] == "expired").count(), 0);
+    let events: Vec<_> = node
+        .take_published()
+        .into_iter()
+        .filter(|(_, j)| j["msgType"] == "event")
+        .collect();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, j)| j["data"]["event"] == "deregister")
+            .count(),
+        1
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, j)| j["data"]["event"] == "expired")
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -308,35 +396,55 @@ fn block1_register_in_64_byte_blocks_is_reassembled() {
     let published = node.take_published();
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].1["data"]["ep"], "peer-ep-b64");
-    let objects = published[0].1["data"]["objectList"].as_array().expect("list").len();
-    assert!(objects >= 10, "whole object list reassembled, got {objects}");
+    let objects = published[0].1["data"]["objectList"]
+        .as_array()
+        .expect("list")
+        .len();
+    assert!(
+        objects >= 10,
+        "whole object list reassembled, got {objects}"
+    );
 }
 
 #[test]
 fn every_registration_error_path_answers_4xx() {
     let mut node = Node::new(1, |c| c.gateway.lifetime_max = Duration::from_secs(3600));
     let cases: &[(&[&str], &[&str], Code, Code)] = &[
-        (&["rd"], &["lt=300"], Code::POST, Code::BAD_REQUEST),                 // ep absent
-        (&["rd"], &["ep=a", "lt=0"], Code::POST, Code::BAD_REQUEST),           // below min
-        (&["rd"], &["ep=a", "lt=3601"], Code::POST, Code::BAD_REQUEST),        // above max
-        (&["rd"], &["ep=a", "lt=abc"], Code::POST, Code::BAD_REQUEST),         // not a number
+        (&["rd"], &["lt=300"], Code::POST, Code::BAD_REQUEST), // ep absent
+        (&["rd"], &["ep=a", "lt=0"], Code::POST, Code::BAD_REQUEST), // below min
+        (&["rd"], &["ep=a", "lt=3601"], Code::POST, Code::BAD_REQUEST), // above max
+        (&["rd"], &["ep=a", "lt=abc"], Code::POST, Code::BAD_REQUEST), // not a number
         (&["rd"], &["ep=a"], Code::GET, Code::METHOD_NOT_ALLOWED),
-        (&["rd", "0zz"], &[], Code::POST, Code::NOT_FOUND),                    // unknown location
+        (&["rd", "0zz"], &[], Code::POST, Code::NOT_FOUND), // unknown location
         (&["rd", "not-an-id"], &[], Code::DELETE, Code::NOT_FOUND),
         (&["rd", "0", "x"], &[], Code::POST, Code::NOT_FOUND),
-        (&["bs"], &["ep=a"], Code::POST, Code::NOT_FOUND),                     // unknown path
+        (&["bs"], &["ep=a"], Code::POST, Code::NOT_FOUND), // unknown path
         (&[], &[], Code::GET, Code::NOT_FOUND),
     ];
     for (i, (path, query, method, expect)) in cases.iter().enumerate() {
         let req = request(MessageType::Con, *method, i as u16, path, query, b"");
         let replies = node.recv(0, DEVICE, &req);
-        assert_eq!(only_reply(&replies).code(), *expect, "case {i}: {path:?} {query:?}");
+        assert_eq!(
+            only_reply(&replies).code(),
+            *expect,
+            "case {i}: {path:?} {query:?}"
+        );
     }
     assert_eq!(node.registered(), 0);
     assert!(node.take_published().is_empty());
     // Lifetime absent means the spec default (86400 s), which is above this node's maximum.
-    let req = request(MessageType::Con, Code::POST, 99, &["rd"], &["ep=a"], b"</1/0>");
-    assert_eq!(only_reply(&node.recv(0, DEVICE, &req)).code(), Code::BAD_REQUEST);
+    let req = request(
+        MessageType::Con,
+        Code::POST,
+        99,
+        &["rd"],
+        &["ep=a"],
+        b"</1/0>",
+    );
+    assert_eq!(
+        only_reply(&node.recv(0, DEVICE, &req)).code(),
+        Code::BAD_REQUEST
+    );
 }
 
 #[test]
@@ -360,14 +468,24 @@ fn versions_1_0_1_1_and_1_2_register() {
         .into_iter()
         .map(|(_, j)| j["data"]["lwm2m"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert!(versions.contains(&"1.2".to_owned()), "Anjay 1.2 accepted: {versions:?}");
+    assert!(
+        versions.contains(&"1.2".to_owned()),
+        "Anjay 1.2 accepted: {versions:?}"
+    );
     assert!(versions.contains(&"1.0".to_owned()));
 }
 
 #[test]
 fn non_request_gets_non_response_and_pings_get_reset() {
     let mut node = Node::new(1, |_| {});
-    let raw = request(MessageType::Non, Code::POST, 1, &["rd"], &["ep=n1", "lt=60"], b"</3/0>");
+    let raw = request(
+        MessageType::Non,
+        Code::POST,
+        1,
+        &["rd"],
+        &["ep=n1", "lt=60"],
+        b"</3/0>",
+    );
     let replies = node.recv(0, DEVICE, &raw);
     let reply = only_reply(&replies);
     assert_eq!(reply.ty(), MessageType::Non);
@@ -412,46 +530,90 @@ fn capacity_and_rate_limits_answer_5_03() {
     let mut node = Node::new(1, |c| c.udp.max_connections = 2);
     for i in 0..3u16 {
         let ep = format!("ep=cap{i}");
-        let req = request(MessageType::Con, Code::POST, i, &["rd"], &[&ep, "lt=60"], b"");
+        let req = request(
+            MessageType::Con,
+            Code::POST,
+            i,
+            &["rd"],
+            &[&ep, "lt=60"],
+            b"",
+        );
         let code = only_reply(&node.recv(0, &format!("127.0.1.{i}:5000"), &req)).code();
-        let expect = if i < 2 { Code::CREATED } else { Code::SERVICE_UNAVAILABLE };
+        let expect = if i < 2 {
+            Code::CREATED
+        } else {
+            Code::SERVICE_UNAVAILABLE
+        };
         assert_eq!(code, expect, "registration {i}");
     }
     let mut node = Node::new(1, |c| c.udp.max_conn_rate = 5);
     let mut created = 0;
     for i in 0..8u16 {
         let ep = format!("ep=rate{i}");
-        let req = request(MessageType::Con, Code::POST, i, &["rd"], &[&ep, "lt=60"], b"");
+        let req = request(
+            MessageType::Con,
+            Code::POST,
+            i,
+            &["rd"],
+            &[&ep, "lt=60"],
+            b"",
+        );
         if only_reply(&node.recv(0, &format!("127.0.2.{i}:5000"), &req)).code() == Code::CREATED {
             created += 1;
         }
     }
     assert_eq!(created, 5);
     node.advance(Duration::from_secs(1));
-    let req = request(MessageType::Con, Code::POST, 50, &["rd"], &["ep=late", "lt=60"], b"");
-    assert_eq!(only_reply(&node.recv(0, "127.0.3.1:5000", &req)).code(), Code::CREATED);
+    let req = request(
+        MessageType::Con,
+        Code::POST,
+        50,
+        &["rd"],
+        &["ep=late", "lt=60"],
+        b"",
+    );
+    assert_eq!(
+        only_reply(&node.recv(0, "127.0.3.1:5000", &req)).code(),
+        Code::CREATED
+    );
 }
 
 #[test]
 fn update_publish_condition_contains_object_list() {
     let mut node = Node::new(1, |c| {
-        c.gateway.update_msg_publish_condition = crate::config::UpdatePublishCondition::ContainsObjectList
+        c.gateway.update_msg_publish_condition =
+            crate::config::UpdatePublishCondition::ContainsObjectList
     });
     let loc = register_capture(&mut node, 0, DEVICE);
     node.take_published();
     let upd = request(MessageType::Con, Code::POST, 20, &["rd", &loc], &[], b"");
     node.recv(0, DEVICE, &upd);
-    assert!(node.take_published().is_empty(), "no object list, nothing published");
-    let upd = request(MessageType::Con, Code::POST, 21, &["rd", &loc], &[], b"</3/0>,</5/0>");
+    assert!(
+        node.take_published().is_empty(),
+        "no object list, nothing published"
+    );
+    let upd = request(
+        MessageType::Con,
+        Code::POST,
+        21,
+        &["rd", &loc],
+        &[],
+        b"</3/0>,</5/0>",
+    );
     node.recv(0, DEVICE, &upd);
     let published = node.take_published();
     assert_eq!(published.len(), 1);
-    assert_eq!(published[0].1["data"]["objectList"], serde_json::json!(["/3/0", "/5/0"]));
+    assert_eq!(
+        published[0].1["data"]["objectList"],
+        serde_json::json!(["/3/0", "/5/0"])
+    );
 }
 
 #[test]
 fn mountpoint_with_peerhost_and_secrets_filtered() {
-    let mut node = Node::new(1, |c| c.gateway.mountpoint = "gw/${peerhost}/${endpoint_name}/".into());
+    let mut node = Node::new(1, |c| {
+        c.gateway.mountpoint = "gw/${peerhost}/${endpoint_name}/".into()
+    });
     let req = request(
         MessageType::Con,
         Code::POST,
@@ -466,5 +628,8 @@ fn mountpoint_with_peerhost_and_secrets_filtered() {
     let data = &published[0].1["data"];
     assert_eq!(data["imei"], "1234");
     assert!(data.get("password").is_none());
-    assert!(data.get("objectList").is_none(), "no payload, no object list");
+    assert!(
+        data.get("objectList").is_none(),
+        "no payload, no object list"
+    );
 }

@@ -50,7 +50,9 @@ impl Subscriber {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut connection) = Client::new(opts, 100_000);
-        client.subscribe(filter, QoS::AtLeastOnce).expect("subscribe");
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .expect("subscribe");
         let (tx, rx) = mpsc::channel();
         let (subacked_tx, subacked_rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -63,7 +65,13 @@ impl Subscriber {
                         let json = serde_json::from_slice(&p.payload).unwrap_or_else(|e| {
                             panic!("gateway published invalid JSON on {}: {e}", p.topic)
                         });
-                        if tx.send(Received { topic: p.topic.clone(), json }).is_err() {
+                        if tx
+                            .send(Received {
+                                topic: p.topic.clone(),
+                                json,
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -72,8 +80,13 @@ impl Subscriber {
                 }
             }
         });
-        subacked_rx.recv_timeout(Duration::from_secs(10)).expect("SUBACK from the broker");
-        Subscriber { rx, _client: client }
+        subacked_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("SUBACK from the broker");
+        Subscriber {
+            rx,
+            _client: client,
+        }
     }
 
     /// Collects messages until `n` arrived or `timeout` passed.
@@ -101,7 +114,9 @@ impl Subscriber {
 }
 
 fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
     t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(7)
 }
 
@@ -116,8 +131,14 @@ impl Device {
     /// A device bound to `ip:0`.
     pub fn bind(ip: &str, gateway: SocketAddr) -> Device {
         let socket = UdpSocket::bind(format!("{ip}:0")).expect("bind device socket");
-        socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        Device { socket, gateway, mid: rand_u32() as u16 }
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        Device {
+            socket,
+            gateway,
+            mid: rand_u32() as u16,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -125,7 +146,13 @@ impl Device {
     }
 
     /// Sends a CON request and waits for its piggybacked response; retransmits twice.
-    pub fn request(&mut self, code: Code, path: &[&str], query: &[&str], payload: &[u8]) -> (Code, Vec<String>) {
+    pub fn request(
+        &mut self,
+        code: Code,
+        path: &[&str],
+        query: &[&str],
+        payload: &[u8],
+    ) -> (Code, Vec<String>) {
         self.mid = self.mid.wrapping_add(1);
         let mut buf = Vec::new();
         let token = self.mid.to_be_bytes();
@@ -152,10 +179,16 @@ impl Device {
             self.socket.send_to(datagram, self.gateway).expect("send");
             let deadline = Instant::now() + Duration::from_secs(2);
             while Instant::now() < deadline {
-                let Ok((n, _)) = self.socket.recv_from(&mut resp) else { break };
-                let Ok(msg) = Message::parse(&resp[..n]) else { continue };
+                let Ok((n, _)) = self.socket.recv_from(&mut resp) else {
+                    break;
+                };
+                let Ok(msg) = Message::parse(&resp[..n]) else {
+                    continue;
+                };
                 if msg.ty() == MessageType::Ack && msg.mid() == req.mid() {
-                    let loc = msg.location_path().map(|s| String::from_utf8_lossy(s).into_owned());
+                    let loc = msg
+                        .location_path()
+                        .map(|s| String::from_utf8_lossy(s).into_owned());
                     return (msg.code(), loc.collect());
                 }
             }
