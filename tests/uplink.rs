@@ -16,14 +16,20 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 /// Upper bound on any one test's wait for messages.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A subscriber on its own thread; returns the sequence numbers received, in arrival order,
-/// once `expected` distinct ones arrived or [`RECEIVE_TIMEOUT`] passed.
+/// What a subscriber received: sequence numbers in arrival order, and when the last came.
+struct Received {
+    seqs: Vec<u32>,
+    last: Option<Instant>,
+}
+
+/// A subscriber on its own thread; returns what it received once `expected` distinct
+/// sequence numbers arrived or [`RECEIVE_TIMEOUT`] passed.
 fn subscriber(
     broker: SocketAddr,
     topic: &str,
     qos: QoS,
     expected: usize,
-) -> thread::JoinHandle<Vec<u32>> {
+) -> thread::JoinHandle<Received> {
     let mut opts = MqttOptions::new(
         format!("sub-{}", topic.replace('/', "-")),
         broker.ip().to_string(),
@@ -48,6 +54,7 @@ fn subscriber(
         let mut seen = vec![false; expected];
         let mut distinct = 0;
         let mut got = Vec::with_capacity(expected);
+        let mut last = None;
         let deadline = Instant::now() + RECEIVE_TIMEOUT;
         while distinct < expected && Instant::now() < deadline {
             match connection.recv_timeout(Duration::from_millis(200)) {
@@ -60,12 +67,13 @@ fn subscriber(
                         }
                     }
                     got.push(n);
+                    last = Some(Instant::now());
                 }
                 Ok(Ok(_)) | Err(_) => {}
                 Ok(Err(e)) => panic!("subscriber connection failed: {e}"),
             }
         }
-        got
+        Received { seqs: got, last }
     })
 }
 
@@ -86,19 +94,17 @@ fn payload(n: u32) -> Bytes {
     Bytes::from(v)
 }
 
-/// Publishes `count` messages from a glommio executor and flushes; returns the time from the
-/// first publish to the end of the flush and the uplink's final stats.
+/// Publishes `count` messages from a glommio executor and flushes; returns the final stats.
 fn publish_from_glommio(
     target: SocketAddr,
     topic: &'static str,
     qos: Qos,
     count: u32,
-) -> (Duration, lwm2m_gateway::uplink::UplinkStats) {
+) -> (lwm2m_gateway::uplink::UplinkStats, Instant) {
     LocalExecutorBuilder::default()
         .name("uplink-test")
         .spawn(move || async move {
             let uplink = spawn_uplink(&mqtt_config(), 0, "test", target.to_string());
-            let start = Instant::now();
             for n in 0..count {
                 uplink.publish(
                     Instant::now(),
@@ -113,11 +119,28 @@ fn publish_from_glommio(
                 }
             }
             let stats = uplink.flush(Instant::now() + Duration::from_secs(30)).await;
-            (start.elapsed(), stats)
+            (stats, Instant::now())
         })
         .expect("executor")
         .join()
         .expect("executor thread")
+}
+
+/// Prints the end-to-end rate: from before the uplink starts to the subscriber's last message.
+fn report(what: &str, n: u32, start: Instant, flushed: Instant, got: &Received) {
+    let rate = |d: Duration| f64::from(n) / d.as_secs_f64();
+    let to_broker = flushed.duration_since(start);
+    eprintln!(
+        "{what}: {n} messages written (QoS 1: acknowledged) in {to_broker:?} = {:.0} msg/s",
+        rate(to_broker)
+    );
+    if let Some(last) = got.last {
+        let elapsed = last.duration_since(start);
+        eprintln!(
+            "{what}: {n} messages end to end in {elapsed:?} = {:.0} msg/s",
+            f64::from(n) / elapsed.as_secs_f64()
+        );
+    }
 }
 
 fn assert_exactly_once_in_order(got: &[u32], count: u32) {
@@ -143,18 +166,16 @@ fn qos1_ten_thousand_exactly_once_in_order() {
         QoS::AtLeastOnce,
         N as usize,
     );
-    let (elapsed, stats) =
+    let start = Instant::now();
+    let (stats, flushed) =
         publish_from_glommio(broker.local_addr(), "perf/qos1", Qos::AtLeastOnce, N);
     let got = sub.join().expect("subscriber");
-    assert_exactly_once_in_order(&got, N);
+    assert_exactly_once_in_order(&got.seqs, N);
     assert_eq!(
         (stats.acked, stats.in_flight, stats.buffered),
         (u64::from(N), 0, 0)
     );
-    eprintln!(
-        "QoS 1: {N} messages in {elapsed:?} = {:.0} msg/s",
-        f64::from(N) / elapsed.as_secs_f64()
-    );
+    report("QoS 1", N, start, flushed, &got);
 }
 
 #[test]
@@ -168,15 +189,13 @@ fn qos0_ten_thousand_in_order() {
         QoS::AtMostOnce,
         N as usize,
     );
-    let (elapsed, stats) =
+    let start = Instant::now();
+    let (stats, flushed) =
         publish_from_glommio(broker.local_addr(), "perf/qos0", Qos::AtMostOnce, N);
     let got = sub.join().expect("subscriber");
-    assert_exactly_once_in_order(&got, N);
+    assert_exactly_once_in_order(&got.seqs, N);
     assert_eq!(stats.published, u64::from(N));
-    eprintln!(
-        "QoS 0: {N} messages in {elapsed:?} = {:.0} msg/s",
-        f64::from(N) / elapsed.as_secs_f64()
-    );
+    report("QoS 0", N, start, flushed, &got);
 }
 
 /// A TCP proxy that can cut every connection through it and refuse new ones until restored.
@@ -283,7 +302,7 @@ fn broker_outage_loses_no_qos1_message() {
         .expect("executor")
         .join()
         .expect("executor thread");
-    let got = sub.join().expect("subscriber");
+    let got = sub.join().expect("subscriber").seqs;
     let mut seen = vec![false; N as usize];
     for n in &got {
         seen[*n as usize] = true;
@@ -318,4 +337,101 @@ fn broker_outage_loses_no_qos1_message() {
         (0, 0, 0),
         "{stats:?}"
     );
+}
+
+#[test]
+fn commands_from_the_broker_reach_the_shard() {
+    init_logs();
+    let broker = start_embedded("127.0.0.1:0".parse().expect("addr")).expect("broker");
+    let addr = broker.local_addr();
+    let done = Arc::new(AtomicBool::new(false));
+    let app_done = done.clone();
+    let app = thread::spawn(move || {
+        let stop = app_done.clone();
+        // The application publishes commands once the gateway has subscribed.
+        let (client, mut connection) = Client::new(
+            MqttOptions::new("app", addr.ip().to_string(), addr.port()),
+            100,
+        );
+        let pump = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && !app_done.load(Ordering::SeqCst) {
+                if let Ok(Ok(Event::Incoming(Packet::Disconnect))) =
+                    connection.recv_timeout(Duration::from_millis(100))
+                {
+                    break;
+                }
+            }
+        });
+        for i in 0..50u32 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+            let _ = client.publish(
+                "lwm2m/ep1/dn",
+                QoS::AtLeastOnce,
+                false,
+                i.to_be_bytes().to_vec(),
+            );
+        }
+        drop(client);
+        let _ = pump.join();
+    });
+    let got = LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let uplink = spawn_uplink(&mqtt_config(), 0, "test", addr.to_string());
+            uplink.subscribe(vec![("lwm2m/+/dn/#".into(), Qos::AtLeastOnce)]);
+            let (topic, payload) =
+                futures_lite::future::or(async { Some(uplink.next_incoming().await) }, async {
+                    glommio::timer::sleep(Duration::from_secs(15)).await;
+                    None
+                })
+                .await
+                .expect("a command arrives");
+            uplink.flush(Instant::now() + Duration::from_secs(2)).await;
+            (topic, payload)
+        })
+        .expect("executor")
+        .join()
+        .expect("executor thread");
+    done.store(true, Ordering::SeqCst);
+    assert_eq!(got.0, "lwm2m/ep1/dn");
+    assert_eq!(got.1.len(), 4);
+    let _ = app.join();
+}
+
+#[test]
+fn flush_with_unreachable_broker_ends_at_the_deadline() {
+    // A port nothing listens on: bind, read the port, release it.
+    let target = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let (stats, took) = LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let uplink = spawn_uplink(&mqtt_config(), 0, "test", target.to_string());
+            for n in 0..10 {
+                uplink.publish(
+                    Instant::now(),
+                    Outgoing {
+                        topic: "t".into(),
+                        payload: payload(n),
+                        qos: Qos::AtLeastOnce,
+                    },
+                );
+            }
+            glommio::timer::sleep(Duration::from_millis(300)).await;
+            let start = Instant::now();
+            let stats = uplink.flush(start + Duration::from_millis(500)).await;
+            (stats, start.elapsed())
+        })
+        .expect("executor")
+        .join()
+        .expect("executor thread");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!((stats.buffered, stats.published), (10, 0), "{stats:?}");
 }

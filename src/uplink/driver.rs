@@ -222,7 +222,7 @@ async fn run_uplink(shared: Rc<Shared>) {
         let now = Instant::now();
         shared.session.borrow_mut().on_disconnected(now);
         if let Some(deadline) = shared.flush_deadline.get() {
-            if now >= deadline {
+            if now >= deadline || shared.session.borrow().is_idle() {
                 return;
             }
         }
@@ -276,7 +276,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream) -> Ended {
     loop {
         glommio::yield_if_needed().await;
         let now = Instant::now();
-        let deadline = {
+        let (deadline, finished) = {
             let mut s = shared.session.borrow_mut();
             s.handle_timeout(now);
             if s.is_dead() {
@@ -286,24 +286,26 @@ async fn serve(shared: &Shared, mut stream: TcpStream) -> Ended {
                 s.on_transmit_complete();
                 s.poll_transmit(now, &mut out);
             }
-            if let Some(flush_by) = shared.flush_deadline.get() {
-                if out.is_empty() && (s.is_idle() || now >= flush_by) {
-                    s.close(now, &mut out);
-                    drop(s);
-                    let write = stream.write_all(&out);
-                    let _ = futures_lite::future::or(async { write.await.ok() }, async {
-                        Timer::new(DISCONNECT_WRITE_TIMEOUT).await;
-                        None
-                    })
-                    .await;
-                    return Ended::Shutdown;
-                }
+            let flush_by = shared.flush_deadline.get();
+            let finished = flush_by.is_some_and(|by| out.is_empty() && (s.is_idle() || now >= by));
+            if finished {
+                s.close(now, &mut out);
             }
-            match (s.poll_timeout(), shared.flush_deadline.get()) {
+            let deadline = match (s.poll_timeout(), flush_by) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
-            }
+            };
+            (deadline, finished)
         };
+        if finished {
+            let write = stream.write_all(&out);
+            let _ = futures_lite::future::or(async { write.await.ok() }, async {
+                Timer::new(DISCONNECT_WRITE_TIMEOUT).await;
+                None
+            })
+            .await;
+            return Ended::Shutdown;
+        }
         if let Some(at) = deadline {
             if timer.as_ref().is_none_or(|(armed, _)| at < *armed) {
                 timer = Some((at, Timer::new(at.saturating_duration_since(now))));
