@@ -1,0 +1,749 @@
+//! Sans-IO MQTT 3.1.1 client session of one shard.
+//!
+//! [`UplinkSession`] holds everything the uplink knows about its broker connection: the
+//! queue of messages not yet sent (the offline buffer while the broker is unreachable), the
+//! QoS 1 messages in flight until their PUBACK, the remembered subscriptions, the keepalive
+//! timer and the commands received from the broker. It never touches a socket or reads the
+//! clock: the driver feeds it bytes, transport events and `now`, and drains the bytes to
+//! write with [`UplinkSession::poll_transmit`] — the same contract as quinn-proto.
+//!
+//! Packets are encoded and decoded with rumqttc's `mqttbytes` codec. Publishes are encoded
+//! straight into the driver's output buffer; a steady stream of publishes allocates nothing
+//! here beyond what the caller already allocated for the topic and payload.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{
+    self, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, PingReq, PubAck, Publish,
+    SubAck, Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
+};
+use rumqttc::mqttbytes::{self, QoS};
+
+use crate::config::Qos;
+
+/// QoS 1 publishes awaiting PUBACK at once: bounds memory per connection and the burst
+/// re-sent after a reconnect, and stays far below the 65535 packet ids.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Largest packet accepted from the broker: commands are small JSON documents, and a
+/// larger frame is more likely a corrupt stream than a real command.
+pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+
+/// Commands received and not yet taken by [`UplinkSession::poll_incoming_publish`]: a
+/// consumer that stalls must not grow memory without bound; beyond, commands are dropped
+/// and counted.
+pub const MAX_INCOMING_QUEUED: usize = 65_536;
+
+/// Topic filters per SUBSCRIBE packet: one packet for a typical set, yet a bounded SUBACK.
+pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
+
+/// How long the broker has to answer CONNECT with CONNACK before the connection is dropped.
+pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shortest interval between two warnings about dropped messages (counts are in stats).
+pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Largest topic MQTT can carry (its length is a 16-bit field).
+const MAX_TOPIC_LEN: usize = u16::MAX as usize;
+
+/// Largest remaining length MQTT can encode (four 7-bit length bytes).
+const MAX_REMAINING_LEN: usize = 268_435_455;
+
+/// An uplink protocol failure; the driver drops the connection and reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// The broker answered CONNECT with a refusal.
+    #[error("broker refused the connection: {reason}")]
+    ConnectionRefused {
+        /// The CONNACK return code, in words.
+        reason: &'static str,
+    },
+    /// The broker sent bytes that are not a valid MQTT 3.1.1 packet.
+    #[error("malformed packet from broker: {0}")]
+    Malformed(mqttbytes::Error),
+    /// The broker sent a valid packet that a client must not receive at this point.
+    #[error("unexpected {0} from broker")]
+    Unexpected(&'static str),
+}
+
+/// One message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Full topic name.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Bytes,
+    /// Delivery guarantee.
+    pub qos: Qos,
+}
+
+/// Parameters of a session, from `[mqtt]` plus the shard's client id.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// MQTT client id, `<prefix>-<node>-<shard>`.
+    pub client_id: String,
+    /// Username, if any.
+    pub username: Option<String>,
+    /// Password, if any (sent only with a username, as MQTT 3.1.1 requires).
+    pub password: Option<String>,
+    /// Keep-alive interval announced in CONNECT.
+    pub keep_alive: Duration,
+    /// Most packets written per [`UplinkSession::poll_transmit`] call.
+    pub max_batch: usize,
+    /// Messages held while the broker is unreachable.
+    pub offline_buffer: usize,
+}
+
+/// Counters and gauges of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkStats {
+    /// PUBLISH packets written for the first time.
+    pub published: u64,
+    /// QoS 1 publishes written again (DUP) after a reconnect.
+    pub redelivered: u64,
+    /// QoS 1 publishes acknowledged by the broker.
+    pub acked: u64,
+    /// Messages dropped because the buffer was full.
+    pub dropped_overflow: u64,
+    /// QoS 0 messages lost because the connection dropped while they were being written.
+    pub dropped_qos0_disconnect: u64,
+    /// Messages refused because MQTT cannot encode them (empty or oversized topic or payload).
+    pub dropped_invalid: u64,
+    /// Messages waiting to be sent (gauge).
+    pub buffered: u64,
+    /// QoS 1 messages sent and not yet acknowledged (gauge).
+    pub in_flight: u64,
+    /// Successful connections after the first one.
+    pub reconnects: u64,
+    /// PUBLISH packets received from the broker.
+    pub incoming: u64,
+    /// Received publishes dropped because nobody took them.
+    pub incoming_dropped: u64,
+    /// Topic filters the broker refused in a SUBACK.
+    pub subscribe_failures: u64,
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// No transport.
+    Down,
+    /// Transport up, CONNECT queued or sent, CONNACK not yet received.
+    Connecting,
+    /// CONNACK received; publishes flow.
+    Up,
+    /// The broker stopped answering (keepalive or CONNACK timeout): drop the transport.
+    Dead,
+}
+
+/// A message waiting to be sent, numbered to keep QoS 0 and QoS 1 in publish order.
+#[derive(Debug)]
+struct Queued {
+    seq: u64,
+    publish: Publish,
+}
+
+/// A control packet to send before any publish.
+#[derive(Debug)]
+enum Control {
+    Connect,
+    Subscribe(Vec<SubscribeFilter>),
+    Unsubscribe(Vec<String>),
+    PubAck(u16),
+    PingReq,
+}
+
+/// Packet ids in use (QoS 1 publishes and SUBSCRIBE/UNSUBSCRIBE awaiting their ack).
+#[derive(Debug)]
+struct PacketIds {
+    in_use: Box<[u64; 1024]>,
+    next: u16,
+}
+
+impl PacketIds {
+    fn new() -> Self {
+        PacketIds {
+            in_use: Box::new([0; 1024]),
+            next: 1,
+        }
+    }
+
+    fn is_used(&self, id: u16) -> bool {
+        self.in_use[usize::from(id) / 64] & (1 << (id % 64)) != 0
+    }
+
+    /// The next free id in 1..=65535, wrapping and skipping ids still in use.
+    fn allocate(&mut self) -> u16 {
+        loop {
+            let id = self.next;
+            self.next = if self.next == u16::MAX {
+                1
+            } else {
+                self.next + 1
+            };
+            if !self.is_used(id) {
+                self.in_use[usize::from(id) / 64] |= 1 << (id % 64);
+                return id;
+            }
+        }
+    }
+
+    fn release(&mut self, id: u16) {
+        self.in_use[usize::from(id) / 64] &= !(1 << (id % 64));
+    }
+
+    fn clear(&mut self) {
+        self.in_use.fill(0);
+    }
+}
+
+/// The MQTT client state of one shard; see the module documentation.
+#[derive(Debug)]
+pub struct UplinkSession {
+    opts: SessionOptions,
+    state: LinkState,
+    ever_connected: bool,
+    control: VecDeque<Control>,
+    /// QoS 0 messages not yet sent, oldest first.
+    pending_qos0: VecDeque<Queued>,
+    /// QoS 1 messages not yet sent (or to be re-sent), oldest first.
+    pending_qos1: VecDeque<Queued>,
+    next_seq: u64,
+    /// QoS 1 publishes sent, in send order; `None` once acknowledged out of order.
+    in_flight: VecDeque<Option<Queued>>,
+    in_flight_live: usize,
+    /// SUBSCRIBE/UNSUBSCRIBE packet ids awaiting SUBACK/UNSUBACK.
+    awaiting_suback: Vec<u16>,
+    ids: PacketIds,
+    subscriptions: AHashMap<String, Qos>,
+    incoming: VecDeque<(String, Bytes)>,
+    /// QoS 0 publishes handed to the driver whose write is not yet confirmed.
+    unconfirmed_qos0: u64,
+    connect_sent_at: Option<Instant>,
+    last_sent: Option<Instant>,
+    last_received: Option<Instant>,
+    ping_sent_at: Option<Instant>,
+    drops_since_log: u64,
+    last_drop_log: Option<Instant>,
+    stats: UplinkStats,
+}
+
+fn to_mqtt_qos(qos: Qos) -> QoS {
+    match qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+    }
+}
+
+fn refusal_reason(code: ConnectReturnCode) -> &'static str {
+    match code {
+        ConnectReturnCode::Success => "accepted",
+        ConnectReturnCode::RefusedProtocolVersion => "unacceptable protocol version",
+        ConnectReturnCode::BadClientId => "client identifier rejected",
+        ConnectReturnCode::ServiceUnavailable => "server unavailable",
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+        ConnectReturnCode::NotAuthorized => "not authorized",
+    }
+}
+
+impl UplinkSession {
+    /// A session with nothing queued and no transport.
+    pub fn new(opts: SessionOptions) -> Self {
+        UplinkSession {
+            opts,
+            state: LinkState::Down,
+            ever_connected: false,
+            control: VecDeque::new(),
+            pending_qos0: VecDeque::new(),
+            pending_qos1: VecDeque::new(),
+            next_seq: 0,
+            in_flight: VecDeque::new(),
+            in_flight_live: 0,
+            awaiting_suback: Vec::new(),
+            ids: PacketIds::new(),
+            subscriptions: AHashMap::new(),
+            incoming: VecDeque::new(),
+            unconfirmed_qos0: 0,
+            connect_sent_at: None,
+            last_sent: None,
+            last_received: None,
+            ping_sent_at: None,
+            drops_since_log: 0,
+            last_drop_log: None,
+            stats: UplinkStats::default(),
+        }
+    }
+
+    /// The options this session was created with.
+    pub fn options(&self) -> &SessionOptions {
+        &self.opts
+    }
+
+    /// Queues a message. QoS 1 messages are kept until the broker acknowledges them. The
+    /// queue is bounded by `offline_buffer` (at least `max_batch` while connected); on
+    /// overflow the oldest QoS 0 message is dropped, or the oldest message if none is QoS 0.
+    pub fn publish(&mut self, now: Instant, msg: Outgoing) {
+        let body = 2 + msg.topic.len() + msg.payload.len() + 2;
+        if msg.topic.is_empty() || msg.topic.len() > MAX_TOPIC_LEN || body > MAX_REMAINING_LEN {
+            self.stats.dropped_invalid += 1;
+            self.note_drop(now);
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let qos = to_mqtt_qos(msg.qos);
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: msg.topic,
+            pkid: 0,
+            payload: msg.payload,
+        };
+        let queued = Queued { seq, publish };
+        match msg.qos {
+            Qos::AtMostOnce => self.pending_qos0.push_back(queued),
+            Qos::AtLeastOnce => self.pending_qos1.push_back(queued),
+        }
+        self.enforce_bound(now);
+    }
+
+    /// Remembers topic filters and subscribes to them now if connected; they are
+    /// subscribed again after every reconnect.
+    pub fn subscribe(&mut self, filters: Vec<(String, Qos)>) {
+        let mut fresh = Vec::new();
+        for (filter, qos) in filters {
+            if filter.is_empty() || filter.len() > MAX_TOPIC_LEN {
+                continue;
+            }
+            if self.subscriptions.get(&filter) != Some(&qos) {
+                self.subscriptions.insert(filter.clone(), qos);
+                fresh.push(SubscribeFilter::new(filter, to_mqtt_qos(qos)));
+            }
+        }
+        if self.state == LinkState::Up {
+            self.queue_subscribes(fresh);
+        }
+    }
+
+    /// Forgets topic filters and unsubscribes from them now if connected.
+    pub fn unsubscribe(&mut self, filters: Vec<String>) {
+        let gone: Vec<String> = filters
+            .into_iter()
+            .filter(|f| self.subscriptions.remove(f).is_some())
+            .collect();
+        if self.state == LinkState::Up {
+            for chunk in gone.chunks(MAX_FILTERS_PER_SUBSCRIBE) {
+                self.control.push_back(Control::Unsubscribe(chunk.to_vec()));
+            }
+        }
+    }
+
+    fn queue_subscribes(&mut self, mut filters: Vec<SubscribeFilter>) {
+        while !filters.is_empty() {
+            let rest = filters.split_off(filters.len().min(MAX_FILTERS_PER_SUBSCRIBE));
+            self.control.push_back(Control::Subscribe(filters));
+            filters = rest;
+        }
+    }
+
+    /// The transport is up: queue CONNECT. Publishes wait for CONNACK.
+    pub fn on_connected(&mut self, now: Instant) {
+        if self.state != LinkState::Down {
+            self.on_disconnected(now);
+        }
+        self.reset_transport();
+        self.state = LinkState::Connecting;
+        self.control.push_back(Control::Connect);
+        self.connect_sent_at = Some(now);
+        self.last_received = Some(now);
+    }
+
+    /// The transport is gone: QoS 1 messages in flight return to the front of the queue
+    /// in order (to be re-sent with DUP); QoS 0 messages being written are lost and counted.
+    pub fn on_disconnected(&mut self, now: Instant) {
+        if self.state == LinkState::Down {
+            return;
+        }
+        let back: Vec<Queued> = self.in_flight.drain(..).flatten().collect();
+        for mut q in back.into_iter().rev() {
+            q.publish.dup = true;
+            q.publish.pkid = 0;
+            self.pending_qos1.push_front(q);
+        }
+        self.in_flight_live = 0;
+        self.stats.dropped_qos0_disconnect += self.unconfirmed_qos0;
+        self.unconfirmed_qos0 = 0;
+        self.reset_transport();
+        self.state = LinkState::Down;
+        self.enforce_bound(now);
+    }
+
+    fn reset_transport(&mut self) {
+        self.control.clear();
+        self.awaiting_suback.clear();
+        self.ids.clear();
+        self.connect_sent_at = None;
+        self.ping_sent_at = None;
+        self.last_sent = None;
+    }
+
+    /// The driver finished writing everything [`poll_transmit`](Self::poll_transmit)
+    /// returned so far: QoS 0 messages in it are no longer at risk of a local drop.
+    pub fn on_transmit_complete(&mut self) {
+        self.unconfirmed_qos0 = 0;
+    }
+
+    /// Consumes every complete packet in `bytes` (a partial packet stays for the next
+    /// call). An error means the connection must be dropped.
+    pub fn handle_incoming(
+        &mut self,
+        now: Instant,
+        bytes: &mut BytesMut,
+    ) -> Result<(), UplinkError> {
+        loop {
+            let packet = match v4::read(bytes, MAX_INCOMING_PACKET) {
+                Ok(p) => p,
+                Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(()),
+                Err(e) => return Err(UplinkError::Malformed(e)),
+            };
+            self.last_received = Some(now);
+            self.handle_packet(packet)?;
+        }
+    }
+
+    fn handle_packet(&mut self, packet: Packet) -> Result<(), UplinkError> {
+        match packet {
+            Packet::ConnAck(ConnAck { code, .. }) => {
+                if self.state != LinkState::Connecting {
+                    return Err(UplinkError::Unexpected("CONNACK"));
+                }
+                if code != ConnectReturnCode::Success {
+                    return Err(UplinkError::ConnectionRefused {
+                        reason: refusal_reason(code),
+                    });
+                }
+                self.state = LinkState::Up;
+                self.connect_sent_at = None;
+                if self.ever_connected {
+                    self.stats.reconnects += 1;
+                }
+                self.ever_connected = true;
+                let all: Vec<SubscribeFilter> = self
+                    .subscriptions
+                    .iter()
+                    .map(|(f, q)| SubscribeFilter::new(f.clone(), to_mqtt_qos(*q)))
+                    .collect();
+                self.queue_subscribes(all);
+            }
+            Packet::PubAck(PubAck { pkid }) => self.release_in_flight(pkid),
+            Packet::SubAck(SubAck { pkid, return_codes }) => {
+                self.release_suback(pkid);
+                let failed = return_codes
+                    .iter()
+                    .filter(|c| **c == SubscribeReasonCode::Failure)
+                    .count();
+                if failed > 0 {
+                    self.stats.subscribe_failures += failed as u64;
+                    tracing::warn!(failed, "broker refused {failed} topic filter(s)");
+                }
+            }
+            Packet::UnsubAck(ack) => self.release_suback(ack.pkid),
+            Packet::PingResp => self.ping_sent_at = None,
+            Packet::Publish(p) => {
+                if self.state != LinkState::Up {
+                    return Err(UplinkError::Unexpected("PUBLISH before CONNACK"));
+                }
+                match p.qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => self.control.push_back(Control::PubAck(p.pkid)),
+                    QoS::ExactlyOnce => return Err(UplinkError::Unexpected("QoS 2 PUBLISH")),
+                }
+                self.stats.incoming += 1;
+                if self.incoming.len() >= MAX_INCOMING_QUEUED {
+                    self.stats.incoming_dropped += 1;
+                } else {
+                    self.incoming.push_back((p.topic, p.payload));
+                }
+            }
+            Packet::Connect(_) => return Err(UplinkError::Unexpected("CONNECT")),
+            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
+                return Err(UplinkError::Unexpected("QoS 2 acknowledgement"))
+            }
+            Packet::Subscribe(_) | Packet::Unsubscribe(_) => {
+                return Err(UplinkError::Unexpected("SUBSCRIBE"))
+            }
+            Packet::PingReq => return Err(UplinkError::Unexpected("PINGREQ")),
+            Packet::Disconnect => return Err(UplinkError::Unexpected("DISCONNECT")),
+        }
+        Ok(())
+    }
+
+    fn release_in_flight(&mut self, pkid: u16) {
+        let slot = self
+            .in_flight
+            .iter_mut()
+            .find(|q| q.as_ref().is_some_and(|q| q.publish.pkid == pkid));
+        let Some(slot) = slot else {
+            tracing::debug!(pkid, "PUBACK for a packet id not in flight");
+            return;
+        };
+        *slot = None;
+        self.ids.release(pkid);
+        self.in_flight_live -= 1;
+        self.stats.acked += 1;
+        while matches!(self.in_flight.front(), Some(None)) {
+            self.in_flight.pop_front();
+        }
+        // Acks out of order leave holes behind an older message; compact once they
+        // outnumber the live entries, so memory stays proportional to the window.
+        if self.in_flight.len() > 2 * self.in_flight_live + 64 {
+            self.in_flight.retain(Option::is_some);
+        }
+    }
+
+    fn release_suback(&mut self, pkid: u16) {
+        if let Some(i) = self.awaiting_suback.iter().position(|id| *id == pkid) {
+            self.awaiting_suback.swap_remove(i);
+            self.ids.release(pkid);
+        }
+    }
+
+    /// Writes up to `max_batch` packets into `out` for one socket write: control packets
+    /// (CONNECT, SUBSCRIBE, PUBACK, PINGREQ) first, then publishes in publish order.
+    /// Returns the number of packets written.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> usize {
+        let mut written = 0;
+        let max = self.opts.max_batch.max(1);
+        while written < max {
+            let Some(control) = self.control.pop_front() else {
+                break;
+            };
+            self.write_control(control, out);
+            written += 1;
+        }
+        if self.state == LinkState::Up {
+            while written < max {
+                if !self.write_next_publish(out) {
+                    break;
+                }
+                written += 1;
+            }
+        }
+        if written > 0 {
+            self.last_sent = Some(now);
+        }
+        written
+    }
+
+    fn write_control(&mut self, control: Control, out: &mut BytesMut) {
+        // Every packet here was validated when queued, so encoding cannot fail.
+        let _ = match control {
+            Control::Connect => {
+                let mut c = Connect::new(self.opts.client_id.clone());
+                c.keep_alive = self.opts.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16;
+                c.clean_session = true;
+                if let Some(user) = &self.opts.username {
+                    c.set_login(user.clone(), self.opts.password.clone().unwrap_or_default());
+                }
+                c.write(out)
+            }
+            Control::Subscribe(filters) => {
+                let pkid = self.ids.allocate();
+                self.awaiting_suback.push(pkid);
+                Subscribe { pkid, filters }.write(out)
+            }
+            Control::Unsubscribe(topics) => {
+                let pkid = self.ids.allocate();
+                self.awaiting_suback.push(pkid);
+                Unsubscribe { pkid, topics }.write(out)
+            }
+            Control::PubAck(pkid) => PubAck::new(pkid).write(out),
+            Control::PingReq => PingReq.write(out),
+        };
+    }
+
+    /// Writes the oldest pending publish; false when there is none or the QoS 1 window is
+    /// full (order is kept across QoS levels, so a full window holds QoS 0 back too).
+    fn write_next_publish(&mut self, out: &mut BytesMut) -> bool {
+        let take_qos0 = match (self.pending_qos0.front(), self.pending_qos1.front()) {
+            (None, None) => return false,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(a), Some(b)) => a.seq < b.seq,
+        };
+        if take_qos0 {
+            let Some(q) = self.pending_qos0.pop_front() else {
+                return false;
+            };
+            if q.publish.write(out).is_ok() {
+                self.stats.published += 1;
+                self.unconfirmed_qos0 += 1;
+            }
+            return true;
+        }
+        if self.in_flight_live >= MAX_IN_FLIGHT {
+            return false;
+        }
+        let Some(mut q) = self.pending_qos1.pop_front() else {
+            return false;
+        };
+        q.publish.pkid = self.ids.allocate();
+        if q.publish.write(out).is_err() {
+            self.ids.release(q.publish.pkid);
+            return true;
+        }
+        if q.publish.dup {
+            self.stats.redelivered += 1;
+        } else {
+            self.stats.published += 1;
+        }
+        self.in_flight.push_back(Some(q));
+        self.in_flight_live += 1;
+        true
+    }
+
+    /// Writes DISCONNECT into `out` and marks the session down (graceful close). QoS 1
+    /// messages still in flight go back to the queue, as after any disconnect.
+    pub fn close(&mut self, now: Instant, out: &mut BytesMut) {
+        if self.state == LinkState::Up {
+            let _ = Disconnect.write(out);
+        }
+        self.on_disconnected(now);
+    }
+
+    /// Takes the next PUBLISH received from the broker: `(topic, payload)`.
+    pub fn poll_incoming_publish(&mut self) -> Option<(String, Bytes)> {
+        self.incoming.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            LinkState::Down | LinkState::Dead => None,
+            LinkState::Connecting => self.connect_sent_at.map(|t| t + CONNACK_TIMEOUT),
+            LinkState::Up => match self.ping_sent_at {
+                Some(ping) => Some(ping + self.opts.keep_alive / 2),
+                None => self.idle_since().map(|t| t + self.opts.keep_alive),
+            },
+        }
+    }
+
+    /// The later of last send and last receive is the start of the idle period; a ping is
+    /// due when either direction has been quiet for a keep-alive interval.
+    fn idle_since(&self) -> Option<Instant> {
+        match (self.last_sent, self.last_received) {
+            (Some(s), Some(r)) => Some(s.min(r)),
+            (one, other) => one.or(other),
+        }
+    }
+
+    /// Runs the timers due at `now`: queues PINGREQ, or declares the connection dead when
+    /// CONNACK or PINGRESP is overdue.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.poll_timeout() else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        match self.state {
+            LinkState::Connecting => {
+                tracing::warn!(client_id = %self.opts.client_id, "no CONNACK from broker within {CONNACK_TIMEOUT:?}");
+                self.state = LinkState::Dead;
+            }
+            LinkState::Up if self.ping_sent_at.is_some() => {
+                tracing::warn!(client_id = %self.opts.client_id, "no PINGRESP from broker, connection dead");
+                self.state = LinkState::Dead;
+            }
+            LinkState::Up => {
+                self.control.push_back(Control::PingReq);
+                self.ping_sent_at = Some(now);
+            }
+            LinkState::Down | LinkState::Dead => {}
+        }
+    }
+
+    fn enforce_bound(&mut self, now: Instant) {
+        let cap = if self.state == LinkState::Up {
+            self.opts.offline_buffer.max(self.opts.max_batch)
+        } else {
+            self.opts.offline_buffer
+        };
+        while self.pending_qos0.len() + self.pending_qos1.len() > cap {
+            let dropped = match self.pending_qos0.pop_front() {
+                Some(q) => Some(q),
+                None => self.pending_qos1.pop_front(),
+            };
+            if dropped.is_none() {
+                break;
+            }
+            self.stats.dropped_overflow += 1;
+            self.note_drop(now);
+        }
+    }
+
+    fn note_drop(&mut self, now: Instant) {
+        self.drops_since_log += 1;
+        let due = self
+            .last_drop_log
+            .is_none_or(|t| now.saturating_duration_since(t) >= DROP_LOG_INTERVAL);
+        if due {
+            tracing::warn!(
+                client_id = %self.opts.client_id,
+                dropped = self.drops_since_log,
+                buffered = self.pending_qos0.len() + self.pending_qos1.len(),
+                "uplink dropped messages (buffer full or unencodable)"
+            );
+            self.drops_since_log = 0;
+            self.last_drop_log = Some(now);
+        }
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> UplinkStats {
+        UplinkStats {
+            buffered: (self.pending_qos0.len() + self.pending_qos1.len()) as u64,
+            in_flight: self.in_flight_live as u64,
+            ..self.stats
+        }
+    }
+
+    /// Where the connection stands.
+    pub fn state(&self) -> LinkState {
+        self.state
+    }
+
+    /// CONNACK received and the connection not declared dead.
+    pub fn is_connected(&self) -> bool {
+        self.state == LinkState::Up
+    }
+
+    /// The broker stopped answering: the driver must drop the transport and reconnect.
+    pub fn is_dead(&self) -> bool {
+        self.state == LinkState::Dead
+    }
+
+    /// Nothing buffered, in flight or waiting to be written (a graceful flush is done).
+    pub fn is_idle(&self) -> bool {
+        self.pending_qos0.is_empty()
+            && self.pending_qos1.is_empty()
+            && self.in_flight_live == 0
+            && self.control.is_empty()
+    }
+
+    /// Whether [`poll_transmit`](Self::poll_transmit) has something to write now.
+    pub fn wants_transmit(&self) -> bool {
+        !self.control.is_empty()
+            || (self.state == LinkState::Up
+                && (!self.pending_qos0.is_empty()
+                    || (!self.pending_qos1.is_empty() && self.in_flight_live < MAX_IN_FLIGHT)))
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
