@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+                .unwrap_or_else(|_| "info,rumqttd=off".into()),
         )
         .with_target(false)
         .init();
