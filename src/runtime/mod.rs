@@ -1,1 +1,10 @@
-//! (in progress)
+//! The I/O half of the gateway: executors pinned per core, the SO_REUSEPORT socket group
+//! with its BPF steering program, and batched datagram I/O.
+//!
+//! - [`steer`]: which shard owns a source address ([`steer::shard_for`]), the classic BPF
+//!   program that makes the kernel agree, and the socket group that carries it.
+//! - [`udp`]: `recvmmsg`/`sendmmsg` batches over a shard's nonblocking socket and the
+//!   readiness wait used when a drain comes back empty.
+
+pub mod steer;
+pub mod udp;
