@@ -6,5 +6,9 @@
 //! - [`udp`]: `recvmmsg`/`sendmmsg` batches over a shard's nonblocking socket and the
 //!   readiness wait used when a drain comes back empty.
 
+mod node;
 pub mod steer;
 pub mod udp;
+
+pub use node::{run, Gateway, StartError};
+pub use steer::{shard_for, Steering};

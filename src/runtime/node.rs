@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::steer::{bind_reuseport_group, Steering};
-use super::udp::{readable, RecvBatch, SendBatch};
+use super::udp::{into_glommio, readable, RecvBatch, SendBatch};
 use crate::config::{Broker, Config};
 use crate::session::{Handoff, Shard, ShardConfig};
 use crate::uplink::{self, EmbeddedBroker, Outgoing, UplinkHandle};
@@ -78,8 +77,10 @@ pub struct Gateway {
 struct ShardIo {
     shard: Shard,
     send: SendBatch,
-    fd: RawFd,
-    uplink: UplinkHandle,
+    socket: Rc<glommio::net::UdpSocket>,
+    /// Replies dropped because the socket buffer stayed full.
+    send_dropped: u64,
+    uplink: Rc<UplinkHandle>,
     peers: Vec<Option<ConnectedSender<Handoff>>>,
     backlog: VecDeque<(usize, Handoff)>,
 }
@@ -87,24 +88,44 @@ struct ShardIo {
 impl ShardIo {
     /// Moves everything the shard produced to the socket, the uplink and other shards.
     fn flush(&mut self, now: Instant) {
-        let send = &mut self.send;
-        self.shard.drain_transmits(|to, data| send.push(to, data));
-        if let Err(e) = self.send.flush(self.fd) {
-            tracing::warn!("UDP send failed: {e}");
-        }
+        let (send, socket, dropped) = (&mut self.send, &*self.socket, &mut self.send_dropped);
+        self.shard.drain_transmits(|to, data| {
+            if send.is_full() {
+                flush_udp(send, socket);
+            }
+            if send.push(to, data).is_err() {
+                *dropped += 1;
+            }
+        });
+        flush_udp(&mut self.send, &self.socket);
         while let Some(p) = self.shard.poll_publish() {
-            self.uplink.publish(now, Outgoing { topic: p.topic, payload: p.payload.into(), qos: p.qos });
+            self.uplink.publish(
+                now,
+                Outgoing {
+                    topic: p.topic,
+                    payload: p.payload.into(),
+                    qos: p.qos,
+                },
+            );
         }
         while let Some(h) = self.shard.poll_handoff() {
             self.backlog.push_back(h);
         }
         while let Some((to, h)) = self.backlog.pop_front() {
-            let Some(Some(peer)) = self.peers.get(to) else { continue };
+            let Some(Some(peer)) = self.peers.get(to) else {
+                continue;
+            };
             if let Err(e) = peer.try_send(h) {
                 tracing::warn!(to, "handoff channel full, retrying: {e}");
                 break;
             }
         }
+    }
+}
+
+fn flush_udp(send: &mut SendBatch, socket: &glommio::net::UdpSocket) {
+    if let Err(e) = send.flush(socket) {
+        tracing::warn!("UDP send failed: {e}");
     }
 }
 
@@ -139,8 +160,9 @@ impl Gateway {
         tracing::info!(%udp_addr, shards, ?steering, mqtt = %mqtt_addr, "gateway starting");
 
         // channels[from][to]
-        let mut senders: Vec<Vec<Option<shared_channel::SharedSender<Handoff>>>> =
-            (0..shards).map(|_| (0..shards).map(|_| None).collect()).collect();
+        let mut senders: Vec<Vec<Option<shared_channel::SharedSender<Handoff>>>> = (0..shards)
+            .map(|_| (0..shards).map(|_| None).collect())
+            .collect();
         let mut receivers: Vec<Vec<shared_channel::SharedReceiver<Handoff>>> =
             (0..shards).map(|_| Vec::new()).collect();
         for from in 0..shards {
@@ -156,7 +178,9 @@ impl Gateway {
         let shutdown = Arc::new(AtomicBool::new(false));
         let registered: Arc<Vec<AtomicUsize>> =
             Arc::new((0..shards).map(|_| AtomicUsize::new(0)).collect());
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let node = node_name();
         let config = Arc::new(config);
         let mut executors = Vec::with_capacity(shards);
@@ -164,11 +188,10 @@ impl Gateway {
         for (i, ((socket, senders), receivers)) in
             sockets.into_iter().zip(senders).zip(receivers).enumerate()
         {
-            let fd = socket.into_raw_fd();
             let ctx = ShardContext {
                 index: i,
                 config: config.clone(),
-                fd,
+                socket,
                 senders,
                 receivers,
                 shutdown: shutdown.clone(),
@@ -181,7 +204,10 @@ impl Gateway {
                 .name(&format!("shard-{i}"))
                 .io_memory(IO_MEMORY)
                 .spawn(move || shard_main(ctx))
-                .map_err(|e| StartError::Executor { shard: i, reason: e.to_string() })?;
+                .map_err(|e| StartError::Executor {
+                    shard: i,
+                    reason: e.to_string(),
+                })?;
             executors.push(handle);
         }
         drop(ready_tx);
@@ -190,7 +216,15 @@ impl Gateway {
                 break;
             }
         }
-        Ok(Gateway { udp_addr, mqtt_addr, steering, shutdown, registered, executors, broker })
+        Ok(Gateway {
+            udp_addr,
+            mqtt_addr,
+            steering,
+            shutdown,
+            registered,
+            executors,
+            broker,
+        })
     }
 
     /// The bound UDP listener address (useful with port 0).
@@ -210,7 +244,10 @@ impl Gateway {
 
     /// Registered endpoints per shard.
     pub fn registered(&self) -> Vec<usize> {
-        self.registered.iter().map(|a| a.load(Ordering::Relaxed)).collect()
+        self.registered
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Registered endpoints per shard once their sum reaches `total`, or as they are when
@@ -242,7 +279,7 @@ impl Gateway {
 struct ShardContext {
     index: usize,
     config: Arc<Config>,
-    fd: RawFd,
+    socket: std::net::UdpSocket,
     senders: Vec<Option<shared_channel::SharedSender<Handoff>>>,
     receivers: Vec<shared_channel::SharedReceiver<Handoff>>,
     shutdown: Arc<AtomicBool>,
@@ -254,10 +291,13 @@ struct ShardContext {
 
 async fn shard_main(ctx: ShardContext) {
     let index = ctx.index;
-    // SAFETY: `fd` came from `into_raw_fd` of a socket nobody else owns.
-    let socket = unsafe { glommio::net::UdpSocket::from_raw_fd(ctx.fd) };
-    let fd = socket.as_raw_fd();
-    let uplink = uplink::spawn_uplink(&ctx.config.mqtt, index, &ctx.node, ctx.mqtt_addr.clone());
+    let socket = Rc::new(into_glommio(ctx.socket));
+    let uplink = Rc::new(uplink::spawn_uplink(
+        &ctx.config.mqtt,
+        index,
+        &ctx.node,
+        ctx.mqtt_addr.clone(),
+    ));
     let mut peers = Vec::with_capacity(ctx.senders.len());
     for s in ctx.senders {
         peers.push(match s {
@@ -277,7 +317,8 @@ async fn shard_main(ctx: ShardContext) {
     let io = Rc::new(RefCell::new(ShardIo {
         shard,
         send: SendBatch::new(),
-        fd,
+        socket: socket.clone(),
+        send_dropped: 0,
         uplink: uplink.clone(),
         peers,
         backlog: VecDeque::new(),
@@ -308,7 +349,9 @@ async fn shard_main(ctx: ShardContext) {
                     io.shard.handle_timeout(now);
                     io.flush(now);
                     registered[index].store(io.shard.registered(), Ordering::Relaxed);
-                    io.shard.poll_timeout().map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now))
+                    io.shard
+                        .poll_timeout()
+                        .map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now))
                 };
                 glommio::timer::sleep(wait.clamp(Duration::from_millis(1), SHUTDOWN_POLL)).await;
             }
@@ -319,7 +362,7 @@ async fn shard_main(ctx: ShardContext) {
     let mut recv = RecvBatch::new();
     let mut turns = 0;
     while !ctx.shutdown.load(Ordering::Acquire) {
-        let n = match recv.recv(fd) {
+        let n = match recv.recv(&*socket) {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(shard = index, "UDP receive failed: {e}");
@@ -327,13 +370,11 @@ async fn shard_main(ctx: ShardContext) {
             }
         };
         if n == 0 {
-            let wake = futures_lite::future::or(
-                async { readable(&socket).await.map(|_| ()) },
-                async {
+            let wake =
+                futures_lite::future::or(async { readable(&socket).await.map(|_| ()) }, async {
                     glommio::timer::sleep(SHUTDOWN_POLL).await;
                     Ok(())
-                },
-            );
+                });
             if let Err(e) = wake.await {
                 tracing::warn!(shard = index, "UDP readiness failed: {e}");
                 glommio::timer::sleep(SHUTDOWN_POLL).await;
@@ -371,9 +412,16 @@ fn node_name() -> String {
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
     let len = buf.iter().position(|b| *b == 0).unwrap_or(0);
-    let name = if rc == 0 { String::from_utf8_lossy(&buf[..len]).into_owned() } else { String::new() };
-    let name: String =
-        name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(20).collect();
+    let name = if rc == 0 {
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    } else {
+        String::new()
+    };
+    let name: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(20)
+        .collect();
     if name.is_empty() {
         "node".into()
     } else {
@@ -416,5 +464,9 @@ fn wait_for(set: &libc::sigset_t) -> std::io::Result<&'static str> {
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
-    Ok(if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" })
+    Ok(if sig == libc::SIGTERM {
+        "SIGTERM"
+    } else {
+        "SIGINT"
+    })
 }

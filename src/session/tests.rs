@@ -328,12 +328,17 @@ fn nat_rebinding_moves_the_endpoint_to_the_new_shard() {
     assert_eq!(published[1].1["data"]["event"], "rebound");
 
     // Updates from the new address are handled by shard 1 directly.
+    let forwarded = node.shards[1].stats().forwarded;
     let upd = request(MessageType::Con, Code::POST, 8, &["rd", &loc], &[], b"");
     assert_eq!(
         only_reply(&node.recv(1, "127.0.0.2:61000", &upd)).code(),
         Code::CHANGED
     );
-    assert_eq!(node.shards[1].stats().forwarded, 0);
+    assert_eq!(
+        node.shards[1].stats().forwarded,
+        forwarded,
+        "no hop once moved"
+    );
     // A second rebinding back to shard 0 goes home → owner and moves again.
     let upd = request(MessageType::Con, Code::POST, 9, &["rd", &loc], &[], b"");
     assert_eq!(
@@ -432,7 +437,20 @@ fn every_registration_error_path_answers_4xx() {
     }
     assert_eq!(node.registered(), 0);
     assert!(node.take_published().is_empty());
-    // Lifetime absent means the spec default (86400 s), which is above this node's maximum.
+    // An unsupported protocol version gets 4.12 so the client can fall back (Anjay does).
+    let req = request(
+        MessageType::Con,
+        Code::POST,
+        98,
+        &["rd"],
+        &["ep=a", "lwm2m=2.0"],
+        b"",
+    );
+    assert_eq!(
+        only_reply(&node.recv(0, DEVICE, &req)).code(),
+        Code::PRECONDITION_FAILED
+    );
+    // Lifetime absent means the spec default (86400 s), clamped to this node's maximum.
     let req = request(
         MessageType::Con,
         Code::POST,
@@ -443,8 +461,9 @@ fn every_registration_error_path_answers_4xx() {
     );
     assert_eq!(
         only_reply(&node.recv(0, DEVICE, &req)).code(),
-        Code::BAD_REQUEST
+        Code::CREATED
     );
+    assert_eq!(node.take_published()[0].1["data"]["lt"], 3600);
 }
 
 #[test]
