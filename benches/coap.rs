@@ -36,15 +36,20 @@ fn codec(c: &mut Criterion) {
     let notify = hex(NOTIFY);
     let mut group = c.benchmark_group("coap");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("parse_register", |b| b.iter(|| decode_register(black_box(&register))));
-    group.bench_function("parse_notify", |b| b.iter(|| decode_notify(black_box(&notify))));
+    group.bench_function("parse_register", |b| {
+        b.iter(|| decode_register(black_box(&register)))
+    });
+    group.bench_function("parse_notify", |b| {
+        b.iter(|| decode_notify(black_box(&notify)))
+    });
     let mut buf = Vec::with_capacity(64);
     group.bench_function("encode_created", |b| {
         b.iter(|| {
             buf.clear();
             let token = black_box(&[0x80, 0xd3, 0x09, 0x52]);
             let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CREATED, 54144, token);
-            w.option(option::LOCATION_PATH, b"rd").option(option::LOCATION_PATH, b"a3");
+            w.option(option::LOCATION_PATH, b"rd")
+                .option(option::LOCATION_PATH, b"a3");
             w.finish()
         })
     });
