@@ -11,14 +11,32 @@ fuzz_target!(|data: &[u8]| {
     let Ok(msg) = Message::parse(data) else {
         return;
     };
-    let _ = (msg.ty(), msg.code().name(), msg.mid(), msg.token(), msg.payload());
+    let _ = (
+        msg.ty(),
+        msg.code().name(),
+        msg.mid(),
+        msg.token(),
+        msg.payload(),
+    );
     for (number, _) in msg.options() {
-        assert!(msg.option(number).is_some(), "every listed option is found by number");
+        assert!(
+            msg.option(number).is_some(),
+            "every listed option is found by number"
+        );
     }
-    for segment in msg.uri_path().chain(msg.uri_query()).chain(msg.location_path()) {
+    for segment in msg
+        .uri_path()
+        .chain(msg.uri_query())
+        .chain(msg.location_path())
+    {
         let _ = segment.len();
     }
-    let _ = (msg.content_format(), msg.accept(), msg.observe(), msg.max_age());
+    let _ = (
+        msg.content_format(),
+        msg.accept(),
+        msg.observe(),
+        msg.max_age(),
+    );
     let _ = (msg.block1(), msg.block2(), msg.size1(), msg.size2());
     if let Some(block) = msg.block1().or(msg.block2()) {
         let _ = (block.size(), block.offset());
