@@ -121,6 +121,14 @@ impl<'b> MessageWriter<'b> {
     fn splice(&mut self, at: usize, remove: usize, parts: &[&[u8]]) {
         let insert: usize = parts.iter().map(|p| p.len()).sum();
         let old_len = self.buf.len();
+        if at == old_len && remove == 0 {
+            // Options added in order before any payload: a plain append.
+            for part in parts {
+                self.buf.extend_from_slice(part);
+            }
+            self.options_end += insert;
+            return;
+        }
         if insert >= remove {
             self.buf.resize(old_len + insert - remove, 0);
             self.buf.copy_within(at + remove..old_len, at + insert);
