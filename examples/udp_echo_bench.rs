@@ -44,8 +44,9 @@ struct Args {
     /// Client sockets, each with its own source port.
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// Requests kept outstanding per client socket.
-    #[arg(long, default_value_t = 8)]
+    /// Requests kept outstanding per client socket (deep enough that the client moves
+    /// whole batches and the server, not the client, is the limit).
+    #[arg(long, default_value_t = 32)]
     window: usize,
     /// Request payload size in bytes (a small CoAP NON notify is about this big).
     #[arg(long, default_value_t = 48)]
@@ -94,14 +95,21 @@ fn main() -> anyhow::Result<()> {
         pin_to_cpu(1);
         run_client(addr, &args)
     });
-    let (round_trips, elapsed) = client
+    let m = client
         .join()
         .map_err(|_| anyhow::anyhow!("client panicked"))??;
-    let rate = round_trips as f64 / elapsed.as_secs_f64();
+    let rate = m.round_trips as f64 / m.elapsed.as_secs_f64();
+    // CPU the rest of the process (the server) spent per round trip: insensitive to other
+    // load on the machine, unlike the rate.
+    let server_cpu = m.process_cpu.saturating_sub(m.client_cpu);
+    let cpu_us = server_cpu.as_secs_f64() * 1e6 / m.round_trips.max(1) as f64;
     println!(
-        "mode={:?} round_trips={round_trips} seconds={:.2} round_trips_per_s={rate:.0}",
-        mode,
-        elapsed.as_secs_f64()
+        "mode={mode:?} round_trips={} seconds={:.2} round_trips_per_s={rate:.0} \
+         server_cpu_us_per_round_trip={cpu_us:.2} server_busy={:.0}% client_busy={:.0}%",
+        m.round_trips,
+        m.elapsed.as_secs_f64(),
+        server_cpu.as_secs_f64() * 100.0 / m.elapsed.as_secs_f64(),
+        m.client_cpu.as_secs_f64() * 100.0 / m.elapsed.as_secs_f64(),
     );
     std::process::exit(0);
 }
@@ -189,8 +197,32 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// Drives the echo server and returns the round trips counted after the warm-up.
-fn run_client(server: SocketAddr, args: &Args) -> std::io::Result<(u64, Duration)> {
+/// What the client measured over the counted interval.
+#[derive(Debug)]
+struct Measurement {
+    round_trips: u64,
+    elapsed: Duration,
+    /// CPU time of the whole process over the interval.
+    process_cpu: Duration,
+    /// CPU time of the client thread over the interval.
+    client_cpu: Duration,
+}
+
+fn cpu_time(clock: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock ids used are always supported.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Drives the echo server and returns what it measured after the warm-up.
+fn run_client(server: SocketAddr, args: &Args) -> std::io::Result<Measurement> {
     let sockets = (0..args.clients)
         .map(|i| {
             // Spread sources over 127.0.0.1..=127.0.0.16 like many devices would.
@@ -218,7 +250,7 @@ fn run_client(server: SocketAddr, args: &Args) -> std::io::Result<(u64, Duration
     let measure_from = start + WARMUP;
     let end = measure_from + Duration::from_secs(args.seconds);
     let mut counted = 0u64;
-    let mut counting_since: Option<Instant> = None;
+    let mut counting_since: Option<(Instant, Duration, Duration)> = None;
     let mut sweeps = 0u32;
     loop {
         for (i, s) in sockets.iter().enumerate() {
@@ -238,11 +270,20 @@ fn run_client(server: SocketAddr, args: &Args) -> std::io::Result<(u64, Duration
         sweeps = (sweeps + 1) % 256;
         if sweeps == 0 {
             let now = Instant::now();
-            if let Some(since) = counting_since.filter(|_| now >= end) {
-                return Ok((counted, now - since));
+            if let Some((since, process, client)) = counting_since.filter(|_| now >= end) {
+                return Ok(Measurement {
+                    round_trips: counted,
+                    elapsed: now - since,
+                    process_cpu: cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID).saturating_sub(process),
+                    client_cpu: cpu_time(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(client),
+                });
             }
             if counting_since.is_none() && now >= measure_from {
-                counting_since = Some(now);
+                counting_since = Some((
+                    now,
+                    cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID),
+                    cpu_time(libc::CLOCK_THREAD_CPUTIME_ID),
+                ));
             }
             for (i, s) in sockets.iter().enumerate() {
                 if std::mem::take(&mut replied[i]) {
