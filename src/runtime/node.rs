@@ -298,6 +298,13 @@ async fn shard_main(ctx: ShardContext) {
         &ctx.node,
         ctx.mqtt_addr.clone(),
     ));
+    // Each side of a channel waits for the other to connect, so the receiving ends connect
+    // in their own tasks while this one connects the sending ends.
+    let receiving: Vec<_> = ctx
+        .receivers
+        .into_iter()
+        .map(|r| glommio::spawn_local(async move { r.connect().await }))
+        .collect();
     let mut peers = Vec::with_capacity(ctx.senders.len());
     for s in ctx.senders {
         peers.push(match s {
@@ -306,8 +313,8 @@ async fn shard_main(ctx: ShardContext) {
         });
     }
     let mut inbound: Vec<ConnectedReceiver<Handoff>> = Vec::new();
-    for r in ctx.receivers {
-        inbound.push(r.connect().await);
+    for r in receiving {
+        inbound.push(r.await);
     }
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
