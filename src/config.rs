@@ -41,7 +41,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, problem: problem.into() }
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
 }
 
 /// MQTT quality of service used by a translator.
@@ -225,13 +228,14 @@ pub struct Config {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::from_toml(&text)
-            .map_err(|e| match e {
-                ConfigError::Syntax(m) => ConfigError::Syntax(format!("{}: {m}", path.display())),
-                other => other,
-            })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Syntax(m) => ConfigError::Syntax(format!("{}: {m}", path.display())),
+            other => other,
+        })
     }
 
     /// Parses and validates configuration text; absent keys take their defaults.
@@ -248,13 +252,21 @@ impl Config {
 }
 
 fn duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| invalid(key, format!("{text:?} is not a duration like \"30s\" ({e})")))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{text:?} is not a duration like \"30s\" ({e})"),
+        )
+    })
 }
 
 fn socket_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse()
-        .map_err(|_| invalid(key, format!("{text:?} is not an address like \"0.0.0.0:5683\"")))
+    text.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{text:?} is not an address like \"0.0.0.0:5683\""),
+        )
+    })
 }
 
 fn optional_path(text: String) -> Option<PathBuf> {
@@ -267,7 +279,10 @@ fn broker(text: &str) -> Result<Broker, ConfigError> {
         return Ok(Broker::Embedded);
     }
     let bad = || {
-        invalid("mqtt.broker", format!("{text:?} is neither \"embedded\" nor \"mqtt://host:port\""))
+        invalid(
+            "mqtt.broker",
+            format!("{text:?} is neither \"embedded\" nor \"mqtt://host:port\""),
+        )
     };
     let rest = text.strip_prefix("mqtt://").ok_or_else(bad)?;
     let rest = rest.trim_end_matches('/');
@@ -281,7 +296,10 @@ fn broker(text: &str) -> Result<Broker, ConfigError> {
     if host.is_empty() || port == 0 {
         return Err(bad());
     }
-    Ok(Broker::External { host: host.to_owned(), port })
+    Ok(Broker::External {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 mod file {
@@ -348,7 +366,10 @@ mod file {
     }
 
     fn tr(topic: &str, qos: i64) -> TranslatorFile {
-        TranslatorFile { topic: topic.into(), qos }
+        TranslatorFile {
+            topic: topic.into(),
+            qos,
+        }
     }
 
     #[derive(Deserialize)]
@@ -392,7 +413,11 @@ mod file {
 
     impl Default for Udp {
         fn default() -> Self {
-            Udp { bind: "0.0.0.0:5683".into(), max_connections: 1_024_000, max_conn_rate: 100_000 }
+            Udp {
+                bind: "0.0.0.0:5683".into(),
+                max_connections: 1_024_000,
+                max_conn_rate: 100_000,
+            }
         }
     }
 
@@ -456,7 +481,9 @@ mod file {
 
     impl Default for Api {
         fn default() -> Self {
-            Api { bind: "127.0.0.1:8080".into() }
+            Api {
+                bind: "127.0.0.1:8080".into(),
+            }
         }
     }
 
@@ -469,7 +496,10 @@ mod file {
 
     impl Default for Perf {
         fn default() -> Self {
-            Perf { histogram_dir: String::new(), histogram_interval: "10s".into() }
+            Perf {
+                histogram_dir: String::new(),
+                histogram_interval: "10s".into(),
+            }
         }
     }
 
@@ -484,18 +514,31 @@ mod file {
         let qos = match t.qos {
             0 => Qos::AtMostOnce,
             1 => Qos::AtLeastOnce,
-            q => return Err(invalid(key, format!("qos {q} is not supported (use 0 or 1)"))),
+            q => {
+                return Err(invalid(
+                    key,
+                    format!("qos {q} is not supported (use 0 or 1)"),
+                ))
+            }
         };
         if t.topic.is_empty() || t.topic.starts_with('/') {
-            return Err(invalid(key, format!("topic {:?} must be non-empty and relative", t.topic)));
+            return Err(invalid(
+                key,
+                format!("topic {:?} must be non-empty and relative", t.topic),
+            ));
         }
-        Ok(Translator { topic: t.topic, qos })
+        Ok(Translator {
+            topic: t.topic,
+            qos,
+        })
     }
 
     impl ConfigFile {
         pub(super) fn validate(self) -> Result<Config, ConfigError> {
             let g = self.gateway;
-            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
             let shards = match count("gateway.shards", g.shards, 0, MAX_SHARDS as i64)? {
                 0 => cores.min(MAX_SHARDS),
                 n => n,
@@ -506,7 +549,10 @@ mod file {
                 return Err(invalid("gateway.lifetime_min", "must be at least 1s"));
             }
             if lifetime_max < lifetime_min {
-                return Err(invalid("gateway.lifetime_max", "is below gateway.lifetime_min"));
+                return Err(invalid(
+                    "gateway.lifetime_max",
+                    "is below gateway.lifetime_min",
+                ));
             }
             let auto_observe = match g.auto_observe {
                 AutoObserveFile::Flag(false) => AutoObserve::Off,
@@ -535,16 +581,25 @@ mod file {
             let unknown_var = mountpoint
                 .match_indices("${")
                 .map(|(i, _)| &mountpoint[i..])
-                .find(|rest| !rest.starts_with("${endpoint_name}") && !rest.starts_with("${peerhost}"));
+                .find(|rest| {
+                    !rest.starts_with("${endpoint_name}") && !rest.starts_with("${peerhost}")
+                });
             if let Some(rest) = unknown_var {
-                let var: String = rest.chars().take_while(|c| *c != '}').chain(['}']).collect();
+                let var: String = rest
+                    .chars()
+                    .take_while(|c| *c != '}')
+                    .chain(['}'])
+                    .collect();
                 return Err(invalid(
                     "gateway.mountpoint",
                     format!("unknown variable {var} (use ${{endpoint_name}} or ${{peerhost}})"),
                 ));
             }
             if mountpoint.contains(['+', '#']) {
-                return Err(invalid("gateway.mountpoint", "must not contain MQTT wildcards"));
+                return Err(invalid(
+                    "gateway.mountpoint",
+                    "must not contain MQTT wildcards",
+                ));
             }
             let gateway = GatewayConfig {
                 shards,
@@ -583,8 +638,12 @@ mod file {
                     1,
                     100_000_000,
                 )?,
-                max_conn_rate: count("listeners.udp.max_conn_rate", u.max_conn_rate, 1, 100_000_000)?
-                    as u32,
+                max_conn_rate: count(
+                    "listeners.udp.max_conn_rate",
+                    u.max_conn_rate,
+                    1,
+                    100_000_000,
+                )? as u32,
             };
 
             let d = self.listeners.dtls;
@@ -605,7 +664,10 @@ mod file {
 
             let m = self.mqtt;
             if m.client_id_prefix.is_empty() || m.client_id_prefix.len() > 40 {
-                return Err(invalid("mqtt.client_id_prefix", "must be 1 to 40 characters"));
+                return Err(invalid(
+                    "mqtt.client_id_prefix",
+                    "must be 1 to 40 characters",
+                ));
             }
             let keep_alive = duration("mqtt.keep_alive", &m.keep_alive)?;
             if keep_alive < Duration::from_secs(1) || keep_alive.as_secs() > u16::MAX as u64 {
@@ -640,7 +702,15 @@ mod file {
                 histogram_interval,
             };
 
-            Ok(Config { gateway, translators, udp, dtls, mqtt, api, perf })
+            Ok(Config {
+                gateway,
+                translators,
+                udp,
+                dtls,
+                mqtt,
+                api,
+                perf,
+            })
         }
     }
 }
@@ -663,7 +733,9 @@ mod tests {
     }
 
     fn problem(text: &str) -> String {
-        Config::from_toml(text).expect_err("config must be rejected").to_string()
+        Config::from_toml(text)
+            .expect_err("config must be rejected")
+            .to_string()
     }
 
     #[test]
@@ -675,8 +747,10 @@ mod tests {
         assert!(problem("[listeners.udp]\nbind = \"nowhere\"").starts_with("listeners.udp.bind:"));
         assert!(problem("[gateway]\nmountpoint = \"x/${nope}/\"").contains("${nope}"));
         assert!(problem("[gateway]\nshards = 99").starts_with("gateway.shards:"));
-        assert!(problem("[gateway]\nlifetime_min = \"10s\"\nlifetime_max = \"5s\"")
-            .starts_with("gateway.lifetime_max:"));
+        assert!(
+            problem("[gateway]\nlifetime_min = \"10s\"\nlifetime_max = \"5s\"")
+                .starts_with("gateway.lifetime_max:")
+        );
     }
 
     #[test]
@@ -689,15 +763,24 @@ mod tests {
     fn broker_urls() {
         assert_eq!(
             broker("mqtt://127.0.0.1:1999").expect("valid"),
-            Broker::External { host: "127.0.0.1".into(), port: 1999 }
+            Broker::External {
+                host: "127.0.0.1".into(),
+                port: 1999
+            }
         );
         assert_eq!(
             broker("mqtt://broker.example").expect("valid"),
-            Broker::External { host: "broker.example".into(), port: 1883 }
+            Broker::External {
+                host: "broker.example".into(),
+                port: 1883
+            }
         );
         assert_eq!(
             broker("mqtt://[::1]:1884").expect("valid"),
-            Broker::External { host: "::1".into(), port: 1884 }
+            Broker::External {
+                host: "::1".into(),
+                port: 1884
+            }
         );
         assert!(broker("mqtt://:1883").is_err());
         assert!(broker("mqtt://h:0").is_err());
@@ -706,7 +789,10 @@ mod tests {
     #[test]
     fn auto_observe_forms() {
         let c = Config::from_toml("[gateway]\nauto_observe = [\"/3/0\"]").expect("valid");
-        assert_eq!(c.gateway.auto_observe, AutoObserve::Paths(vec!["/3/0".into()]));
+        assert_eq!(
+            c.gateway.auto_observe,
+            AutoObserve::Paths(vec!["/3/0".into()])
+        );
         let c = Config::from_toml("[gateway]\nauto_observe = true").expect("valid");
         assert_eq!(c.gateway.auto_observe, AutoObserve::All);
     }
