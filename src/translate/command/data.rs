@@ -27,6 +27,7 @@ pub(super) enum Op {
 }
 
 impl Op {
+    /// The operation named by `msgType` (case-sensitive, as in EMQX).
     pub(super) fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "read" => Op::Read,
@@ -50,11 +51,14 @@ impl Op {
             Op::Execute => (3, 3),
             Op::Create => (1, 1),
             Op::Delete => (2, 4),
+            // Checked per shape in `parse_write`: 3 to 4 for a single write, 2 to 3 for a batch.
             Op::Write => (2, 4),
         }
     }
 }
 
+/// The operation `op` with its arguments from `data`; `top_hex` is EMQX's top-level
+/// `"encoding":"hex"`.
 pub(super) fn parse_kind(
     op: Op,
     data: &Map<String, Json>,
