@@ -9,10 +9,6 @@ fn fail(json: &str) -> CommandError {
     }
 }
 
-fn parse(json: &str) -> Command {
-    parse_command(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e:?}"))
-}
-
 #[test]
 fn bad_input_is_explained() {
     use CommandErrorKind::*;
@@ -379,13 +375,40 @@ fn oversized_and_non_utf8_commands() {
         "{}",
         e.reason
     );
-    // Deep nesting is echoed raw, or an error inside data, never a stack overflow.
+    // Deep nesting is an error, never a stack overflow; the member is not echoed.
     let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     let deep = format!(
-        r#"{{"a":{},"msgType":"read","data":{{"path":"/3"}}}}"#,
+        r#"{{"requestID":1,"a":{},"msgType":"read","data":{{"path":"/3"}}}}"#,
         nest(100_000)
     );
-    assert_eq!(parse(&deep).echo.len(), 200_004);
+    let e = fail(&deep);
+    assert_eq!(
+        (e.kind, e.echo.as_str(), e.msg_type.as_deref()),
+        (
+            CommandErrorKind::InvalidJson,
+            r#""requestID":1"#,
+            Some("read")
+        )
+    );
+    assert!(
+        e.reason
+            .starts_with(r#"invalid JSON in "a": recursion limit exceeded"#),
+        "{}",
+        e.reason
+    );
+    // So is a number no common parser holds (valid JSON syntax all the same).
+    let huge = r#"{"requestID":1e99999,"cacheID":"c","msgType":"read","data":{"path":"/3"}}"#;
+    let e = fail(huge);
+    assert_eq!(
+        (e.kind, e.echo.as_str()),
+        (CommandErrorKind::InvalidJson, r#""cacheID":"c""#)
+    );
+    assert!(
+        e.reason
+            .starts_with(r#"invalid JSON in "requestID": number out of range"#),
+        "{}",
+        e.reason
+    );
     let deep = format!(
         r#"{{"msgType":"read","data":{{"path":"/3","x":{}}}}}"#,
         nest(100_000)

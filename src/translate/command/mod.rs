@@ -290,6 +290,9 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
         reason,
     };
     parsed.map_err(with_echo)?;
+    if let Some(failure) = top.unreadable.clone() {
+        return Err(with_echo(failure));
+    }
     let msg_type = top.msg_type.clone().ok_or_else(|| {
         with_echo((
             CommandErrorKind::MissingMsgType,
@@ -382,6 +385,9 @@ struct TopLevel<'de> {
     data: Option<&'de RawValue>,
     /// EMQX's top-level `"encoding":"hex"`.
     hex: bool,
+    /// A member that is valid JSON syntax but not a value common parsers accept (a number
+    /// out of range, nesting past the recursion limit): left out of the echo, and an error.
+    unreadable: Option<Failure>,
 }
 
 impl<'de> TopLevel<'de> {
@@ -391,6 +397,7 @@ impl<'de> TopLevel<'de> {
             msg_type: None,
             data: None,
             hex: false,
+            unreadable: None,
         };
         let mut seen = HashSet::new();
         let mut echoed = Vec::new();
@@ -405,12 +412,22 @@ impl<'de> TopLevel<'de> {
                 "data" => top.data = Some(raw),
                 // Written by notify messages themselves; echoing it would duplicate it.
                 "seqNum" => {}
-                _ => {
-                    if key == "encoding" {
-                        top.hex = is_hex_encoding(&serde_json::from_str(raw.get()).ok());
+                _ => match serde_json::from_str::<Json>(raw.get()) {
+                    Ok(value) => {
+                        if key == "encoding" {
+                            top.hex = is_hex_encoding(&Some(value));
+                        }
+                        echoed.push((key, raw));
                     }
-                    echoed.push((key, raw));
-                }
+                    Err(e) => {
+                        let mut name = Vec::new();
+                        json::write_str(&mut name, key);
+                        top.unreadable = Some((
+                            CommandErrorKind::InvalidJson,
+                            format!("invalid JSON in {}: {e}", String::from_utf8_lossy(&name)),
+                        ));
+                    }
+                },
             }
         }
         let mut out = Vec::new();
