@@ -49,6 +49,9 @@ pub enum StartError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// The object definitions in `gateway.xml_dir` did not load.
+    #[error("gateway.xml_dir: {0}")]
+    Objects(#[from] crate::lwm2m::ObjectError),
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] uplink::BrokerError),
@@ -134,6 +137,8 @@ impl Gateway {
     /// executor per shard. Returns once every shard is running.
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         let shards = config.gateway.shards;
+        let registry = Arc::new(crate::lwm2m::Registry::load_dir(&config.gateway.xml_dir)?);
+        tracing::info!(objects = registry.len(), dir = %config.gateway.xml_dir.display(), "object definitions loaded");
         let broker = match &config.mqtt.broker {
             Broker::Embedded => Some(uplink::start_embedded(config.mqtt.embedded_bind)?),
             Broker::External { .. } => None,
@@ -191,6 +196,7 @@ impl Gateway {
             let ctx = ShardContext {
                 index: i,
                 config: config.clone(),
+                registry: registry.clone(),
                 socket,
                 senders,
                 receivers,
@@ -279,6 +285,7 @@ impl Gateway {
 struct ShardContext {
     index: usize,
     config: Arc<Config>,
+    registry: Arc<crate::lwm2m::Registry>,
     socket: std::net::UdpSocket,
     senders: Vec<Option<shared_channel::SharedSender<Handoff>>>,
     receivers: Vec<shared_channel::SharedReceiver<Handoff>>,
@@ -320,7 +327,7 @@ async fn shard_main(ctx: ShardContext) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let shard = Shard::new(ShardConfig::new(&ctx.config, index), Instant::now(), seed);
+    let shard = Shard::new(ShardConfig::new(&ctx.config, index, ctx.registry.clone()), Instant::now(), seed);
     let io = Rc::new(RefCell::new(ShardIo {
         shard,
         send: SendBatch::new(),
@@ -330,6 +337,25 @@ async fn shard_main(ctx: ShardContext) {
         peers,
         backlog: VecDeque::new(),
     }));
+    // Commands: every shard subscribes to the wildcard command topic and keeps the
+    // commands of its own endpoints (see `Shard::handle_command`).
+    let command = &ctx.config.translators.command;
+    let filter = crate::translate::Mountpoint::parse(&ctx.config.gateway.mountpoint).filter(&command.topic);
+    uplink.subscribe(vec![(filter, command.qos)]);
+    {
+        let io = io.clone();
+        let uplink = uplink.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let (topic, payload) = uplink.next_incoming().await;
+                let now = Instant::now();
+                let mut io = io.borrow_mut();
+                io.shard.handle_command(now, &topic, &payload);
+                io.flush(now);
+            }
+        })
+        .detach();
+    }
     let _ = ctx.ready.send(index);
 
     for rx in inbound {

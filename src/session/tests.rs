@@ -20,6 +20,12 @@ fn capture(name: &str) -> Vec<u8> {
     hex(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 
+/// The project's own object definitions.
+pub(super) fn registry() -> Arc<Registry> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/lwm2m_xml");
+    Arc::new(Registry::load_dir(std::path::Path::new(dir)).expect("lwm2m_xml loads"))
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("address")
 }
@@ -40,7 +46,7 @@ impl Node {
         edit(&mut config);
         let now = Instant::now();
         let shards = (0..n)
-            .map(|i| Shard::new(ShardConfig::new(&config, i), now, 7))
+            .map(|i| Shard::new(ShardConfig::new(&config, i, registry()), now, 7))
             .collect();
         Node {
             shards,
