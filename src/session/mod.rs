@@ -21,6 +21,8 @@ mod downlink;
 mod location;
 mod registration;
 #[cfg(test)]
+mod downlink_tests;
+#[cfg(test)]
 mod tests;
 
 use std::cmp::Reverse;
