@@ -13,6 +13,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::steer::{bind_reuseport_group, Steering};
+use super::histograms::{dump_loop, ShardHistograms};
 use super::udp::{into_glommio, readable, RecvBatch, SendBatch};
 use crate::config::{Broker, Config};
 use crate::session::{Handoff, Shard, ShardConfig};
@@ -392,6 +393,17 @@ async fn shard_main(ctx: ShardContext) {
         .detach();
     }
 
+    let hist = Rc::new(RefCell::new(ShardHistograms::new()));
+    let dumping = ctx.config.perf.histogram_dir.clone().map(|dir| {
+        let (hist, uplink, shutdown) = (hist.clone(), uplink.clone(), ctx.shutdown.clone());
+        let interval = ctx.config.perf.histogram_interval;
+        glommio::spawn_local(async move {
+            let stop = || shutdown.load(Ordering::Acquire);
+            if let Err(e) = dump_loop(&dir, index, interval, hist, uplink, stop).await {
+                tracing::warn!(shard = index, dir = %dir.display(), "histogram dump stopped: {e}");
+            }
+        })
+    });
     let mut recv = RecvBatch::new();
     let mut turns = 0;
     while !ctx.shutdown.load(Ordering::Acquire) {
@@ -423,6 +435,9 @@ async fn shard_main(ctx: ShardContext) {
             }
             io.flush(now);
         }
+        if dumping.is_some() {
+            hist.borrow_mut().record_pipeline(now.elapsed(), n as u64);
+        }
         turns += 1;
         if turns % TURNS_PER_YIELD == 0 {
             glommio::yield_if_needed().await;
@@ -436,6 +451,9 @@ async fn shard_main(ctx: ShardContext) {
         io.flush(now);
     }
     uplink.flush(Instant::now() + FLUSH_DEADLINE).await;
+    if let Some(task) = dumping {
+        task.await;
+    }
     tracing::debug!(shard = index, "shard stopped");
 }
 
