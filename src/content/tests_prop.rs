@@ -1,0 +1,1 @@
+//! Properties: round trips and totality.
