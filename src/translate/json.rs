@@ -85,6 +85,20 @@ impl<'a> ObjectWriter<'a> {
         self.out
     }
 
+    /// Writes pre-rendered members: `"k":v` pairs of valid JSON joined by commas, with no
+    /// leading or trailing comma (e.g. a command's echo); nothing when `members` is empty.
+    pub fn raw_members(&mut self, members: &str) -> &mut Self {
+        if members.is_empty() {
+            return self;
+        }
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.extend_from_slice(members.as_bytes());
+        self
+    }
+
     /// Writes a string member.
     pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
         write_str(self.key(key), value);
@@ -168,12 +182,16 @@ mod tests {
         let mut o = ObjectWriter::begin(&mut out);
         o.str("a", "x").u64("n", 3).i64("m", -3);
         let mut inner = ObjectWriter::begin(o.key("data"));
-        inner.str_array("list", ["/1", "/2"]).str_array("none", []);
+        inner
+            .raw_members("")
+            .str_array("list", ["/1", "/2"])
+            .raw_members(r#""r":[1],"s":{}"#)
+            .str_array("none", []);
         inner.end();
         o.end();
         assert_eq!(
             out,
-            br#"prefix {"a":"x","n":3,"m":-3,"data":{"list":["/1","/2"],"none":[]}}"#
+            br#"prefix {"a":"x","n":3,"m":-3,"data":{"list":["/1","/2"],"r":[1],"s":{},"none":[]}}"#
         );
         let mut empty = Vec::new();
         ObjectWriter::begin(&mut empty).end();

@@ -1,0 +1,479 @@
+//! The `data` member of a command: fields, paths, typed values and attributes.
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value as Json};
+
+use super::{
+    CommandErrorKind, CommandKind, Failure, Target, ATTR_KEYS, MAX_ENTRIES, MAX_QUERY_LEN,
+    MAX_QUERY_PARAMS, MAX_QUOTE_LEN,
+};
+use crate::content::{self, Entry};
+use crate::lwm2m::Path;
+use crate::translate::json;
+
+/// The operations, by `msgType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Op {
+    Read,
+    Discover,
+    Write,
+    WriteAttr,
+    Execute,
+    Create,
+    Delete,
+    Observe,
+    CancelObserve,
+}
+
+impl Op {
+    /// The operation named by `msgType` (case-sensitive, as in EMQX).
+    pub(super) fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "read" => Op::Read,
+            "discover" => Op::Discover,
+            "write" => Op::Write,
+            "write-attr" => Op::WriteAttr,
+            "execute" => Op::Execute,
+            "create" => Op::Create,
+            "delete" => Op::Delete,
+            "observe" => Op::Observe,
+            "cancel-observe" => Op::CancelObserve,
+            _ => return None,
+        })
+    }
+
+    /// Path depths the operation allows (LwM2M 1.1 §6.3, §6.4).
+    fn depths(self) -> (usize, usize) {
+        match self {
+            Op::Read | Op::WriteAttr | Op::Observe | Op::CancelObserve => (1, 4),
+            Op::Discover => (1, 3),
+            Op::Execute => (3, 3),
+            Op::Create => (1, 1),
+            Op::Delete => (2, 4),
+            // Checked per shape in `parse_write`: 3 to 4 for a single write, 2 to 3 for a batch.
+            Op::Write => (2, 4),
+        }
+    }
+}
+
+/// The operation `op` with its arguments from `data`; `top_hex` is EMQX's top-level
+/// `"encoding":"hex"`.
+pub(super) fn parse_kind(
+    op: Op,
+    data: &Map<String, Json>,
+    top_hex: bool,
+) -> Result<CommandKind, Failure> {
+    let target = || target_field(op, data, "path");
+    Ok(match op {
+        Op::Read => CommandKind::Read {
+            target: target()?,
+            accept: accept_field(data)?,
+        },
+        Op::Discover => CommandKind::Discover { target: target()? },
+        Op::Write => parse_write(data, top_hex)?,
+        Op::WriteAttr => {
+            let target = target()?;
+            let attrs = attrs(data)?;
+            if attrs.is_empty() && target.query.is_empty() {
+                return Err((
+                    CommandErrorKind::MissingField,
+                    "write-attr without pmin, pmax, gt, lt, st, epmin or epmax".to_owned(),
+                ));
+            }
+            CommandKind::WriteAttr { target, attrs }
+        }
+        Op::Execute => CommandKind::Execute {
+            target: target()?,
+            args: match data.get("args") {
+                None | Some(Json::Null) => String::new(),
+                // EMQX maps a literal "undefined" to no arguments.
+                Some(Json::String(s)) if s == "undefined" => String::new(),
+                Some(Json::String(s)) => s.clone(),
+                Some(_) => return Err(wrong_type("data.args", "a string")),
+            },
+        },
+        Op::Create => {
+            let base = target_field(op, data, "basePath")?;
+            let entries = entries(data, &base.path, 2, top_hex)?;
+            CommandKind::Create { base, entries }
+        }
+        Op::Delete => CommandKind::Delete { target: target()? },
+        Op::Observe => CommandKind::Observe {
+            target: target()?,
+            accept: accept_field(data)?,
+        },
+        Op::CancelObserve => CommandKind::CancelObserve { target: target()? },
+    })
+}
+
+/// A single write (`path`, `type`, `value`) or a batch write (`basePath`, `content`).
+fn parse_write(data: &Map<String, Json>, top_hex: bool) -> Result<CommandKind, Failure> {
+    let batch_base = match data.get("basePath") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) => Some(parse_target(s, "data.basePath")?),
+        Some(_) => return Err(wrong_type("data.basePath", "a string")),
+    };
+    // EMQX treats `"basePath":"/"` as absent: a single write.
+    if let Some(base) = batch_base.filter(|b| b.path.depth() > 0) {
+        check_depth("write", "data.basePath", &base.path, (2, 3))?;
+        let entries = entries(data, &base.path, 1, top_hex)?;
+        let replace = match data.get("replace") {
+            None | Some(Json::Null) => base.path.depth() == 3,
+            Some(Json::Bool(b)) => *b,
+            Some(_) => return Err(wrong_type("data.replace", "a boolean")),
+        };
+        return Ok(CommandKind::Write {
+            base,
+            entries,
+            replace,
+        });
+    }
+    let base = target_field(Op::Write, data, "path")?;
+    check_depth("write", "data.path", &base.path, (3, 4))?;
+    let hex = top_hex || is_hex_encoding(&data.get("encoding").cloned());
+    let value = typed_value(data, "data", hex)?;
+    Ok(CommandKind::Write {
+        entries: vec![Entry {
+            path: base.path,
+            value,
+        }],
+        base,
+        replace: true,
+    })
+}
+
+/// Reads `data.content` as entries under `base`, each item's relative path having at
+/// least `min_rel` levels.
+fn entries(
+    data: &Map<String, Json>,
+    base: &Path,
+    min_rel: usize,
+    top_hex: bool,
+) -> Result<Vec<Entry>, Failure> {
+    let items = match data.get("content") {
+        None | Some(Json::Null) => return Err(missing("data.content")),
+        Some(Json::Array(items)) => items,
+        Some(_) => return Err(wrong_type("data.content", "an array")),
+    };
+    if items.len() > MAX_ENTRIES {
+        return Err((
+            CommandErrorKind::TooManyEntries,
+            format!("data.content has more than {MAX_ENTRIES} items"),
+        ));
+    }
+    let data_hex = top_hex || is_hex_encoding(&data.get("encoding").cloned());
+    let mut entries = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("data.content[{i}]");
+        let Json::Object(item) = item else {
+            return Err(wrong_type(&field, "an object"));
+        };
+        let rel = match item.get("path") {
+            None | Some(Json::Null) => return Err(missing(&format!("{field}.path"))),
+            Some(Json::String(s)) => s,
+            Some(_) => return Err(wrong_type(&format!("{field}.path"), "a string")),
+        };
+        let path = relative_path(base, rel, min_rel)?;
+        let hex = data_hex || is_hex_encoding(&item.get("encoding").cloned());
+        let value = typed_value(item, &field, hex)?;
+        entries.push(Entry { path, value });
+    }
+    entries.sort_by_key(|e| e.path);
+    for pair in entries.windows(2) {
+        if pair[0].path.contains(&pair[1].path) {
+            return Err((
+                CommandErrorKind::DuplicatePath,
+                format!(
+                    "data.content paths {} and {} overlap",
+                    pair[0].path, pair[1].path
+                ),
+            ));
+        }
+    }
+    Ok(entries)
+}
+
+/// `rel` ("14", "/20/1") appended to `base`; the result must be a resource or resource
+/// instance and `rel` must have at least `min_rel` levels.
+fn relative_path(base: &Path, rel: &str, min_rel: usize) -> Result<Path, Failure> {
+    let bad = || {
+        (
+            CommandErrorKind::BadPath,
+            format!("bad content path {}", quote(rel)),
+        )
+    };
+    let rel_path = Path::parse(rel).map_err(|_| bad())?;
+    let mut path = *base;
+    for &id in rel_path.ids() {
+        path = path.child(id).ok_or_else(|| {
+            (
+                CommandErrorKind::WrongDepth,
+                format!("content path {} is too deep under {base}", quote(rel)),
+            )
+        })?;
+    }
+    if rel_path.depth() < min_rel || path.depth() < 3 {
+        return Err((
+            CommandErrorKind::WrongDepth,
+            format!("content path {} under {base} is not a resource", quote(rel)),
+        ));
+    }
+    Ok(path)
+}
+
+/// The LwM2M type names, lower case, and the name passed to `parse_typed_value`.
+const TYPES: [(&str, &str); 10] = [
+    ("integer", "Integer"),
+    ("unsigned", "Unsigned"),
+    ("unsigned integer", "Unsigned"),
+    ("float", "Float"),
+    ("boolean", "Boolean"),
+    ("string", "String"),
+    ("opaque", "Opaque"),
+    ("time", "Time"),
+    ("objlnk", "Objlnk"),
+    ("objectlink", "Objlnk"),
+];
+
+/// The `type` and `value` members of `obj` (named `field` in errors) as a typed value.
+fn typed_value(obj: &Map<String, Json>, field: &str, hex: bool) -> Result<content::Value, Failure> {
+    let type_name = match obj.get("type") {
+        None | Some(Json::Null) => return Err(missing(&format!("{field}.type"))),
+        Some(Json::String(s)) => s,
+        Some(_) => return Err(wrong_type(&format!("{field}.type"), "a string")),
+    };
+    let lower = type_name.to_ascii_lowercase();
+    let Some(&(_, canonical)) = TYPES.iter().find(|(name, _)| *name == lower) else {
+        return Err((
+            CommandErrorKind::UnknownType,
+            format!("unknown type {}", quote(type_name)),
+        ));
+    };
+    let value = match obj.get("value") {
+        None | Some(Json::Null) => return Err(missing(&format!("{field}.value"))),
+        Some(v) => v,
+    };
+    let hex = hex && matches!(canonical, "Opaque" | "String");
+    if hex && !value.as_str().is_some_and(is_hex) {
+        return Err((
+            CommandErrorKind::BadHex,
+            format!("bad hex in {field}.value"),
+        ));
+    }
+    content::parse_typed_value(canonical, value, hex).map_err(|_| {
+        (
+            CommandErrorKind::BadValue,
+            format!(
+                "{field}.value {} is not a valid {canonical}",
+                quote_value(value)
+            ),
+        )
+    })
+}
+
+/// Even-length hex digits (either case).
+fn is_hex(s: &str) -> bool {
+    s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `"encoding":"hex"` (case-insensitive); any other encoding is EMQX's "plain".
+pub(super) fn is_hex_encoding(v: &Option<Json>) -> bool {
+    matches!(v, Some(Json::String(s)) if s.eq_ignore_ascii_case("hex"))
+}
+
+/// The write-attr attributes present in `data`, as Uri-Query values.
+fn attrs(data: &Map<String, Json>) -> Result<Vec<String>, Failure> {
+    let mut out = Vec::new();
+    for key in ATTR_KEYS {
+        let text = match data.get(key) {
+            None | Some(Json::Null) => continue,
+            Some(Json::String(s)) => s.trim().to_owned(),
+            Some(Json::Number(n)) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => i.to_string(),
+                (_, Some(u), _) => u.to_string(),
+                (_, _, Some(f)) => f.to_string(),
+                _ => n.to_string(),
+            },
+            Some(_) => return Err(wrong_type(&format!("data.{key}"), "a number or string")),
+        };
+        if text.is_empty() {
+            // A bare attribute name removes the attribute (LwM2M 1.1 §5.1.2).
+            out.push(key.to_owned());
+            continue;
+        }
+        let integer = matches!(key, "pmin" | "pmax" | "epmin" | "epmax");
+        let ok = if integer {
+            text.bytes().all(|b| b.is_ascii_digit()) && text.parse::<u64>().is_ok()
+        } else {
+            is_decimal(&text, key != "st")
+        };
+        if !ok {
+            let what = if integer {
+                "a non-negative integer"
+            } else if key == "st" {
+                "a non-negative number"
+            } else {
+                "a number"
+            };
+            return Err((
+                CommandErrorKind::BadAttribute,
+                format!("data.{key} {} is not {what}", quote(&text)),
+            ));
+        }
+        out.push(format!("{key}={text}"));
+    }
+    Ok(out)
+}
+
+/// `-?digits(.digits)?`, the minus only when `signed`.
+fn is_decimal(s: &str, signed: bool) -> bool {
+    let s = if signed {
+        s.strip_prefix('-').unwrap_or(s)
+    } else {
+        s
+    };
+    let (int, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    digits(int) && digits(frac)
+}
+
+/// `data.accept`: a content-format number or media type.
+fn accept_field(data: &Map<String, Json>) -> Result<Option<u16>, Failure> {
+    const MEDIA_TYPES: [(&str, u16); 8] = [
+        ("text/plain", content::format::TEXT),
+        ("application/link-format", content::format::LINK),
+        ("application/octet-stream", content::format::OPAQUE),
+        ("application/cbor", content::format::CBOR),
+        ("application/senml+json", content::format::SENML_JSON),
+        ("application/senml+cbor", content::format::SENML_CBOR),
+        ("application/vnd.oma.lwm2m+tlv", content::format::TLV),
+        ("application/vnd.oma.lwm2m+json", content::format::OMA_JSON),
+    ];
+    let bad = |v: &Json| {
+        (
+            CommandErrorKind::WrongFieldType,
+            format!("data.accept {} is not a content format", quote_value(v)),
+        )
+    };
+    match data.get("accept") {
+        None | Some(Json::Null) => Ok(None),
+        Some(v @ Json::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| bad(v)),
+        Some(v @ Json::String(s)) => MEDIA_TYPES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|&(_, f)| Some(f))
+            .or_else(|| s.parse::<u16>().ok().map(Some))
+            .ok_or_else(|| bad(v)),
+        Some(v) => Err(bad(v)),
+    }
+}
+
+/// The string member `key` of `data` as a target whose depth suits `op`.
+fn target_field(op: Op, data: &Map<String, Json>, key: &str) -> Result<Target, Failure> {
+    let field = format!("data.{key}");
+    let target = match data.get(key) {
+        None | Some(Json::Null) => return Err(missing(&field)),
+        Some(Json::String(s)) => parse_target(s, &field)?,
+        Some(_) => return Err(wrong_type(&field, "a string")),
+    };
+    if op != Op::Write {
+        check_depth(op_name(op), &field, &target.path, op.depths())?;
+    }
+    Ok(target)
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Read => "read",
+        Op::Discover => "discover",
+        Op::Write => "write",
+        Op::WriteAttr => "write-attr",
+        Op::Execute => "execute",
+        Op::Create => "create",
+        Op::Delete => "delete",
+        Op::Observe => "observe",
+        Op::CancelObserve => "cancel-observe",
+    }
+}
+
+fn check_depth(
+    op: &str,
+    field: &str,
+    path: &Path,
+    (min, max): (usize, usize),
+) -> Result<(), Failure> {
+    let depth = path.depth();
+    if (min..=max).contains(&depth) {
+        return Ok(());
+    }
+    let mut reason = format!("{op} needs a {field} of ");
+    if min == max {
+        let _ = write!(reason, "{min} level");
+    } else {
+        let _ = write!(reason, "{min} to {max} levels");
+    }
+    let _ = write!(reason, ", got \"{path}\"");
+    Err((CommandErrorKind::WrongDepth, reason))
+}
+
+/// `"/3/0/9?pmin=1&pmax=5"` → path `/3/0/9`, query `["pmin=1", "pmax=5"]`.
+fn parse_target(s: &str, field: &str) -> Result<Target, Failure> {
+    let (path, query) = s.split_once('?').unwrap_or((s, ""));
+    let path = Path::parse(path).map_err(|_| {
+        (
+            CommandErrorKind::BadPath,
+            format!("bad path {}", quote(path)),
+        )
+    })?;
+    let mut params = Vec::new();
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        if params.len() == MAX_QUERY_PARAMS || param.len() > MAX_QUERY_LEN {
+            return Err((
+                CommandErrorKind::BadQuery,
+                format!("{field} query has more than {MAX_QUERY_PARAMS} parameters or one longer than {MAX_QUERY_LEN} bytes"),
+            ));
+        }
+        params.push(param.to_owned());
+    }
+    Ok(Target {
+        path,
+        query: params,
+    })
+}
+
+fn missing(field: &str) -> Failure {
+    (CommandErrorKind::MissingField, format!("missing {field}"))
+}
+
+fn wrong_type(field: &str, what: &str) -> Failure {
+    (
+        CommandErrorKind::WrongFieldType,
+        format!("{field} is not {what}"),
+    )
+}
+
+/// A JSON value for an error reason: strings quoted, anything else as JSON text.
+fn quote_value(v: &Json) -> String {
+    match v {
+        Json::String(s) => quote(s),
+        other => quote(&other.to_string()),
+    }
+}
+
+/// `s` as a JSON string, cut to [`MAX_QUOTE_LEN`] characters.
+fn quote(s: &str) -> String {
+    let cut: String = s.chars().take(MAX_QUOTE_LEN).collect();
+    let mut out = Vec::new();
+    json::write_str(&mut out, &cut);
+    if cut.len() < s.len() {
+        out.insert(out.len() - 1, b'.');
+        out.insert(out.len() - 1, b'.');
+        out.insert(out.len() - 1, b'.');
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
