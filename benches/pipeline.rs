@@ -45,7 +45,11 @@ fn shard() -> Shard {
     config.udp.max_connections = 100_000_000;
     let registry = lwm2m_gateway::lwm2m::Registry::load_dir(std::path::Path::new("lwm2m_xml"))
         .expect("lwm2m_xml loads");
-    Shard::new(ShardConfig::new(&config, 0, std::sync::Arc::new(registry)), Instant::now(), 1)
+    Shard::new(
+        ShardConfig::new(&config, 0, std::sync::Arc::new(registry)),
+        Instant::now(),
+        1,
+    )
 }
 
 fn bench_register(c: &mut Criterion) {

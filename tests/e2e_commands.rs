@@ -45,21 +45,33 @@ type Log = Arc<Mutex<Vec<String>>>;
 
 /// Runs a device on `socket` until `stop`; answers like wakaama's lwm2mclient.
 fn run_device(socket: UdpSocket, gateway: SocketAddr, log: Log, stop: Arc<AtomicBool>) {
-    socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
     let mut buf = [0u8; 2048];
     let mut mid = 0x7000u16;
     while !stop.load(Ordering::Relaxed) {
-        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
         if from != gateway {
             continue;
         }
-        let Ok(req) = Message::parse(&buf[..n]) else { continue };
+        let Ok(req) = Message::parse(&buf[..n]) else {
+            continue;
+        };
         if !req.code().is_request() {
             continue; // ACKs of our separate responses
         }
-        let path: Vec<String> = req.uri_path().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        let path: Vec<String> = req
+            .uri_path()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
         let path = format!("/{}", path.join("/"));
-        let query: Vec<String> = req.uri_query().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        let query: Vec<String> = req
+            .uri_query()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
         log.lock().expect("log").push(format!(
             "{} {}{}{} {}",
             req.code().name().to_uppercase(),
@@ -69,13 +81,16 @@ fn run_device(socket: UdpSocket, gateway: SocketAddr, log: Log, stop: Arc<Atomic
             req.payload().len()
         ));
         let (code, cf, payload): (Code, Option<u16>, Vec<u8>) = match (req.code(), path.as_str()) {
-            (Code::GET, "/3/0") if req.accept() == Some(40) => {
-                (Code::CONTENT, Some(40), b"</3/0>,</3/0/0>,</3/0/1>,</3/0/9>".to_vec())
-            }
+            (Code::GET, "/3/0") if req.accept() == Some(40) => (
+                Code::CONTENT,
+                Some(40),
+                b"</3/0>,</3/0/0>,</3/0/1>,</3/0/9>".to_vec(),
+            ),
             (Code::GET, "/3/0") if req.accept() == Some(110) => (
                 Code::CONTENT,
                 Some(110),
-                br#"[{"bn":"/3/0/","n":"0","vs":"Open Mobile Alliance"},{"n":"9","v":100}]"#.to_vec(),
+                br#"[{"bn":"/3/0/","n":"0","vs":"Open Mobile Alliance"},{"n":"9","v":100}]"#
+                    .to_vec(),
             ),
             (Code::GET, "/3/0") => (Code::CONTENT, Some(11542), device_tlv()),
             (Code::GET, "/3/0/0") => (Code::CONTENT, Some(0), b"Open Mobile Alliance".to_vec()),
@@ -94,8 +109,15 @@ fn run_device(socket: UdpSocket, gateway: SocketAddr, log: Log, stop: Arc<Atomic
                 std::thread::sleep(Duration::from_millis(200));
                 mid = mid.wrapping_add(1);
                 let mut resp = Vec::new();
-                let mut w = MessageWriter::new(&mut resp, MessageType::Con, Code::CONTENT, mid, req.token());
-                w.uint_option(option::CONTENT_FORMAT, 0).payload(b"1700000000");
+                let mut w = MessageWriter::new(
+                    &mut resp,
+                    MessageType::Con,
+                    Code::CONTENT,
+                    mid,
+                    req.token(),
+                );
+                w.uint_option(option::CONTENT_FORMAT, 0)
+                    .payload(b"1700000000");
                 w.finish();
                 let _ = socket.send_to(&resp, from);
                 continue;
@@ -131,10 +153,16 @@ impl Session {
     fn command(&mut self, mut command: Value, n: usize) -> Vec<Received> {
         self.next_id += 1;
         command["requestID"] = json!(self.next_id);
-        self.sub.publish(&format!("lwm2m/{}/dn", self.ep), command.to_string());
+        self.sub
+            .publish(&format!("lwm2m/{}/dn", self.ep), command.to_string());
         let got = self.sub.collect(n, Duration::from_secs(10));
         for m in &got {
-            assert_eq!(m.json["requestID"], json!(self.next_id), "requestID echoed: {}", m.json);
+            assert_eq!(
+                m.json["requestID"],
+                json!(self.next_id),
+                "requestID echoed: {}",
+                m.json
+            );
             assert_eq!(m.topic, format!("lwm2m/{}/up/resp", self.ep));
         }
         got
@@ -158,7 +186,16 @@ fn session(tag: &str) -> (lwm2m_gateway::runtime::Gateway, Session) {
     let stop = Arc::new(AtomicBool::new(false));
     let (l, s, gateway) = (log.clone(), stop.clone(), gw.udp_addr());
     std::thread::spawn(move || run_device(dev.socket, gateway, l, s));
-    (gw, Session { sub, ep, log, stop, next_id: 0 })
+    (
+        gw,
+        Session {
+            sub,
+            ep,
+            log,
+            stop,
+            next_id: 0,
+        },
+    )
 }
 
 #[test]
@@ -176,8 +213,14 @@ fn emqx_application_manages_a_wakaama_device() {
     assert_eq!(r["data"]["code"], "2.05");
     let content = r["data"]["content"].as_array().expect("content");
     assert!(content.contains(&json!({"path":"/3/0/0","value":"Open Mobile Alliance"})));
-    assert!(content.contains(&json!({"path":"/3/0/9","value":100})), "Integer typed: {r}");
-    assert!(content.contains(&json!({"path":"/3/0/13","value":1367491215})), "Time typed: {r}");
+    assert!(
+        content.contains(&json!({"path":"/3/0/9","value":100})),
+        "Integer typed: {r}"
+    );
+    assert!(
+        content.contains(&json!({"path":"/3/0/13","value":1367491215})),
+        "Time typed: {r}"
+    );
 
     let r = s.one(json!({"msgType":"discover","data":{"path":"/3/0"}}));
     assert_eq!(
@@ -185,8 +228,12 @@ fn emqx_application_manages_a_wakaama_device() {
         json!({"code":"2.05","codeMsg":"content","reqPath":"/3/0","content":["</3/0>","</3/0/0>","</3/0/1>","</3/0/9>"]})
     );
 
-    let r = s.one(json!({"msgType":"write","data":{"path":"/3/0/14","type":"String","value":"+02"}}));
-    assert_eq!(r["data"], json!({"code":"2.04","codeMsg":"changed","reqPath":"/3/0/14"}));
+    let r =
+        s.one(json!({"msgType":"write","data":{"path":"/3/0/14","type":"String","value":"+02"}}));
+    assert_eq!(
+        r["data"],
+        json!({"code":"2.04","codeMsg":"changed","reqPath":"/3/0/14"})
+    );
     let r = s.one(json!({"msgType":"write","data":{"path":"/1/0/1","type":"Integer","value":300}}));
     assert_eq!(r["data"]["code"], "2.04");
     let r = s.one(json!({"msgType":"execute","data":{"path":"/3/0/4","args":""}}));
@@ -200,16 +247,30 @@ fn emqx_application_manages_a_wakaama_device() {
     let r = s.one(json!({"msgType":"write-attr","data":{"path":"/3/0/9","pmin":"1","pmax":"5","gt":"50","lt":"10","st":"1"}}));
     assert_eq!(r["data"]["code"], "2.04");
     let r = s.one(json!({"msgType":"read","data":{"path":"/3/0/7"}}));
-    assert_eq!(r["data"], json!({"code":"4.04","codeMsg":"not_found","reqPath":"/3/0/7"}));
+    assert_eq!(
+        r["data"],
+        json!({"code":"4.04","codeMsg":"not_found","reqPath":"/3/0/7"})
+    );
 
     // What the device saw: the right methods, paths, queries and payloads.
     let log = s.log.lock().expect("log").clone();
     assert!(log.contains(&"GET /3/0/0 0".to_owned()), "{log:?}");
-    assert!(log.iter().any(|l| l.starts_with("PUT /3/0/14 ") && !l.ends_with(" 0")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("PUT /3/0/14 ") && !l.ends_with(" 0")),
+        "{log:?}"
+    );
     assert!(log.contains(&"POST /3/0/4 0".to_owned()), "{log:?}");
-    assert!(log.iter().any(|l| l.starts_with("POST /31024 ") && !l.ends_with(" 0")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("POST /31024 ") && !l.ends_with(" 0")),
+        "{log:?}"
+    );
     assert!(log.contains(&"DELETE /31024/20 0".to_owned()), "{log:?}");
-    let attr = log.iter().find(|l| l.starts_with("PUT /3/0/9?")).expect("write-attr sent");
+    let attr = log
+        .iter()
+        .find(|l| l.starts_with("PUT /3/0/9?"))
+        .expect("write-attr sent");
     for q in ["pmin=1", "pmax=5", "gt=50", "lt=10", "st=1"] {
         assert!(attr.contains(q), "{attr}");
     }
@@ -247,7 +308,9 @@ fn bad_commands_get_one_error_response_each() {
     let got = s.sub.collect(1, Duration::from_secs(10));
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].json["data"]["code"], "4.00");
-    assert!(got[0].json["data"]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(got[0].json["data"]["reason"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
 
     let r = s.one(json!({"msgType":"frobnicate","data":{}}));
     assert_eq!(r["msgType"], "frobnicate");
@@ -255,12 +318,16 @@ fn bad_commands_get_one_error_response_each() {
     assert_eq!(r["data"]["codeMsg"], "bad_request");
     let r = s.one(json!({"msgType":"read","data":{}}));
     assert_eq!(r["data"]["code"], "4.00");
-    let r = s.one(json!({"msgType":"write","data":{"path":"/3/0/13","type":"Integer","value":"soon"}}));
+    let r =
+        s.one(json!({"msgType":"write","data":{"path":"/3/0/13","type":"Integer","value":"soon"}}));
     assert_eq!(r["data"]["code"], "4.00");
 
     // A command for an endpoint that is not registered: 4.04 on that endpoint's topic.
     let ghost = format!("{}-ghost", s.ep);
-    s.sub.publish(&format!("lwm2m/{ghost}/dn"), json!({"requestID":77,"msgType":"read","data":{"path":"/3/0"}}).to_string());
+    s.sub.publish(
+        &format!("lwm2m/{ghost}/dn"),
+        json!({"requestID":77,"msgType":"read","data":{"path":"/3/0"}}).to_string(),
+    );
     let got = s.sub.collect(1, Duration::from_secs(10));
     assert_eq!(got.len(), 1, "exactly one shard answers");
     assert_eq!(got[0].topic, format!("lwm2m/{ghost}/up/resp"));

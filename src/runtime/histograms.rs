@@ -57,11 +57,15 @@ pub(super) async fn dump_loop(
     let started = Instant::now();
     let mut builder = IntervalLogWriterBuilder::new();
     builder.with_start_time(start).with_base_time(start);
-    builder.add_comment(&format!("lwm2m-gateway shard {shard}: pipeline latency in ns"));
+    builder.add_comment(&format!(
+        "lwm2m-gateway shard {shard}: pipeline latency in ns"
+    ));
     let mut pipeline_log = builder.begin_log_with(&mut pipeline_file, &mut s1)?;
     let mut builder = IntervalLogWriterBuilder::new();
     builder.with_start_time(start).with_base_time(start);
-    builder.add_comment(&format!("lwm2m-gateway shard {shard}: PUBLISH packets per uplink write"));
+    builder.add_comment(&format!(
+        "lwm2m-gateway shard {shard}: PUBLISH packets per uplink write"
+    ));
     let mut batch_log = builder.begin_log_with(&mut batch_file, &mut s2)?;
     let mut last = started;
     loop {
@@ -75,7 +79,10 @@ pub(super) async fn dump_loop(
         let now = Instant::now();
         let (from, length) = (last - started, now - last);
         last = now;
-        let pipeline = std::mem::replace(&mut hist.borrow_mut().pipeline, ShardHistograms::new().pipeline);
+        let pipeline = std::mem::replace(
+            &mut hist.borrow_mut().pipeline,
+            ShardHistograms::new().pipeline,
+        );
         let batches = uplink.take_batch_histogram();
         pipeline_log
             .write_histogram(&pipeline, from, length, Tag::new("pipeline"))

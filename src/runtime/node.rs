@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::steer::{bind_reuseport_group, Steering};
 use super::histograms::{dump_loop, ShardHistograms};
+use super::steer::{bind_reuseport_group, Steering};
 use super::udp::{into_glommio, readable, RecvBatch, SendBatch};
 use crate::config::{Broker, Config};
 use crate::session::{Handoff, Shard, ShardConfig};
@@ -328,7 +328,11 @@ async fn shard_main(ctx: ShardContext) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let shard = Shard::new(ShardConfig::new(&ctx.config, index, ctx.registry.clone()), Instant::now(), seed);
+    let shard = Shard::new(
+        ShardConfig::new(&ctx.config, index, ctx.registry.clone()),
+        Instant::now(),
+        seed,
+    );
     let io = Rc::new(RefCell::new(ShardIo {
         shard,
         send: SendBatch::new(),
@@ -341,7 +345,8 @@ async fn shard_main(ctx: ShardContext) {
     // Commands: every shard subscribes to the wildcard command topic and keeps the
     // commands of its own endpoints (see `Shard::handle_command`).
     let command = &ctx.config.translators.command;
-    let filter = crate::translate::Mountpoint::parse(&ctx.config.gateway.mountpoint).filter(&command.topic);
+    let filter =
+        crate::translate::Mountpoint::parse(&ctx.config.gateway.mountpoint).filter(&command.topic);
     uplink.subscribe(vec![(filter, command.qos)]);
     {
         let io = io.clone();

@@ -36,7 +36,10 @@ pub(super) struct Downlink {
 impl Downlink {
     /// Tokens the shard must route to this endpoint.
     pub(super) fn tokens(&self) -> impl Iterator<Item = [u8; 8]> + '_ {
-        self.in_flight.iter().map(|e| e.token).chain(self.observations.iter().map(|o| o.token))
+        self.in_flight
+            .iter()
+            .map(|e| e.token)
+            .chain(self.observations.iter().map(|o| o.token))
     }
 
     /// Deadline of the in-flight exchange, for re-arming after a move between shards.
@@ -87,7 +90,9 @@ enum Outcome {
 impl Shard {
     /// Handles one MQTT publish on the command topic.
     pub fn handle_command(&mut self, now: Instant, topic: &str, payload: &[u8]) {
-        let Some(m) = self.cfg.mountpoint.match_topic(topic) else { return };
+        let Some(m) = self.cfg.mountpoint.match_topic(topic) else {
+            return;
+        };
         let Some(ep) = m.endpoint else { return };
         let peerhost = m.peerhost.unwrap_or("");
         let Some(&location) = self.by_name.get(ep) else {
@@ -98,14 +103,14 @@ impl Shard {
             {
                 self.stats.commands_rejected += 1;
                 let (echo, msg_type) = match translate::parse_command(payload) {
-                    Ok(c) => (c.echo, c.msg_type),
-                    Err(e) => (e.echo, e.msg_type.unwrap_or_default()),
+                    Ok(c) => (c.echo, Some(c.msg_type)),
+                    Err(e) => (e.echo, e.msg_type),
                 };
                 self.json.clear();
                 translate::write_error(
                     &mut self.json,
                     &echo,
-                    &msg_type,
+                    msg_type.as_deref(),
                     Code::NOT_FOUND,
                     "endpoint is not registered",
                 );
@@ -119,19 +124,27 @@ impl Shard {
             Ok(c) => c,
             Err(e) => {
                 self.stats.commands_rejected += 1;
-                let msg_type = e.msg_type.clone().unwrap_or_default();
-                return self.command_error(location, &e.echo, &msg_type, Code::BAD_REQUEST, &e.reason);
+                self.json.clear();
+                translate::write_command_error(&mut self.json, &e);
+                return self.publish_for(TopicKind::Response, location);
             }
         };
-        let Some(ep) = self.endpoints.get(&location) else { return };
+        let Some(ep) = self.endpoints.get(&location) else {
+            return;
+        };
         let reg = &ep.registration;
-        let alternate =
-            reg.object_list.as_ref().map_or("/", |o| o.alternate_path.as_str()).to_owned();
+        let alternate = reg
+            .object_list
+            .as_ref()
+            .map_or("/", |o| o.alternate_path.as_str())
+            .to_owned();
         let request = match translate::build_request(&command, &alternate, reg.version) {
             Ok(r) => r,
             Err(e) => {
                 self.stats.commands_rejected += 1;
-                return self.command_error(location, &e.echo, &command.msg_type, Code::BAD_REQUEST, &e.reason);
+                self.json.clear();
+                translate::write_command_error(&mut self.json, &e);
+                return self.publish_for(TopicKind::Response, location);
             }
         };
         let observe = match command.kind {
@@ -141,26 +154,48 @@ impl Shard {
         };
         let Command { echo, msg_type, .. } = command;
         let max = self.cfg.max_queued_commands;
-        let Some(ep) = self.endpoints.get_mut(&location) else { return };
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
         let dl = ep.downlink.get_or_insert_with(Box::default);
         if dl.queue.len() >= max {
             self.stats.commands_rejected += 1;
-            return self.command_error(location, &echo, &msg_type, Code::SERVICE_UNAVAILABLE, "command queue is full");
+            return self.command_error(
+                location,
+                &echo,
+                &msg_type,
+                Code::SERVICE_UNAVAILABLE,
+                "command queue is full",
+            );
         }
-        dl.queue.push_back(Queued { echo, msg_type, observe, request });
+        dl.queue.push_back(Queued {
+            echo,
+            msg_type,
+            observe,
+            request,
+        });
         self.send_next(now, location);
     }
 
     /// Publishes an error response about a command for a registered endpoint.
-    fn command_error(&mut self, location: Location, echo: &str, msg_type: &str, code: Code, reason: &str) {
+    fn command_error(
+        &mut self,
+        location: Location,
+        echo: &str,
+        msg_type: &str,
+        code: Code,
+        reason: &str,
+    ) {
         self.json.clear();
-        translate::write_error(&mut self.json, echo, msg_type, code, reason);
+        translate::write_error(&mut self.json, echo, Some(msg_type), code, reason);
         self.publish_for(TopicKind::Response, location);
     }
 
     /// Publishes `self.json` on the endpoint's topic of `kind`.
     fn publish_for(&mut self, kind: TopicKind, location: Location) {
-        let Some(ep) = self.endpoints.get(&location) else { return };
+        let Some(ep) = self.endpoints.get(&location) else {
+            return;
+        };
         let (name, addr) = (ep.registration.ep.clone(), ep.addr);
         self.publish(kind, &name, addr);
     }
@@ -170,13 +205,19 @@ impl Shard {
         let token = self.tokens.next();
         let mid = self.mids.next();
         let jitter = self.jitter();
-        let Some(ep) = self.endpoints.get_mut(&location) else { return };
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
         let addr = ep.addr;
-        let Some(dl) = ep.downlink.as_mut() else { return };
+        let Some(dl) = ep.downlink.as_mut() else {
+            return;
+        };
         if dl.in_flight.is_some() {
             return;
         }
-        let Some(q) = dl.queue.pop_front() else { return };
+        let Some(q) = dl.queue.pop_front() else {
+            return;
+        };
         // Cancelling an observation reuses its token (RFC 7641 §3.6).
         let token = match q.observe {
             Some(false) => dl
@@ -206,7 +247,8 @@ impl Shard {
             acked: false,
         });
         self.token_owner.insert(token, location);
-        self.retransmit.push(std::cmp::Reverse((now + timeout, location, mid)));
+        self.retransmit
+            .push(std::cmp::Reverse((now + timeout, location, mid)));
     }
 
     /// A uniform factor in [0, 0.5) for ACK_RANDOM_FACTOR 1.5.
@@ -224,9 +266,13 @@ impl Shard {
                 break;
             }
             self.retransmit.pop();
-            let Some(ep) = self.endpoints.get_mut(&location) else { continue };
+            let Some(ep) = self.endpoints.get_mut(&location) else {
+                continue;
+            };
             let addr = ep.addr;
-            let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else { continue };
+            let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
+                continue;
+            };
             if ex.mid != mid || ex.deadline > now {
                 continue;
             }
@@ -238,7 +284,8 @@ impl Shard {
                 self.tx.extend_from_slice(&ex.datagram);
                 self.tx_list.push((addr, start, ex.datagram.len()));
                 self.stats.retransmissions += 1;
-                self.retransmit.push(std::cmp::Reverse((ex.deadline, location, mid)));
+                self.retransmit
+                    .push(std::cmp::Reverse((ex.deadline, location, mid)));
                 continue;
             }
             self.stats.command_timeouts += 1;
@@ -250,9 +297,18 @@ impl Shard {
 
     /// Ends the in-flight exchange of `location`, publishing what `write` writes, and
     /// starts the next queued command.
-    fn finish(&mut self, now: Instant, location: Location, write: impl FnOnce(&mut Vec<u8>, &Exchange)) {
-        let Some(ep) = self.endpoints.get_mut(&location) else { return };
-        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.take()) else { return };
+    fn finish(
+        &mut self,
+        now: Instant,
+        location: Location,
+        write: impl FnOnce(&mut Vec<u8>, &Exchange),
+    ) {
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.take()) else {
+            return;
+        };
         if ex.observe != Some(true) || !self.observation_kept(location, ex.token) {
             self.token_owner.remove(&ex.token);
         }
@@ -270,10 +326,21 @@ impl Shard {
     }
 
     /// An ACK or RST from a device: matched by source address and MID.
-    pub(super) fn handle_ack_or_reset(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>) {
-        let Some(&location) = self.by_addr.get(&from) else { return };
-        let Some(ep) = self.endpoints.get_mut(&location) else { return };
-        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else { return };
+    pub(super) fn handle_ack_or_reset(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &Message<'_>,
+    ) {
+        let Some(&location) = self.by_addr.get(&from) else {
+            return;
+        };
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
+            return;
+        };
         if ex.mid != msg.mid() {
             return;
         }
@@ -290,7 +357,8 @@ impl Shard {
                 }
                 ex.acked = true;
                 ex.deadline = now + SEPARATE_RESPONSE_WAIT;
-                self.retransmit.push(std::cmp::Reverse((ex.deadline, location, ex.mid)));
+                self.retransmit
+                    .push(std::cmp::Reverse((ex.deadline, location, ex.mid)));
                 self.json.clear();
                 translate::write_ack(&mut self.json, &ex.echo, &ex.req_path);
                 self.publish_for(TopicKind::Response, location);
@@ -319,14 +387,20 @@ impl Shard {
         if msg.ty() == MessageType::Con {
             self.queue_empty(from, MessageType::Ack, msg.mid());
         }
-        let Some(ep) = self.endpoints.get_mut(&location) else { return };
-        let Some(dl) = ep.downlink.as_mut() else { return };
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(dl) = ep.downlink.as_mut() else {
+            return;
+        };
         let in_flight = dl.in_flight.as_ref().is_some_and(|e| e.token == token);
         if in_flight {
             return self.complete(now, location, msg, Outcome::Response);
         }
         let Some(seq) = msg.observe() else { return };
-        let Some(obs) = dl.observations.iter_mut().find(|o| o.token == token) else { return };
+        let Some(obs) = dl.observations.iter_mut().find(|o| o.token == token) else {
+            return;
+        };
         // RFC 7641 §3.4: drop a reordered notification older than the newest seen.
         if let Some(last) = obs.last_seq {
             let newer = (last < seq && seq - last < 1 << 23)
@@ -345,15 +419,23 @@ impl Shard {
     /// Publishes a response or notification with its decoded content.
     fn complete(&mut self, now: Instant, location: Location, msg: &Message<'_>, outcome: Outcome) {
         let code = msg.code();
-        let Some(ep) = self.endpoints.get_mut(&location) else { return };
-        let Some(dl) = ep.downlink.as_mut() else { return };
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(dl) = ep.downlink.as_mut() else {
+            return;
+        };
         let (echo, req_path) = match &outcome {
             Outcome::Response => match dl.in_flight.as_ref() {
                 Some(ex) => (ex.echo.clone(), ex.req_path.clone()),
                 None => return,
             },
             Outcome::Notification(_) => {
-                match dl.observations.iter().find(|o| Some(o.token) == msg.token().try_into().ok()) {
+                match dl
+                    .observations
+                    .iter()
+                    .find(|o| Some(o.token) == msg.token().try_into().ok())
+                {
                     Some(o) => (o.echo.clone(), o.req_path.clone()),
                     None => return,
                 }
@@ -410,7 +492,14 @@ impl Shard {
             Outcome::Notification(seq) => {
                 self.stats.notifications += 1;
                 self.json.clear();
-                translate::write_notify(&mut self.json, &echo, seq, &req_path, code, content.as_ref());
+                translate::write_notify(
+                    &mut self.json,
+                    &echo,
+                    seq,
+                    &req_path,
+                    code,
+                    content.as_ref(),
+                );
                 self.publish_for(TopicKind::Notify, location);
             }
         }
@@ -429,15 +518,22 @@ impl Shard {
             Err(e) => {
                 self.stats.undecodable += 1;
                 tracing::debug!(%req_path, format, "publishing undecoded content: {e}");
-                Some(Content::Undecoded { path, payload: payload.to_vec() })
+                Some(Content::Undecoded {
+                    path,
+                    payload: payload.to_vec(),
+                })
             }
         }
     }
 
     /// Publishes an error for every command still waiting on an endpoint that is going away.
     pub(super) fn fail_pending(&mut self, location: Location, reason: &str) {
-        let Some(ep) = self.endpoints.get_mut(&location) else { return };
-        let Some(mut dl) = ep.downlink.take() else { return };
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(mut dl) = ep.downlink.take() else {
+            return;
+        };
         for t in dl.tokens() {
             self.token_owner.remove(&t);
         }

@@ -18,10 +18,10 @@
 //!   remembers which registration holds it and evicts the older one on re-register.
 
 mod downlink;
-mod location;
-mod registration;
 #[cfg(test)]
 mod downlink_tests;
+mod location;
+mod registration;
 #[cfg(test)]
 mod tests;
 
@@ -437,7 +437,11 @@ impl Shard {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let next_expiry = self.expiry.peek().map(|Reverse((at, _))| *at);
         let next_retransmit = self.retransmit.peek().map(|Reverse((at, _, _))| *at);
-        [next_expiry, next_retransmit].into_iter().flatten().chain([self.next_housekeeping]).min()
+        [next_expiry, next_retransmit]
+            .into_iter()
+            .flatten()
+            .chain([self.next_housekeeping])
+            .min()
     }
 
     /// Hands every queued datagram to `send` and forgets them.

@@ -366,7 +366,8 @@ impl Shard {
                 self.token_owner.insert(t, m.location);
             }
             if let Some((at, mid)) = dl.deadline() {
-                self.retransmit.push(std::cmp::Reverse((at, m.location, mid)));
+                self.retransmit
+                    .push(std::cmp::Reverse((at, m.location, mid)));
             }
         }
         self.endpoints.insert(

@@ -120,7 +120,10 @@ pub struct UplinkHandle {
 impl UplinkHandle {
     /// Packets per socket write since the last call (for `[perf] histogram_dir`).
     pub fn take_batch_histogram(&self) -> hdrhistogram::Histogram<u64> {
-        std::mem::replace(&mut *self.shared.batch_sizes.borrow_mut(), batch_histogram())
+        std::mem::replace(
+            &mut *self.shared.batch_sizes.borrow_mut(),
+            batch_histogram(),
+        )
     }
 
     /// Queues a message (see [`UplinkSession::publish`]) and wakes the driver.
@@ -303,7 +306,10 @@ async fn serve(shared: &Shared, mut stream: TcpStream) -> Ended {
                 s.on_transmit_complete();
                 let packets = s.poll_transmit(now, &mut out);
                 if packets > 0 {
-                    shared.batch_sizes.borrow_mut().saturating_record(packets as u64);
+                    shared
+                        .batch_sizes
+                        .borrow_mut()
+                        .saturating_record(packets as u64);
                 }
             }
             let flush_by = shared.flush_deadline.get();

@@ -83,15 +83,14 @@ impl Subscriber {
         subacked_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("SUBACK from the broker");
-        Subscriber {
-            rx,
-            _client: client,
-        }
+        Subscriber { rx, client }
     }
 
     /// Publishes `payload` (QoS 1), e.g. a command to `lwm2m/<ep>/dn`.
     pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload).expect("publish");
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .expect("publish");
     }
 
     /// Collects messages until `n` arrived or `timeout` passed.
