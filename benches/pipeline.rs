@@ -43,7 +43,13 @@ fn shard() -> Shard {
     config.gateway.shards = 1;
     config.udp.max_conn_rate = u32::MAX / 2;
     config.udp.max_connections = 100_000_000;
-    Shard::new(ShardConfig::new(&config, 0), Instant::now(), 1)
+    let registry = lwm2m_gateway::lwm2m::Registry::load_dir(std::path::Path::new("lwm2m_xml"))
+        .expect("lwm2m_xml loads");
+    Shard::new(
+        ShardConfig::new(&config, 0, std::sync::Arc::new(registry)),
+        Instant::now(),
+        1,
+    )
 }
 
 fn bench_register(c: &mut Criterion) {

@@ -9,6 +9,7 @@
 //! | [`config`] | TOML file → validated, typed [`config::Config`] |
 //! | [`coap`] | borrowed CoAP message view and encoder, options, block-wise, dedup cache |
 //! | [`lwm2m`] | registration parameters, object lists, paths, object definitions |
+//! | [`content`] | LwM2M content formats: TLV, SenML JSON/CBOR, OMA JSON, CBOR, text, opaque, link-format; the §5 `content` JSON |
 //! | [`translate`] | LwM2M ⇄ MQTT JSON (EMQX-compatible), topic templating |
 //! | [`session`] | the sans-IO shard core: endpoints, exchanges, timers; bytes and `now` in, datagrams and MQTT messages out |
 //! | [`uplink`] | MQTT session per shard: batching, keepalive, reconnect, offline buffer; embedded broker |
@@ -20,6 +21,7 @@
 
 pub mod coap;
 pub mod config;
+pub mod content;
 pub mod lwm2m;
 pub mod runtime;
 pub mod session;

@@ -6,6 +6,7 @@
 //! - [`udp`]: `recvmmsg`/`sendmmsg` batches over a shard's nonblocking socket and the
 //!   readiness wait used when a drain comes back empty.
 
+mod histograms;
 mod node;
 pub mod steer;
 pub mod udp;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::histograms::{dump_loop, ShardHistograms};
 use super::steer::{bind_reuseport_group, Steering};
 use super::udp::{into_glommio, readable, RecvBatch, SendBatch};
 use crate::config::{Broker, Config};
@@ -49,6 +50,9 @@ pub enum StartError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// The object definitions in `gateway.xml_dir` did not load.
+    #[error("gateway.xml_dir: {0}")]
+    Objects(#[from] crate::lwm2m::ObjectError),
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] uplink::BrokerError),
@@ -134,6 +138,8 @@ impl Gateway {
     /// executor per shard. Returns once every shard is running.
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         let shards = config.gateway.shards;
+        let registry = Arc::new(crate::lwm2m::Registry::load_dir(&config.gateway.xml_dir)?);
+        tracing::info!(objects = registry.len(), dir = %config.gateway.xml_dir.display(), "object definitions loaded");
         let broker = match &config.mqtt.broker {
             Broker::Embedded => Some(uplink::start_embedded(config.mqtt.embedded_bind)?),
             Broker::External { .. } => None,
@@ -191,6 +197,7 @@ impl Gateway {
             let ctx = ShardContext {
                 index: i,
                 config: config.clone(),
+                registry: registry.clone(),
                 socket,
                 senders,
                 receivers,
@@ -279,6 +286,7 @@ impl Gateway {
 struct ShardContext {
     index: usize,
     config: Arc<Config>,
+    registry: Arc<crate::lwm2m::Registry>,
     socket: std::net::UdpSocket,
     senders: Vec<Option<shared_channel::SharedSender<Handoff>>>,
     receivers: Vec<shared_channel::SharedReceiver<Handoff>>,
@@ -320,7 +328,11 @@ async fn shard_main(ctx: ShardContext) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let shard = Shard::new(ShardConfig::new(&ctx.config, index), Instant::now(), seed);
+    let shard = Shard::new(
+        ShardConfig::new(&ctx.config, index, ctx.registry.clone()),
+        Instant::now(),
+        seed,
+    );
     let io = Rc::new(RefCell::new(ShardIo {
         shard,
         send: SendBatch::new(),
@@ -330,6 +342,26 @@ async fn shard_main(ctx: ShardContext) {
         peers,
         backlog: VecDeque::new(),
     }));
+    // Commands: every shard subscribes to the wildcard command topic and keeps the
+    // commands of its own endpoints (see `Shard::handle_command`).
+    let command = &ctx.config.translators.command;
+    let filter =
+        crate::translate::Mountpoint::parse(&ctx.config.gateway.mountpoint).filter(&command.topic);
+    uplink.subscribe(vec![(filter, command.qos)]);
+    {
+        let io = io.clone();
+        let uplink = uplink.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let (topic, payload) = uplink.next_incoming().await;
+                let now = Instant::now();
+                let mut io = io.borrow_mut();
+                io.shard.handle_command(now, &topic, &payload);
+                io.flush(now);
+            }
+        })
+        .detach();
+    }
     let _ = ctx.ready.send(index);
 
     for rx in inbound {
@@ -366,6 +398,17 @@ async fn shard_main(ctx: ShardContext) {
         .detach();
     }
 
+    let hist = Rc::new(RefCell::new(ShardHistograms::new()));
+    let dumping = ctx.config.perf.histogram_dir.clone().map(|dir| {
+        let (hist, uplink, shutdown) = (hist.clone(), uplink.clone(), ctx.shutdown.clone());
+        let interval = ctx.config.perf.histogram_interval;
+        glommio::spawn_local(async move {
+            let stop = || shutdown.load(Ordering::Acquire);
+            if let Err(e) = dump_loop(&dir, index, interval, hist, uplink, stop).await {
+                tracing::warn!(shard = index, dir = %dir.display(), "histogram dump stopped: {e}");
+            }
+        })
+    });
     let mut recv = RecvBatch::new();
     let mut turns = 0;
     while !ctx.shutdown.load(Ordering::Acquire) {
@@ -397,6 +440,9 @@ async fn shard_main(ctx: ShardContext) {
             }
             io.flush(now);
         }
+        if dumping.is_some() {
+            hist.borrow_mut().record_pipeline(now.elapsed(), n as u64);
+        }
         turns += 1;
         if turns % TURNS_PER_YIELD == 0 {
             glommio::yield_if_needed().await;
@@ -410,6 +456,9 @@ async fn shard_main(ctx: ShardContext) {
         io.flush(now);
     }
     uplink.flush(Instant::now() + FLUSH_DEADLINE).await;
+    if let Some(task) = dumping {
+        task.await;
+    }
     tracing::debug!(shard = index, "shard stopped");
 }
 

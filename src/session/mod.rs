@@ -17,6 +17,9 @@
 //! * Endpoint names are unique per node: the *directory* shard of a name (a hash of it)
 //!   remembers which registration holds it and evicts the older one on re-register.
 
+mod downlink;
+#[cfg(test)]
+mod downlink_tests;
 mod location;
 mod registration;
 #[cfg(test)]
@@ -26,16 +29,17 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
 use crate::coap::{
     option, write_empty, Block, Block1Assembler, Code, Dedup, DedupCache, Message, MessageType,
-    MessageWriter, MidGen,
+    MessageWriter, MidGen, TokenGen,
 };
 use crate::config::{Config, Qos, Translators, UpdatePublishCondition};
-use crate::lwm2m::{Limits, Registration};
+use crate::lwm2m::{Limits, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 
 pub use location::Location;
@@ -73,11 +77,15 @@ pub struct ShardConfig {
     pub max_endpoints: usize,
     /// New registrations per second this shard accepts (its share of `max_conn_rate`).
     pub max_register_rate: u32,
+    /// Commands queued per device behind the one in flight.
+    pub max_queued_commands: usize,
+    /// Object definitions that type decoded content; shared read-only by every shard.
+    pub registry: Arc<Registry>,
 }
 
 impl ShardConfig {
     /// The configuration of shard `shard` of a node running `config`.
-    pub fn new(config: &Config, shard: usize) -> ShardConfig {
+    pub fn new(config: &Config, shard: usize, registry: Arc<Registry>) -> ShardConfig {
         let shards = config.gateway.shards.max(1);
         ShardConfig {
             shard,
@@ -91,6 +99,8 @@ impl ShardConfig {
             update_condition: config.gateway.update_msg_publish_condition,
             max_endpoints: config.udp.max_connections.div_ceil(shards),
             max_register_rate: config.udp.max_conn_rate.div_ceil(shards as u32),
+            max_queued_commands: config.gateway.max_queued_commands,
+            registry,
         }
     }
 }
@@ -172,6 +182,7 @@ pub struct Migrating {
     registration: Registration,
     addr: SocketAddr,
     expires: Instant,
+    downlink: Option<Box<downlink::Downlink>>,
 }
 
 /// Counters of one shard; the runtime exports them as metrics.
@@ -201,12 +212,31 @@ pub struct ShardStats {
     pub overloaded: u64,
     /// Datagrams forwarded to another shard.
     pub forwarded: u64,
+    /// Commands received for endpoints on this shard.
+    pub commands: u64,
+    /// Commands answered with an error (bad JSON, unknown endpoint, full queue, ...).
+    pub commands_rejected: u64,
+    /// Responses to commands published.
+    pub command_responses: u64,
+    /// Commands that ran out of retransmissions (`coap_timeout`).
+    pub command_timeouts: u64,
+    /// Commands the device reset (`coap_reset`).
+    pub command_resets: u64,
+    /// CON retransmissions sent.
+    pub retransmissions: u64,
+    /// Observe notifications published.
+    pub notifications: u64,
+    /// Reordered notifications dropped (RFC 7641 §3.4).
+    pub stale_notifications: u64,
+    /// Payloads published undecoded because they did not decode.
+    pub undecodable: u64,
 }
 
 struct Endpoint {
     registration: Registration,
     addr: SocketAddr,
     expires: Instant,
+    downlink: Option<Box<downlink::Downlink>>,
 }
 
 /// Token bucket for `max_conn_rate`.
@@ -246,6 +276,12 @@ pub struct Shard {
     dedup: DedupCache,
     blocks: Block1Assembler,
     mids: MidGen,
+    tokens: TokenGen,
+    /// Outstanding request and observation tokens → the endpoint they belong to.
+    token_owner: AHashMap<[u8; 8], Location>,
+    /// Downlink retransmission deadlines `(at, endpoint, mid)`, checked lazily.
+    retransmit: BinaryHeap<Reverse<(Instant, Location, u16)>>,
+    rng: u64,
     rate: RateLimit,
     next_housekeeping: Instant,
     next_log: Instant,
@@ -292,6 +328,10 @@ impl Shard {
             dedup: DedupCache::new(DEDUP_CAPACITY),
             blocks: Block1Assembler::new(),
             mids: MidGen::new((seed ^ (seed >> 16) ^ cfg.shard as u64) as u16),
+            tokens: TokenGen::new(seed ^ (cfg.shard as u64).rotate_left(32)),
+            token_owner: AHashMap::new(),
+            retransmit: BinaryHeap::new(),
+            rng: seed | 1,
             rate: RateLimit {
                 per_sec,
                 tokens: per_sec,
@@ -385,6 +425,7 @@ impl Shard {
             self.stats.expired += 1;
             self.remove_endpoint(now, location, Event::Expired, true);
         }
+        self.handle_retransmit(now);
         if now >= self.next_housekeeping {
             self.dedup.expire(now);
             self.blocks.expire(now);
@@ -395,7 +436,12 @@ impl Shard {
     /// When [`Shard::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let next_expiry = self.expiry.peek().map(|Reverse((at, _))| *at);
-        Some(next_expiry.map_or(self.next_housekeeping, |e| e.min(self.next_housekeeping)))
+        let next_retransmit = self.retransmit.peek().map(|Reverse((at, _, _))| *at);
+        [next_expiry, next_retransmit]
+            .into_iter()
+            .flatten()
+            .chain([self.next_housekeeping])
+            .min()
     }
 
     /// Hands every queued datagram to `send` and forgets them.
@@ -448,10 +494,14 @@ impl Shard {
             MessageType::Con | MessageType::Non if msg.code().is_request() => {
                 self.handle_request(now, from, arrived_on, hops, &msg, data)
             }
-            // CoAP ping, or a response we never asked for: Reset.
+            MessageType::Ack | MessageType::Rst => self.handle_ack_or_reset(now, from, &msg),
+            // A separate response or a notification.
+            MessageType::Con | MessageType::Non if msg.code().is_response() => {
+                self.handle_separate(now, from, &msg)
+            }
+            // CoAP ping: Reset.
             MessageType::Con => self.queue_empty(from, MessageType::Rst, msg.mid()),
-            // No downlink exchanges are open here; stray ACK/RST/NON responses are dropped.
-            _ => {}
+            MessageType::Non => {}
         }
     }
 
@@ -539,15 +589,22 @@ impl Shard {
         }
     }
 
+    /// Publishes `self.json` on the topic of `kind` for `ep` at `peer`.
     fn publish(&mut self, kind: TopicKind, ep: &str, peer: SocketAddr) {
+        let mut peerhost = [0u8; 64];
+        let peerhost = ip_text(&peer, &mut peerhost);
+        self.publish_to(kind, ep, peerhost);
+    }
+
+    fn publish_to(&mut self, kind: TopicKind, ep: &str, peerhost: &str) {
         let t = match kind {
             TopicKind::Register => &self.cfg.translators.register,
             TopicKind::Update => &self.cfg.translators.update,
             TopicKind::Event => &self.cfg.translators.event,
+            TopicKind::Response => &self.cfg.translators.response,
+            TopicKind::Notify => &self.cfg.translators.notify,
         };
         let qos = t.qos;
-        let mut peerhost = [0u8; 64];
-        let peerhost = ip_text(&peer, &mut peerhost);
         self.cfg
             .mountpoint
             .topic(&mut self.topic, ep, peerhost, &t.topic);
@@ -589,6 +646,8 @@ enum TopicKind {
     Register,
     Update,
     Event,
+    Response,
+    Notify,
 }
 
 /// A response to a device request.

@@ -211,6 +211,7 @@ impl Shard {
                 registration,
                 addr: from,
                 expires,
+                downlink: None,
             },
         );
         self.expiry.push(std::cmp::Reverse((expires, location)));
@@ -314,11 +315,17 @@ impl Shard {
         };
         self.unindex(location, &ep);
         let name = ep.registration.ep.clone();
+        if let Some(dl) = &ep.downlink {
+            for t in dl.tokens() {
+                self.token_owner.remove(&t);
+            }
+        }
         let m = Migrating {
             location,
             registration: ep.registration,
             addr: ep.addr,
             expires: ep.expires,
+            downlink: ep.downlink,
         };
         self.handoffs.push_back((to, Handoff::Adopt(Box::new(m))));
         let home = usize::from(location.home);
@@ -354,12 +361,22 @@ impl Shard {
         self.by_addr.insert(m.addr, m.location);
         self.by_name.insert(m.registration.ep.clone(), m.location);
         self.expiry.push(std::cmp::Reverse((m.expires, m.location)));
+        if let Some(dl) = &m.downlink {
+            for t in dl.tokens() {
+                self.token_owner.insert(t, m.location);
+            }
+            if let Some((at, mid)) = dl.deadline() {
+                self.retransmit
+                    .push(std::cmp::Reverse((at, m.location, mid)));
+            }
+        }
         self.endpoints.insert(
             m.location,
             Endpoint {
                 registration: m.registration,
                 addr: m.addr,
                 expires: m.expires,
+                downlink: m.downlink,
             },
         );
     }
@@ -421,6 +438,12 @@ impl Shard {
         event: Event,
         release: bool,
     ) {
+        let reason = match event {
+            Event::Deregister => "endpoint deregistered",
+            Event::Expired => "registration expired",
+            _ => "registration replaced",
+        };
+        self.fail_pending(location, reason);
         let Some(ep) = self.endpoints.remove(&location) else {
             return;
         };

@@ -20,27 +20,33 @@ fn capture(name: &str) -> Vec<u8> {
     hex(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 
+/// The project's own object definitions.
+pub(super) fn registry() -> Arc<Registry> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/lwm2m_xml");
+    Arc::new(Registry::load_dir(std::path::Path::new(dir)).expect("lwm2m_xml loads"))
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("address")
 }
 
 /// A node of `n` shards with a fake clock; handoffs are delivered by `settle`.
-struct Node {
-    shards: Vec<Shard>,
-    now: Instant,
+pub(super) struct Node {
+    pub(super) shards: Vec<Shard>,
+    pub(super) now: Instant,
     /// Datagrams sent, with the shard that sent them.
-    sent: Vec<(usize, SocketAddr, Vec<u8>)>,
+    pub(super) sent: Vec<(usize, SocketAddr, Vec<u8>)>,
     published: Vec<Publish>,
 }
 
 impl Node {
-    fn new(n: usize, edit: impl Fn(&mut Config)) -> Node {
+    pub(super) fn new(n: usize, edit: impl Fn(&mut Config)) -> Node {
         let mut config = Config::default_config();
         config.gateway.shards = n;
         edit(&mut config);
         let now = Instant::now();
         let shards = (0..n)
-            .map(|i| Shard::new(ShardConfig::new(&config, i), now, 7))
+            .map(|i| Shard::new(ShardConfig::new(&config, i, registry()), now, 7))
             .collect();
         Node {
             shards,
@@ -51,7 +57,7 @@ impl Node {
     }
 
     /// Delivers `data` from `from` to `shard`, then runs every shard until quiet.
-    fn recv(&mut self, shard: usize, from: &str, data: &[u8]) -> Vec<Vec<u8>> {
+    pub(super) fn recv(&mut self, shard: usize, from: &str, data: &[u8]) -> Vec<Vec<u8>> {
         let from = addr(from);
         self.shards[shard].handle_datagram(self.now, from, data);
         self.settle();
@@ -65,7 +71,7 @@ impl Node {
         replies
     }
 
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         loop {
             let mut moved = Vec::new();
             for (i, s) in self.shards.iter_mut().enumerate() {
@@ -87,7 +93,7 @@ impl Node {
         }
     }
 
-    fn advance(&mut self, by: Duration) {
+    pub(super) fn advance(&mut self, by: Duration) {
         self.now += by;
         for s in &mut self.shards {
             s.handle_timeout(self.now);
@@ -95,7 +101,7 @@ impl Node {
         self.settle();
     }
 
-    fn take_published(&mut self) -> Vec<(String, serde_json::Value)> {
+    pub(super) fn take_published(&mut self) -> Vec<(String, serde_json::Value)> {
         self.published
             .drain(..)
             .map(|p| {
@@ -107,13 +113,13 @@ impl Node {
             .collect()
     }
 
-    fn registered(&self) -> usize {
+    pub(super) fn registered(&self) -> usize {
         self.shards.iter().map(Shard::registered).sum()
     }
 }
 
 /// Builds a request with a fresh token.
-fn request(
+pub(super) fn request(
     ty: MessageType,
     code: Code,
     mid: u16,

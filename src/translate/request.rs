@@ -132,11 +132,11 @@ pub fn build_request_as(
 }
 
 /// The path values are encoded relative to: the object instance for a write on a resource
-/// (so the TLV carries the resource, multiple-resource wrapper included), the resource for
-/// a write on a resource instance, the request path itself otherwise.
+/// (so the TLV carries the resource, multiple-resource wrapper included), the request path
+/// itself otherwise — a write on a resource instance carries the bare instance TLV.
 fn encode_base(base: &Target) -> Path {
     let ids = base.path.ids();
-    if ids.len() >= 3 {
+    if ids.len() == 3 {
         Path::from_ids(&ids[..ids.len() - 1]).unwrap_or(base.path)
     } else {
         base.path

@@ -97,6 +97,17 @@ struct Shared {
     incoming: Wake,
     /// Set by [`UplinkHandle::flush`]: drain, disconnect and stop by then.
     flush_deadline: Cell<Option<Instant>>,
+    /// PUBLISH/control packets per socket write since the last
+    /// [`UplinkHandle::take_batch_histogram`].
+    batch_sizes: RefCell<hdrhistogram::Histogram<u64>>,
+}
+
+/// Largest batch recorded; `mqtt.max_batch` is bounded far below.
+const MAX_RECORDED_BATCH: u64 = 1 << 20;
+
+fn batch_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, MAX_RECORDED_BATCH, 2)
+        .expect("static histogram bounds are valid")
 }
 
 /// The shard's handle on its uplink; dropping it stops the driver.
@@ -107,6 +118,14 @@ pub struct UplinkHandle {
 }
 
 impl UplinkHandle {
+    /// Packets per socket write since the last call (for `[perf] histogram_dir`).
+    pub fn take_batch_histogram(&self) -> hdrhistogram::Histogram<u64> {
+        std::mem::replace(
+            &mut *self.shared.batch_sizes.borrow_mut(),
+            batch_histogram(),
+        )
+    }
+
     /// Queues a message (see [`UplinkSession::publish`]) and wakes the driver.
     pub fn publish(&self, now: Instant, msg: Outgoing) {
         self.shared.session.borrow_mut().publish(now, msg);
@@ -186,6 +205,7 @@ pub fn spawn_uplink(config: &MqttConfig, shard: usize, node: &str, target: Strin
         to_driver: Wake::default(),
         incoming: Wake::default(),
         flush_deadline: Cell::new(None),
+        batch_sizes: RefCell::new(batch_histogram()),
     });
     let task = glommio::spawn_local(run_uplink(shared.clone()));
     UplinkHandle {
@@ -284,7 +304,13 @@ async fn serve(shared: &Shared, mut stream: TcpStream) -> Ended {
             }
             if out.is_empty() {
                 s.on_transmit_complete();
-                s.poll_transmit(now, &mut out);
+                let packets = s.poll_transmit(now, &mut out);
+                if packets > 0 {
+                    shared
+                        .batch_sizes
+                        .borrow_mut()
+                        .saturating_record(packets as u64);
+                }
             }
             let flush_by = shared.flush_deadline.get();
             let finished = flush_by.is_some_and(|by| out.is_empty() && (s.is_idle() || now >= by));

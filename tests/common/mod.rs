@@ -35,7 +35,7 @@ pub struct Received {
 /// An MQTT subscriber on its own thread.
 pub struct Subscriber {
     rx: mpsc::Receiver<Received>,
-    _client: Client,
+    client: Client,
 }
 
 impl Subscriber {
@@ -83,10 +83,14 @@ impl Subscriber {
         subacked_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("SUBACK from the broker");
-        Subscriber {
-            rx,
-            _client: client,
-        }
+        Subscriber { rx, client }
+    }
+
+    /// Publishes `payload` (QoS 1), e.g. a command to `lwm2m/<ep>/dn`.
+    pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .expect("publish");
     }
 
     /// Collects messages until `n` arrived or `timeout` passed.
@@ -220,10 +224,10 @@ pub fn unique(test: &str) -> String {
     format!("{test}-{}-{}", std::process::id(), rand_u32() % 10_000)
 }
 
-/// Starts a gateway and a subscriber on `lwm2m/#` keeping topics of endpoints named
+/// Starts a gateway and a subscriber on `lwm2m/+/up/#` keeping topics of endpoints named
 /// `<tag>...`.
 pub fn start(shards: usize, tag: &str) -> (Gateway, Subscriber) {
     let gw = Gateway::start(test_config(shards)).expect("gateway starts");
-    let sub = Subscriber::connect(gw.mqtt_addr(), "lwm2m/#", &format!("lwm2m/{tag}"));
+    let sub = Subscriber::connect(gw.mqtt_addr(), "lwm2m/+/up/#", &format!("lwm2m/{tag}"));
     (gw, sub)
 }

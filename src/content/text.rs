@@ -1,0 +1,64 @@
+//! `text/plain` (0): one resource (instance) value as UTF-8 text (LwM2M Core §7.4.1).
+
+use std::io::Write as _;
+
+use super::value::Value;
+use super::{format, Content, ContentError, Entry};
+use crate::lwm2m::{Path, Registry};
+
+/// Decodes a text payload returned for `base`, typed by the definition of the resource;
+/// a resource without a definition reads as a String. A payload that cannot be placed
+/// at a resource (a request above resource level, or text that is not UTF-8 for a
+/// resource without a definition) is kept as [`Content::Undecoded`].
+pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Content, ContentError> {
+    let (Some(object), Some(resource)) = (base.object(), base.resource()) else {
+        return Ok(undecoded(payload, base));
+    };
+    let kind = registry.resource(object, resource).map(|r| r.kind);
+    let Ok(text) = std::str::from_utf8(payload) else {
+        if kind.is_none() {
+            return Ok(undecoded(payload, base));
+        }
+        return Err(ContentError::invalid(format::TEXT, "payload is not UTF-8"));
+    };
+    let value = Value::from_text(kind, text, base)?;
+    Ok(Content::Entries(vec![Entry { path: *base, value }]))
+}
+
+fn undecoded(payload: &[u8], base: &Path) -> Content {
+    Content::Undecoded {
+        path: *base,
+        payload: payload.to_vec(),
+    }
+}
+
+/// text/plain encoding of one value (for a single-resource write to a text-only device,
+/// or the arguments of an execute): decimal numbers, Boolean `0`/`1`, Objlnk `A:B`,
+/// Opaque as base64.
+pub fn encode_text(value: &Value, out: &mut Vec<u8>) {
+    use base64::Engine as _;
+    // Writing to a Vec<u8> cannot fail.
+    let _ = match value {
+        Value::Integer(n) | Value::Time(n) => write!(out, "{n}"),
+        Value::Unsigned(n) => write!(out, "{n}"),
+        Value::Float(f) => write!(out, "{f}"),
+        Value::Boolean(b) => write!(out, "{}", u8::from(*b)),
+        Value::String(s) | Value::CoreLink(s) => {
+            out.extend_from_slice(s.as_bytes());
+            Ok(())
+        }
+        Value::Opaque(bytes) => {
+            let start = out.len();
+            out.resize(
+                start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+                0,
+            );
+            let written = base64::engine::general_purpose::STANDARD
+                .encode_slice(bytes, &mut out[start..])
+                .unwrap_or(0);
+            out.truncate(start + written);
+            Ok(())
+        }
+        Value::Objlnk(o, i) => write!(out, "{o}:{i}"),
+    };
+}

@@ -1,0 +1,551 @@
+//! Device management on a shard: MQTT commands become CoAP requests to the endpoint, one
+//! in flight per device with a FIFO behind it, CON retransmission per RFC 7252, separate
+//! responses, observations — and every outcome is published, including the bad ones.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{directory_shard, Location, Shard, TopicKind};
+use crate::coap::{Code, Message, MessageType};
+use crate::content::{self, Content};
+use crate::lwm2m::Path;
+use crate::translate::{self, CoapRequest, Command, CommandKind};
+
+/// RFC 7252 ACK_TIMEOUT.
+pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// RFC 7252 MAX_RETRANSMIT.
+pub(super) const MAX_RETRANSMIT: u8 = 4;
+/// How long a separate response may take after the empty ACK (RFC 7252 MAX_TRANSMIT_WAIT,
+/// 93 s): a device that acknowledged but never answers gets a `coap_timeout`.
+const SEPARATE_RESPONSE_WAIT: Duration = Duration::from_secs(93);
+/// Observations one endpoint may hold; each costs a token entry and a few strings.
+const MAX_OBSERVATIONS: usize = 64;
+/// A notification older than the last one by more than this is not "stale" but a new
+/// sequence (RFC 7641 §3.4: 128 s).
+const OBSERVE_FRESHNESS: Duration = Duration::from_secs(128);
+
+/// Per-endpoint downlink state, boxed so idle endpoints pay one pointer.
+#[derive(Debug, Default)]
+pub(super) struct Downlink {
+    in_flight: Option<Exchange>,
+    queue: VecDeque<Queued>,
+    observations: Vec<Observation>,
+}
+
+impl Downlink {
+    /// Tokens the shard must route to this endpoint.
+    pub(super) fn tokens(&self) -> impl Iterator<Item = [u8; 8]> + '_ {
+        self.in_flight
+            .iter()
+            .map(|e| e.token)
+            .chain(self.observations.iter().map(|o| o.token))
+    }
+
+    /// Deadline of the in-flight exchange, for re-arming after a move between shards.
+    pub(super) fn deadline(&self) -> Option<(Instant, u16)> {
+        self.in_flight.as_ref().map(|e| (e.deadline, e.mid))
+    }
+}
+
+#[derive(Debug)]
+struct Queued {
+    echo: String,
+    msg_type: String,
+    observe: Option<bool>,
+    request: CoapRequest,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    echo: String,
+    msg_type: String,
+    req_path: String,
+    /// `Some(true)` for observe, `Some(false)` for cancel-observe.
+    observe: Option<bool>,
+    token: [u8; 8],
+    mid: u16,
+    datagram: Vec<u8>,
+    attempts: u8,
+    timeout: Duration,
+    deadline: Instant,
+    acked: bool,
+}
+
+#[derive(Debug)]
+struct Observation {
+    token: [u8; 8],
+    echo: String,
+    req_path: String,
+    last_seq: Option<u32>,
+    last_at: Instant,
+}
+
+/// What a matched response completes.
+enum Outcome {
+    Response,
+    Notification(u32),
+}
+
+impl Shard {
+    /// Handles one MQTT publish on the command topic.
+    pub fn handle_command(&mut self, now: Instant, topic: &str, payload: &[u8]) {
+        let Some(m) = self.cfg.mountpoint.match_topic(topic) else {
+            return;
+        };
+        let Some(ep) = m.endpoint else { return };
+        let peerhost = m.peerhost.unwrap_or("");
+        let Some(&location) = self.by_name.get(ep) else {
+            // Every shard sees every command; the name's directory shard answers for
+            // endpoints registered nowhere.
+            if directory_shard(ep, self.cfg.shards) == self.cfg.shard
+                && !self.directory.contains_key(ep)
+            {
+                self.stats.commands_rejected += 1;
+                let (echo, msg_type) = match translate::parse_command(payload) {
+                    Ok(c) => (c.echo, Some(c.msg_type)),
+                    Err(e) => (e.echo, e.msg_type),
+                };
+                self.json.clear();
+                translate::write_error(
+                    &mut self.json,
+                    &echo,
+                    msg_type.as_deref(),
+                    Code::NOT_FOUND,
+                    "endpoint is not registered",
+                );
+                let ep = ep.to_owned();
+                self.publish_to(TopicKind::Response, &ep, peerhost);
+            }
+            return;
+        };
+        self.stats.commands += 1;
+        let command = match translate::parse_command(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.commands_rejected += 1;
+                self.json.clear();
+                translate::write_command_error(&mut self.json, &e);
+                return self.publish_for(TopicKind::Response, location);
+            }
+        };
+        let Some(ep) = self.endpoints.get(&location) else {
+            return;
+        };
+        let reg = &ep.registration;
+        let alternate = reg
+            .object_list
+            .as_ref()
+            .map_or("/", |o| o.alternate_path.as_str())
+            .to_owned();
+        let request = match translate::build_request(&command, &alternate, reg.version) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.commands_rejected += 1;
+                self.json.clear();
+                translate::write_command_error(&mut self.json, &e);
+                return self.publish_for(TopicKind::Response, location);
+            }
+        };
+        let observe = match command.kind {
+            CommandKind::Observe { .. } => Some(true),
+            CommandKind::CancelObserve { .. } => Some(false),
+            _ => None,
+        };
+        let Command { echo, msg_type, .. } = command;
+        let max = self.cfg.max_queued_commands;
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let dl = ep.downlink.get_or_insert_with(Box::default);
+        if dl.queue.len() >= max {
+            self.stats.commands_rejected += 1;
+            return self.command_error(
+                location,
+                &echo,
+                &msg_type,
+                Code::SERVICE_UNAVAILABLE,
+                "command queue is full",
+            );
+        }
+        dl.queue.push_back(Queued {
+            echo,
+            msg_type,
+            observe,
+            request,
+        });
+        self.send_next(now, location);
+    }
+
+    /// Publishes an error response about a command for a registered endpoint.
+    fn command_error(
+        &mut self,
+        location: Location,
+        echo: &str,
+        msg_type: &str,
+        code: Code,
+        reason: &str,
+    ) {
+        self.json.clear();
+        translate::write_error(&mut self.json, echo, Some(msg_type), code, reason);
+        self.publish_for(TopicKind::Response, location);
+    }
+
+    /// Publishes `self.json` on the endpoint's topic of `kind`.
+    fn publish_for(&mut self, kind: TopicKind, location: Location) {
+        let Some(ep) = self.endpoints.get(&location) else {
+            return;
+        };
+        let (name, addr) = (ep.registration.ep.clone(), ep.addr);
+        self.publish(kind, &name, addr);
+    }
+
+    /// Starts the next queued request if nothing is in flight.
+    fn send_next(&mut self, now: Instant, location: Location) {
+        let token = self.tokens.next();
+        let mid = self.mids.next();
+        let jitter = self.jitter();
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let addr = ep.addr;
+        let Some(dl) = ep.downlink.as_mut() else {
+            return;
+        };
+        if dl.in_flight.is_some() {
+            return;
+        }
+        let Some(q) = dl.queue.pop_front() else {
+            return;
+        };
+        // Cancelling an observation reuses its token (RFC 7641 §3.6).
+        let token = match q.observe {
+            Some(false) => dl
+                .observations
+                .iter()
+                .find(|o| o.req_path == q.request.req_path)
+                .map_or(token, |o| o.token),
+            _ => token,
+        };
+        let mut datagram = Vec::with_capacity(64 + q.request.payload.len());
+        translate::write_coap_request(&q.request, MessageType::Con, mid, &token, &mut datagram);
+        let timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
+        let start = self.tx.len();
+        self.tx.extend_from_slice(&datagram);
+        self.tx_list.push((addr, start, datagram.len()));
+        dl.in_flight = Some(Exchange {
+            echo: q.echo,
+            msg_type: q.msg_type,
+            req_path: q.request.req_path,
+            observe: q.observe,
+            token,
+            mid,
+            datagram,
+            attempts: 0,
+            timeout,
+            deadline: now + timeout,
+            acked: false,
+        });
+        self.token_owner.insert(token, location);
+        self.retransmit
+            .push(std::cmp::Reverse((now + timeout, location, mid)));
+    }
+
+    /// A uniform factor in [0, 0.5) for ACK_RANDOM_FACTOR 1.5.
+    fn jitter(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64 * 0.5
+    }
+
+    /// Retransmission and separate-response deadlines.
+    pub(super) fn handle_retransmit(&mut self, now: Instant) {
+        while let Some(&std::cmp::Reverse((at, location, mid))) = self.retransmit.peek() {
+            if at > now {
+                break;
+            }
+            self.retransmit.pop();
+            let Some(ep) = self.endpoints.get_mut(&location) else {
+                continue;
+            };
+            let addr = ep.addr;
+            let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
+                continue;
+            };
+            if ex.mid != mid || ex.deadline > now {
+                continue;
+            }
+            if !ex.acked && ex.attempts < MAX_RETRANSMIT {
+                ex.attempts += 1;
+                ex.timeout *= 2;
+                ex.deadline = now + ex.timeout;
+                let start = self.tx.len();
+                self.tx.extend_from_slice(&ex.datagram);
+                self.tx_list.push((addr, start, ex.datagram.len()));
+                self.stats.retransmissions += 1;
+                self.retransmit
+                    .push(std::cmp::Reverse((ex.deadline, location, mid)));
+                continue;
+            }
+            self.stats.command_timeouts += 1;
+            self.finish(now, location, |out, ex| {
+                translate::write_coap_timeout(out, &ex.echo, &ex.req_path)
+            });
+        }
+    }
+
+    /// Ends the in-flight exchange of `location`, publishing what `write` writes, and
+    /// starts the next queued command.
+    fn finish(
+        &mut self,
+        now: Instant,
+        location: Location,
+        write: impl FnOnce(&mut Vec<u8>, &Exchange),
+    ) {
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.take()) else {
+            return;
+        };
+        if ex.observe != Some(true) || !self.observation_kept(location, ex.token) {
+            self.token_owner.remove(&ex.token);
+        }
+        self.json.clear();
+        write(&mut self.json, &ex);
+        self.publish_for(TopicKind::Response, location);
+        self.send_next(now, location);
+    }
+
+    fn observation_kept(&self, location: Location, token: [u8; 8]) -> bool {
+        self.endpoints
+            .get(&location)
+            .and_then(|e| e.downlink.as_ref())
+            .is_some_and(|d| d.observations.iter().any(|o| o.token == token))
+    }
+
+    /// An ACK or RST from a device: matched by source address and MID.
+    pub(super) fn handle_ack_or_reset(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &Message<'_>,
+    ) {
+        let Some(&location) = self.by_addr.get(&from) else {
+            return;
+        };
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
+            return;
+        };
+        if ex.mid != msg.mid() {
+            return;
+        }
+        match (msg.ty(), msg.code().is_empty()) {
+            (MessageType::Rst, _) => {
+                self.stats.command_resets += 1;
+                self.finish(now, location, |out, ex| {
+                    translate::write_coap_reset(out, &ex.echo, &ex.req_path)
+                });
+            }
+            (MessageType::Ack, true) => {
+                if ex.acked {
+                    return;
+                }
+                ex.acked = true;
+                ex.deadline = now + SEPARATE_RESPONSE_WAIT;
+                self.retransmit
+                    .push(std::cmp::Reverse((ex.deadline, location, ex.mid)));
+                self.json.clear();
+                translate::write_ack(&mut self.json, &ex.echo, &ex.req_path);
+                self.publish_for(TopicKind::Response, location);
+            }
+            (MessageType::Ack, false) => {
+                if ex.token.as_slice() == msg.token() {
+                    self.complete(now, location, msg, Outcome::Response);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A CON or NON response (separate response or notification): matched by token.
+    pub(super) fn handle_separate(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>) {
+        let location = <[u8; 8]>::try_from(msg.token())
+            .ok()
+            .and_then(|t| self.token_owner.get(&t).copied().map(|l| (t, l)));
+        let Some((token, location)) = location else {
+            // Nobody asked: a CON gets a Reset, which also cancels a stale observation.
+            if msg.ty() == MessageType::Con {
+                self.queue_empty(from, MessageType::Rst, msg.mid());
+            }
+            return;
+        };
+        if msg.ty() == MessageType::Con {
+            self.queue_empty(from, MessageType::Ack, msg.mid());
+        }
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(dl) = ep.downlink.as_mut() else {
+            return;
+        };
+        let in_flight = dl.in_flight.as_ref().is_some_and(|e| e.token == token);
+        if in_flight {
+            return self.complete(now, location, msg, Outcome::Response);
+        }
+        let Some(seq) = msg.observe() else { return };
+        let Some(obs) = dl.observations.iter_mut().find(|o| o.token == token) else {
+            return;
+        };
+        // RFC 7641 §3.4: drop a reordered notification older than the newest seen.
+        if let Some(last) = obs.last_seq {
+            let newer = (last < seq && seq - last < 1 << 23)
+                || (last > seq && last - seq > 1 << 23)
+                || now > obs.last_at + OBSERVE_FRESHNESS;
+            if !newer {
+                self.stats.stale_notifications += 1;
+                return;
+            }
+        }
+        obs.last_seq = Some(seq);
+        obs.last_at = now;
+        self.complete(now, location, msg, Outcome::Notification(seq));
+    }
+
+    /// Publishes a response or notification with its decoded content.
+    fn complete(&mut self, now: Instant, location: Location, msg: &Message<'_>, outcome: Outcome) {
+        let code = msg.code();
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(dl) = ep.downlink.as_mut() else {
+            return;
+        };
+        let (echo, req_path) = match &outcome {
+            Outcome::Response => match dl.in_flight.as_ref() {
+                Some(ex) => (ex.echo.clone(), ex.req_path.clone()),
+                None => return,
+            },
+            Outcome::Notification(_) => {
+                match dl
+                    .observations
+                    .iter()
+                    .find(|o| Some(o.token) == msg.token().try_into().ok())
+                {
+                    Some(o) => (o.echo.clone(), o.req_path.clone()),
+                    None => return,
+                }
+            }
+        };
+        // A successful observe starts an observation; a cancel ends it.
+        if let (Outcome::Response, Some(ex)) = (&outcome, dl.in_flight.as_ref()) {
+            match ex.observe {
+                Some(true) if code.class() == 2 && msg.observe().is_some() => {
+                    if dl.observations.len() < MAX_OBSERVATIONS {
+                        dl.observations.retain(|o| o.req_path != ex.req_path);
+                        dl.observations.push(Observation {
+                            token: ex.token,
+                            echo: ex.echo.clone(),
+                            req_path: ex.req_path.clone(),
+                            last_seq: msg.observe(),
+                            last_at: now,
+                        });
+                    }
+                }
+                Some(false) => {
+                    let path = ex.req_path.clone();
+                    let gone: Vec<[u8; 8]> = dl
+                        .observations
+                        .iter()
+                        .filter(|o| o.req_path == path)
+                        .map(|o| o.token)
+                        .collect();
+                    dl.observations.retain(|o| o.req_path != path);
+                    for t in gone {
+                        if t != ex.token {
+                            self.token_owner.remove(&t);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let content = self.decode_content(msg, &req_path);
+        match outcome {
+            Outcome::Response => {
+                self.stats.command_responses += 1;
+                self.finish(now, location, |out, ex| {
+                    translate::write_response(
+                        out,
+                        &ex.echo,
+                        &ex.msg_type,
+                        &ex.req_path,
+                        code,
+                        content.as_ref(),
+                    )
+                });
+            }
+            Outcome::Notification(seq) => {
+                self.stats.notifications += 1;
+                self.json.clear();
+                translate::write_notify(
+                    &mut self.json,
+                    &echo,
+                    seq,
+                    &req_path,
+                    code,
+                    content.as_ref(),
+                );
+                self.publish_for(TopicKind::Notify, location);
+            }
+        }
+    }
+
+    /// Decodes a response payload; whatever cannot be decoded is kept undecoded.
+    fn decode_content(&mut self, msg: &Message<'_>, req_path: &str) -> Option<Content> {
+        let payload = msg.payload();
+        if payload.is_empty() {
+            return None;
+        }
+        let path = Path::parse(req_path).ok()?;
+        let format = msg.content_format().unwrap_or(content::format::TEXT);
+        match content::decode(format, payload, &path, &self.cfg.registry) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.stats.undecodable += 1;
+                tracing::debug!(%req_path, format, "publishing undecoded content: {e}");
+                Some(Content::Undecoded {
+                    path,
+                    payload: payload.to_vec(),
+                })
+            }
+        }
+    }
+
+    /// Publishes an error for every command still waiting on an endpoint that is going away.
+    pub(super) fn fail_pending(&mut self, location: Location, reason: &str) {
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return;
+        };
+        let Some(mut dl) = ep.downlink.take() else {
+            return;
+        };
+        for t in dl.tokens() {
+            self.token_owner.remove(&t);
+        }
+        let pending: Vec<(String, String)> = dl
+            .in_flight
+            .take()
+            .map(|e| (e.echo, e.msg_type))
+            .into_iter()
+            .chain(dl.queue.drain(..).map(|q| (q.echo, q.msg_type)))
+            .collect();
+        for (echo, msg_type) in pending {
+            self.command_error(location, &echo, &msg_type, Code::NOT_FOUND, reason);
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Fake-clock scenarios of device management: retransmission timing, timeouts, resets,
+//! the per-device FIFO, observations, and commands for endpoints that are not there.
+
+use std::time::Duration;
+
+use super::tests::{registry, Node};
+use super::*;
+use crate::coap::{Message, MessageType, MessageWriter};
+
+const DEVICE: &str = "127.0.0.2:56830";
+
+fn registered(shards: usize) -> (Node, String) {
+    let mut node = Node::new(shards, |_| {});
+    let req = super::tests::request(
+        MessageType::Con,
+        Code::POST,
+        1,
+        &["rd"],
+        &["ep=dev1", "lt=3000", "lwm2m=1.1"],
+        b"</>;rt=\"oma.lwm2m\",</3/0>,</3303/0>",
+    );
+    node.recv(0, DEVICE, &req);
+    node.take_published();
+    (node, "dev1".to_owned())
+}
+
+/// Delivers a command to every shard, as the wildcard subscription does.
+fn command(node: &mut Node, ep: &str, json: &str) {
+    let topic = format!("lwm2m/{ep}/dn");
+    for s in &mut node.shards {
+        s.handle_command(node.now, &topic, json.as_bytes());
+    }
+    node.settle();
+}
+
+fn sent_to_device(node: &mut Node) -> Vec<Vec<u8>> {
+    let to = DEVICE.parse().expect("addr");
+    let out = node
+        .sent
+        .iter()
+        .filter(|(_, d, _)| *d == to)
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    node.sent.clear();
+    out
+}
+
+fn answer(
+    node: &mut Node,
+    ty: MessageType,
+    code: Code,
+    mid: u16,
+    token: &[u8],
+    cf: Option<u16>,
+    payload: &[u8],
+) -> Vec<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, ty, code, mid, token);
+    if let Some(cf) = cf {
+        w.uint_option(option::CONTENT_FORMAT, u32::from(cf));
+    }
+    w.payload(payload);
+    w.finish();
+    node.recv(0, DEVICE, &buf)
+}
+
+#[test]
+fn unanswered_con_is_retransmitted_four_times_then_coap_timeout() {
+    let (mut node, ep) = registered(1);
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":7,"msgType":"read","data":{"path":"/3/0/0"}}"#,
+    );
+    let first = sent_to_device(&mut node);
+    assert_eq!(first.len(), 1);
+    let req = Message::parse(&first[0]).expect("request").mid();
+    let mut sends = vec![Duration::ZERO];
+    let mut elapsed = Duration::ZERO;
+    let step = Duration::from_millis(100);
+    let mut published = Vec::new();
+    while elapsed < Duration::from_secs(200) && published.is_empty() {
+        node.advance(step);
+        elapsed += step;
+        for d in sent_to_device(&mut node) {
+            assert_eq!(
+                Message::parse(&d).expect("retransmission").mid(),
+                req,
+                "same MID"
+            );
+            sends.push(elapsed);
+        }
+        published = node.take_published();
+    }
+    assert_eq!(sends.len(), 5, "1 + MAX_RETRANSMIT: {sends:?}");
+    // RFC 7252 §4.2: first timeout in [2 s, 3 s), doubling.
+    let first_gap = sends[1] - sends[0];
+    assert!(
+        first_gap >= Duration::from_secs(2) && first_gap <= Duration::from_millis(3100),
+        "{sends:?}"
+    );
+    for w in sends.windows(3) {
+        let (a, b) = (w[1] - w[0], w[2] - w[1]);
+        assert!(
+            b >= a * 2 - step && b <= a * 2 + step,
+            "doubling: {sends:?}"
+        );
+    }
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].0, "lwm2m/dev1/up/resp");
+    assert_eq!(published[0].1["msgType"], "coap_timeout");
+    assert_eq!(published[0].1["requestID"], 7);
+    assert_eq!(published[0].1["data"]["path"], "/3/0/0");
+}
+
+#[test]
+fn one_request_in_flight_fifo_behind_it_and_fresh_tokens() {
+    let (mut node, ep) = registered(1);
+    for i in 0..3 {
+        command(
+            &mut node,
+            &ep,
+            &format!(r#"{{"requestID":{i},"msgType":"read","data":{{"path":"/3/0/{i}"}}}}"#),
+        );
+    }
+    let mut tokens = Vec::new();
+    let mut sent = sent_to_device(&mut node);
+    for i in 0..3 {
+        assert_eq!(sent.len(), 1, "exactly one in flight");
+        let req = Message::parse(&sent[0]).expect("request");
+        let path: Vec<&[u8]> = req.uri_path().collect();
+        assert_eq!(path, [b"3".as_slice(), b"0", format!("{i}").as_bytes()]);
+        assert_eq!(req.token().len(), 8);
+        tokens.push(req.token().to_vec());
+        let next = answer(
+            &mut node,
+            MessageType::Ack,
+            Code::CONTENT,
+            req.mid(),
+            req.token(),
+            Some(0),
+            b"x",
+        );
+        let published = node.take_published();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].1["requestID"], i);
+        sent = next;
+    }
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 3, "every request carries a fresh token");
+}
+
+#[test]
+fn reset_publishes_coap_reset_and_a_wrong_mid_is_ignored() {
+    let (mut node, ep) = registered(1);
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":1,"msgType":"execute","data":{"path":"/3/0/4"}}"#,
+    );
+    let sent = sent_to_device(&mut node);
+    let req = Message::parse(&sent[0]).expect("request");
+    let mut rst = Vec::new();
+    write_empty(&mut rst, MessageType::Rst, req.mid().wrapping_add(1));
+    node.recv(0, DEVICE, &rst);
+    assert!(
+        node.take_published().is_empty(),
+        "RST for another MID does nothing"
+    );
+    rst.clear();
+    write_empty(&mut rst, MessageType::Rst, req.mid());
+    node.recv(0, DEVICE, &rst);
+    let published = node.take_published();
+    assert_eq!(published[0].1["msgType"], "coap_reset");
+    assert_eq!(published[0].1["requestID"], 1);
+}
+
+#[test]
+fn observe_notifications_carry_seqnum_and_stale_ones_are_dropped() {
+    let (mut node, ep) = registered(1);
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":9,"msgType":"observe","data":{"path":"/3/0/9"}}"#,
+    );
+    let sent = sent_to_device(&mut node);
+    let req = Message::parse(&sent[0]).expect("request");
+    assert_eq!(req.observe(), Some(0));
+    let token = req.token().to_vec();
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CONTENT, req.mid(), &token);
+    w.uint_option(option::OBSERVE, 3)
+        .uint_option(option::CONTENT_FORMAT, 0)
+        .payload(b"90");
+    w.finish();
+    node.recv(0, DEVICE, &buf);
+    let published = node.take_published();
+    assert_eq!(published[0].1["msgType"], "observe");
+    assert_eq!(published[0].1["data"]["content"][0]["value"], 90);
+
+    for (mid, seq, value, expect) in [
+        (500u16, 5u32, "80", true),
+        (501, 4, "85", false),
+        (502, 6, "70", true),
+    ] {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, MessageType::Con, Code::CONTENT, mid, &token);
+        w.uint_option(option::OBSERVE, seq)
+            .uint_option(option::CONTENT_FORMAT, 0)
+            .payload(value.as_bytes());
+        w.finish();
+        let replies = node.recv(0, DEVICE, &buf);
+        let ack = Message::parse(&replies[0]).expect("ack");
+        assert_eq!(
+            (ack.ty(), ack.mid()),
+            (MessageType::Ack, mid),
+            "CON notification acknowledged"
+        );
+        let published = node.take_published();
+        if expect {
+            assert_eq!(published.len(), 1);
+            assert_eq!(published[0].0, "lwm2m/dev1/up/notify");
+            assert_eq!(published[0].1["msgType"], "notify");
+            assert_eq!(published[0].1["seqNum"], seq);
+            assert_eq!(published[0].1["requestID"], 9);
+        } else {
+            assert!(published.is_empty(), "stale notification {seq} dropped");
+        }
+    }
+    // A notification with an unknown token is reset.
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, MessageType::Con, Code::CONTENT, 600, &[9; 8]);
+    w.uint_option(option::OBSERVE, 7);
+    w.finish();
+    let replies = node.recv(0, DEVICE, &buf);
+    assert_eq!(
+        Message::parse(&replies[0]).expect("rst").ty(),
+        MessageType::Rst
+    );
+}
+
+#[test]
+fn commands_for_absent_endpoints_get_one_404_from_one_shard() {
+    let (mut node, _) = registered(2);
+    for ep in ["ghost-a", "ghost-b", "ghost-c", "ghost-d"] {
+        command(
+            &mut node,
+            ep,
+            r#"{"requestID":"r1","msgType":"read","data":{"path":"/3/0"}}"#,
+        );
+        let published = node.take_published();
+        assert_eq!(published.len(), 1, "{ep}: exactly one answer across shards");
+        assert_eq!(published[0].0, format!("lwm2m/{ep}/up/resp"));
+        assert_eq!(published[0].1["requestID"], "r1");
+        assert_eq!(published[0].1["data"]["code"], "4.04");
+    }
+    // The registered endpoint is answered by its own shard only.
+    command(
+        &mut node,
+        "dev1",
+        r#"{"requestID":2,"msgType":"read","data":{"path":"/3/0"}}"#,
+    );
+    assert!(node.take_published().is_empty());
+    assert_eq!(sent_to_device(&mut node).len(), 1);
+}
+
+#[test]
+fn deregistering_fails_pending_commands_instead_of_dropping_them() {
+    let (mut node, ep) = registered(1);
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":1,"msgType":"read","data":{"path":"/3/0/0"}}"#,
+    );
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":2,"msgType":"read","data":{"path":"/3/0/1"}}"#,
+    );
+    node.advance(Duration::from_secs(3001));
+    let published = node.take_published();
+    let ids: Vec<_> = published
+        .iter()
+        .filter(|(_, j)| j["data"]["code"] == "4.04")
+        .map(|(_, j)| j["requestID"].clone())
+        .collect();
+    assert_eq!(ids, [1, 2], "{published:?}");
+    let _ = registry();
+}
