@@ -1,7 +1,9 @@
 //! The sans-IO pipeline without sockets: a Register datagram through the shard core, and a
 //! datagram all the way to the MQTT PUBLISH bytes the uplink writes.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -122,5 +124,114 @@ fn bench_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_register, bench_pipeline);
+/// Counts heap allocations so the bench can report allocations per message (SPEC §7 P1).
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// A registered device observed on /3303/0/5700, ready for notifications: returns the
+/// shard and the observation token.
+fn observed_shard() -> (Shard, Vec<u8>) {
+    let mut s = shard();
+    let now = Instant::now();
+    let mut buf = Vec::new();
+    register(1, &mut buf);
+    s.handle_datagram(now, addr(1), &buf);
+    s.drain_transmits(|_, _| {});
+    while s.poll_publish().is_some() {}
+    s.handle_command(
+        now,
+        "lwm2m/bench-1/dn",
+        br#"{"requestID":1,"msgType":"observe","data":{"path":"/3303/0/5700"}}"#,
+    );
+    let mut request = Vec::new();
+    s.drain_transmits(|_, d| request = d.to_vec());
+    let req = lwm2m_gateway::coap::Message::parse(&request).expect("observe request");
+    let token = req.token().to_vec();
+    let mut ack = Vec::new();
+    let mut w = MessageWriter::new(&mut ack, MessageType::Ack, Code::CONTENT, req.mid(), &token);
+    w.uint_option(option::OBSERVE, 1)
+        .uint_option(option::CONTENT_FORMAT, 0)
+        .payload(b"21.5");
+    w.finish();
+    s.handle_datagram(now, addr(1), &ack);
+    assert!(s.poll_publish().is_some(), "observe response published");
+    (s, token)
+}
+
+fn notify(buf: &mut Vec<u8>, seq: u32, token: &[u8]) {
+    buf.clear();
+    let mut w = MessageWriter::new(buf, MessageType::Non, Code::CONTENT, seq as u16, token);
+    w.uint_option(option::OBSERVE, seq)
+        .uint_option(option::CONTENT_FORMAT, 0)
+        .payload(b"22.25");
+    w.finish();
+}
+
+fn bench_notify(c: &mut Criterion) {
+    let mut g = c.benchmark_group("notify");
+    g.throughput(Throughput::Elements(1));
+    // SPEC §7 P1: a NON notification datagram → MQTT PUBLISH bytes, one core.
+    g.bench_function("non_notify_to_publish_bytes", |b| {
+        let (mut s, token) = observed_shard();
+        let now = Instant::now();
+        let mut buf = Vec::new();
+        let mut out = BytesMut::with_capacity(1 << 16);
+        let mut seq = 1u32;
+        b.iter(|| {
+            seq += 1;
+            notify(&mut buf, seq, &token);
+            s.handle_datagram(now, addr(1), &buf);
+            out.clear();
+            while let Some(p) = s.poll_publish() {
+                Publish::new(p.topic, QoS::AtMostOnce, p.payload)
+                    .write(&mut out)
+                    .expect("encodes");
+            }
+            std::hint::black_box(&out);
+        })
+    });
+    g.finish();
+    // Allocations per notification, reported next to the timing.
+    let (mut s, token) = observed_shard();
+    let now = Instant::now();
+    let (mut buf, mut out) = (Vec::new(), BytesMut::with_capacity(1 << 16));
+    const N: u32 = 10_000;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for seq in 2..2 + N {
+        notify(&mut buf, seq, &token);
+        s.handle_datagram(now, addr(1), &buf);
+        out.clear();
+        while let Some(p) = s.poll_publish() {
+            Publish::new(p.topic, QoS::AtMostOnce, p.payload)
+                .write(&mut out)
+                .expect("encodes");
+        }
+    }
+    let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / f64::from(N);
+    println!("notify/non_notify_to_publish_bytes: {per:.2} heap allocations per notification");
+}
+
+criterion_group!(benches, bench_register, bench_pipeline, bench_notify);
 criterion_main!(benches);
