@@ -68,8 +68,7 @@ fn read_path(c: &mut Criterion) {
     group.bench_function("tlv_to_json_device", |b| {
         b.iter(|| {
             json.clear();
-            let content = decode(format::TLV, black_box(&tlv), &base, &registry)
-                .expect("decodes");
+            let content = decode(format::TLV, black_box(&tlv), &base, &registry).expect("decodes");
             write_content_json(&mut json, &content);
             json.len()
         })
