@@ -115,7 +115,7 @@ pub enum Content {
 /// Why a payload could not be decoded or entries could not be encoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ContentError {
-    /// The Content-Format is not one of [`format`].
+    /// The Content-Format is not one of [`format`](mod@format).
     #[error("unsupported content format {0}")]
     UnknownFormat(u16),
     /// The payload ends inside a header or value.
