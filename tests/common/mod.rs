@@ -20,9 +20,16 @@ pub fn test_config(shards: usize) -> Config {
         extra = format!("broker = \"{url}\"\n");
     }
     let text = format!(
-        "[gateway]\nshards = {shards}\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\n{extra}embedded_bind = \"127.0.0.1:0\"\nkeep_alive = \"5s\"\n[api]\nbind = \"\"\n"
+        "[gateway]\nshards = {shards}\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\n{extra}embedded_bind = \"127.0.0.1:0\"\nkeep_alive = \"5s\"\nclient_id_prefix = \"{}\"\n[api]\nbind = \"\"\n",
+        client_id_prefix()
     );
     Config::from_toml(&text).expect("test config is valid")
+}
+
+/// A client id prefix of this test's own: gateways of tests running side by side on one
+/// broker must not take over each other's MQTT sessions.
+pub fn client_id_prefix() -> String {
+    format!("gw-test-{}-{}", std::process::id(), rand_u32() % 100_000)
 }
 
 /// One message seen by the subscriber.
