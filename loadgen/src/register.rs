@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::io::Write;
+
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use lwm2m_gateway::coap::{option, Code, Message, MessageType, MessageWriter};
@@ -158,7 +160,9 @@ pub fn run(args: &RegisterArgs) -> anyhow::Result<bool> {
             failed += r.failed;
             timeouts += r.timeouts;
         }
-        println!(
+        // A closed stdout (e.g. piped into `head`) is not an error of the run.
+        let _ = writeln!(
+            std::io::stdout(),
             "{}: {done} ok, {failed} failed, {timeouts} timeouts in {:.2}s ({:.0}/s); latency p50 {} µs, p99 {} µs, max {} µs",
             phase.name(),
             elapsed.as_secs_f64(),
