@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(counters.get(Counter::CommandsOk), 1);
         assert_eq!(counters.get(Counter::CommandsFailed), 1);
         assert_eq!(counters.get(Counter::Malformed), 1);
-        let recorded: Vec<(Metric, u64)> = rx.iter().map(|(m, _, h)| (m, h.max())).collect();
+        let recorded: Vec<(Metric, u64)> = rx.iter().map(|(m, _, h, _)| (m, h.max())).collect();
         let e2e = recorded
             .iter()
             .find(|(m, _)| *m == Metric::NotifyE2e)

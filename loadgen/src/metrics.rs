@@ -140,11 +140,13 @@ pub enum Counter {
     PingsOk,
     /// Messages that could not be understood (bad CoAP, bad JSON, unexpected codes).
     Malformed,
+    /// Commands never answered and notifications never seen over MQTT.
+    Lost,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 17] = [
         Counter::Registered,
         Counter::RegisterFailed,
         Counter::Timeouts,
@@ -161,6 +163,7 @@ impl Counter {
         Counter::PingsSent,
         Counter::PingsOk,
         Counter::Malformed,
+        Counter::Lost,
     ];
 
     /// Summary key.
@@ -182,6 +185,7 @@ impl Counter {
             Counter::PingsSent => "pings_sent",
             Counter::PingsOk => "pings_ok",
             Counter::Malformed => "malformed",
+            Counter::Lost => "lost",
         }
     }
 
@@ -193,6 +197,7 @@ impl Counter {
                 | Counter::UpdateFailed
                 | Counter::CommandsFailed
                 | Counter::Malformed
+                | Counter::Lost
         )
     }
 }
@@ -222,15 +227,16 @@ impl Counters {
     }
 }
 
-/// One finished interval histogram on its way to the collector.
-type IntervalMsg = (Metric, u64, Histogram<u64>);
+/// One finished interval histogram on its way to the collector, with the times (ns) of its
+/// first and last value.
+pub type IntervalMsg = (Metric, u64, Histogram<u64>, (u64, u64));
 
 /// Records latencies of one thread into 1 s interval histograms.
 #[derive(Debug)]
 pub struct Recorder {
     tx: Sender<IntervalMsg>,
     interval: u64,
-    hists: Vec<Option<Histogram<u64>>>,
+    hists: Vec<Option<(Histogram<u64>, (u64, u64))>>,
 }
 
 impl Recorder {
@@ -246,9 +252,10 @@ impl Recorder {
     /// Records `latency_ns` of `metric` observed at `now_ns`.
     pub fn record(&mut self, metric: Metric, now_ns: u64, latency_ns: u64) {
         self.tick(now_ns);
-        self.hists[metric.slot()]
-            .get_or_insert_with(histogram)
-            .saturating_record(latency_ns.max(1));
+        let (h, span) =
+            self.hists[metric.slot()].get_or_insert_with(|| (histogram(), (now_ns, now_ns)));
+        h.saturating_record(latency_ns.max(1));
+        span.1 = now_ns;
     }
 
     /// Hands finished intervals to the collector; call at least once a second.
@@ -262,10 +269,10 @@ impl Recorder {
 
     fn flush(&mut self) {
         for (&metric, slot) in Metric::ALL.iter().zip(self.hists.iter_mut()) {
-            if let Some(h) = slot.take() {
+            if let Some((h, span)) = slot.take() {
                 // The collector outlives every recorder; a send error means it failed and
                 // the run reports that error.
-                let _ = self.tx.send((metric, self.interval, h));
+                let _ = self.tx.send((metric, self.interval, h, span));
             }
         }
     }
@@ -288,6 +295,24 @@ pub struct MetricTotal {
     pub first_interval: u64,
     /// Last interval with values.
     pub last_interval: u64,
+    /// Most values in one interval.
+    pub peak: u64,
+    /// When the first value was recorded (ns since run start).
+    pub first_ns: u64,
+    /// When the last value was recorded.
+    pub last_ns: u64,
+}
+
+impl MetricTotal {
+    /// Values per second between the first and the last one.
+    pub fn throughput(&self) -> f64 {
+        let secs = self.last_ns.saturating_sub(self.first_ns) as f64 / 1e9;
+        if secs < 1e-3 {
+            self.hist.len() as f64
+        } else {
+            self.hist.len() as f64 / secs
+        }
+    }
 }
 
 /// What the live progress line shows besides the metrics.
@@ -331,6 +356,9 @@ pub fn collect(
             hist: histogram(),
             first_interval: u64::MAX,
             last_interval: 0,
+            peak: 0,
+            first_ns: u64::MAX,
+            last_ns: 0,
         })
         .collect();
     let mut pending: BTreeMap<u64, Vec<Histogram<u64>>> = BTreeMap::new();
@@ -339,10 +367,12 @@ pub fn collect(
     let mut open = true;
     while open || !pending.is_empty() {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok((metric, interval, h)) => {
+            Ok((metric, interval, h, (first, last))) => {
                 let Some(i) = metrics.iter().position(|&m| m == metric) else {
                     continue;
                 };
+                totals[i].first_ns = totals[i].first_ns.min(first);
+                totals[i].last_ns = totals[i].last_ns.max(last);
                 // A histogram for an interval already written lands in the next open one.
                 let interval = interval.max(written_until);
                 let slot = pending
@@ -378,6 +408,7 @@ pub fn collect(
                 t.hist.add(h).context("merging totals")?;
                 t.first_interval = t.first_interval.min(interval);
                 t.last_interval = t.last_interval.max(interval);
+                t.peak = t.peak.max(h.len());
                 line.push_str(&format!(
                     " | {} {}/s p50 {} p99 {}",
                     t.metric.name(),

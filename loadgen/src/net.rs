@@ -26,6 +26,27 @@ pub fn device_index(ip: Ipv4Addr) -> Option<u32> {
     u32::from(ip).checked_sub(FIRST_DEVICE_IP)
 }
 
+/// Sets both socket buffers to [`SOCKET_BUFFER`]: beyond `net.core.rmem_max` when the
+/// process may (`SO_RCVBUFFORCE` needs CAP_NET_ADMIN), else as large as allowed.
+fn grow_buffers(socket: &Socket) {
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    let size = SOCKET_BUFFER as libc::c_int;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        // SAFETY: valid fd, option value points at a live c_int of the given size. Failure
+        // (no CAP_NET_ADMIN) leaves the size set above.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 /// A UDP socket bound to `0.0.0.0:port` that sends from any loopback address.
 #[derive(Debug)]
 pub struct MultiSource {
@@ -36,8 +57,7 @@ impl MultiSource {
     /// Binds `0.0.0.0:port` (0 = any) with `IP_PKTINFO` enabled and a receive timeout.
     pub fn bind(port: u16, timeout: Duration) -> io::Result<MultiSource> {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        grow_buffers(&socket);
         socket.set_read_timeout(Some(timeout))?;
         let on: libc::c_int = 1;
         // SAFETY: valid fd, option value points at a live c_int of the given size.
@@ -205,8 +225,7 @@ impl EchoSink {
     /// Binds `addr` with large buffers.
     pub fn bind(addr: SocketAddrV4) -> io::Result<EchoSink> {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        grow_buffers(&socket);
         socket.bind(&addr.into())?;
         Ok(EchoSink { socket })
     }

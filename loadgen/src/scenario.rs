@@ -14,7 +14,9 @@ use serde_json::json;
 use crate::app::{self, Shared, OBSERVE_ID_BASE};
 use crate::device::{Format, ResourcePath, WAKAAMA_OBJECTS};
 use crate::engine::{run_worker, Control, Plan};
-use crate::metrics::{collect, fmt_ns, Clock, Counter, Counters, Metric, MetricTotal, Recorder};
+use crate::metrics::{
+    collect, fmt_ns, Clock, Counter, Counters, IntervalMsg, Metric, MetricTotal, Recorder,
+};
 use crate::net::{EchoSink, MultiSource};
 use crate::{BaselineArgs, CommandArgs, DeviceArgs, NotifyArgs, OutputArgs, RegisterStormArgs};
 
@@ -36,7 +38,7 @@ struct Env<'a> {
     clock: Clock,
     counters: &'a Counters,
     ctl: &'a Control,
-    tx: Sender<(Metric, u64, hdrhistogram::Histogram<u64>)>,
+    tx: Sender<IntervalMsg>,
 }
 
 impl Env<'_> {
@@ -232,6 +234,10 @@ pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
             env.wait(env.now() + DRAIN.as_nanos() as u64, || {
                 c.get(Counter::NotifyReceived) >= c.get(Counter::NotifySent)
             });
+            let lost = c
+                .get(Counter::NotifySent)
+                .saturating_sub(c.get(Counter::NotifyReceived));
+            c.add(Counter::Lost, lost);
             Ok(())
         })
     })
@@ -276,6 +282,8 @@ pub fn command_rtt(args: &CommandArgs) -> anyhow::Result<bool> {
             env.wait(env.now() + DRAIN.as_nanos() as u64, || {
                 c.get(Counter::CommandsOk) + c.get(Counter::CommandsFailed) >= k
             });
+            let answered = c.get(Counter::CommandsOk) + c.get(Counter::CommandsFailed);
+            c.add(Counter::Lost, k.saturating_sub(answered));
             Ok(())
         })
     })
@@ -480,14 +488,13 @@ fn print_totals(dir: &Path, totals: &[MetricTotal], counters: &Counters) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for t in totals {
-        let secs = interval_span(t);
         // A closed stdout (e.g. piped into `head`) is not an error of the run.
         let _ = writeln!(
             out,
             "{}: {} ok ({:.0}/s); p50 {}, p90 {}, p99 {}, p99.9 {}, max {}",
             t.metric.name(),
             t.hist.len(),
-            t.hist.len() as f64 / secs.max(1.0),
+            t.throughput(),
             fmt_ns(t.hist.value_at_quantile(0.5)),
             fmt_ns(t.hist.value_at_quantile(0.9)),
             fmt_ns(t.hist.value_at_quantile(0.99)),
@@ -501,14 +508,6 @@ fn print_totals(dir: &Path, totals: &[MetricTotal], counters: &Counters) {
         status_line(counters),
         dir.display()
     );
-}
-
-/// Seconds between the first and the last interval with values.
-fn interval_span(t: &MetricTotal) -> f64 {
-    if t.hist.is_empty() {
-        return 0.0;
-    }
-    (t.last_interval - t.first_interval + 1) as f64
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -530,7 +529,8 @@ fn summary(
             t.metric.name().into(),
             json!({
                 "count": h.len(),
-                "throughput_per_s": h.len() as f64 / interval_span(t).max(1.0),
+                "throughput_per_s": t.throughput(),
+                "peak_interval_per_s": t.peak,
                 "p50_us": us(h.value_at_quantile(0.5)),
                 "p90_us": us(h.value_at_quantile(0.9)),
                 "p99_us": us(h.value_at_quantile(0.99)),
