@@ -24,6 +24,9 @@ const ACK_TIMEOUT_NS: u64 = 2_000_000_000;
 const MAX_RETRANSMIT: u8 = 4;
 /// Datagrams drained per loop turn before sending again, so replies cannot starve pacing.
 const RECV_BATCH: usize = 256;
+/// Datagrams sent per loop turn before draining replies, so a sender that fell behind
+/// catches up without starving its own receive queue.
+const SEND_BATCH: usize = 256;
 /// Longest idle wait, so stop requests and new phases are seen promptly.
 const MAX_IDLE: Duration = Duration::from_millis(2);
 /// Updates are sent this fraction of the lifetime after the previous one (wakaama sends
@@ -165,9 +168,11 @@ impl Worker<'_> {
         while !self.ctl.stop.load(Ordering::Relaxed) {
             let now = self.clock.now_ns();
             let mut wake = now + MAX_IDLE.as_nanos() as u64;
+            let mut budget = SEND_BATCH;
             let rate = self.plan.register_rate;
             if rate > 0.0 {
-                while reg_next < n {
+                while reg_next < n && budget > 0 {
+                    budget -= 1;
                     let due = self.plan.register_start + offset(reg_next * k + s, rate);
                     if due > now {
                         wake = wake.min(due);
@@ -220,7 +225,8 @@ impl Worker<'_> {
                     notify_epoch = start;
                     notify_next = 0;
                 }
-                while rate > 0.0 && !self.observed.is_empty() {
+                while rate > 0.0 && !self.observed.is_empty() && budget > 0 {
+                    budget -= 1;
                     let due = start + offset(notify_next * k + s, rate);
                     if due > now {
                         wake = wake.min(due);
@@ -235,7 +241,8 @@ impl Worker<'_> {
                 }
             }
             if let Some((rate, end)) = self.plan.pings {
-                loop {
+                while budget > 0 {
+                    budget -= 1;
                     let g = ping_next * k + s;
                     let due = offset(g, rate);
                     if due > now || due >= end {
@@ -269,7 +276,7 @@ impl Worker<'_> {
                 }
             }
             self.rec.tick(self.clock.now_ns());
-            if received == 0 {
+            if received == 0 && budget > 0 {
                 if let Some(&Reverse((at, _, _))) = self.retransmit.peek() {
                     wake = wake.min(at);
                 }
