@@ -19,11 +19,11 @@ const COLORS: [&str; 8] = [
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
 ];
 /// Chart size in px.
-const WIDTH: f64 = 560.0;
+const WIDTH: f64 = 420.0;
 /// Chart height in px.
-const HEIGHT: f64 = 300.0;
+const HEIGHT: f64 = 280.0;
 /// Plot margins: left, right, top, bottom.
-const MARGIN: (f64, f64, f64, f64) = (64.0, 16.0, 28.0, 40.0);
+const MARGIN: (f64, f64, f64, f64) = (60.0, 30.0, 28.0, 40.0);
 /// The spectrum runs to 1 - 10^-NINES (99.999 %).
 const NINES: f64 = 5.0;
 /// Points per decade of the spectrum.
