@@ -231,12 +231,15 @@ impl Counters {
 /// first and last value.
 pub type IntervalMsg = (Metric, u64, Histogram<u64>, (u64, u64));
 
+/// The interval histogram a recorder is filling, with its first and last record times.
+type Open = (Histogram<u64>, (u64, u64));
+
 /// Records latencies of one thread into 1 s interval histograms.
 #[derive(Debug)]
 pub struct Recorder {
     tx: Sender<IntervalMsg>,
     interval: u64,
-    hists: Vec<Option<(Histogram<u64>, (u64, u64))>>,
+    hists: Vec<Option<Open>>,
 }
 
 impl Recorder {
