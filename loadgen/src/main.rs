@@ -1,66 +1,202 @@
-//! `loadgen`: simulates fleets of wakaama-style LwM2M devices against lwm2m-gateway.
+//! `loadgen`: simulates fleets of wakaama-style LwM2M devices against lwm2m-gateway, plays
+//! the MQTT application, and records what it measured.
 //!
 //! Every device has its own loopback source address (127.16.0.1 upwards) without a socket
-//! of its own: a few sockets send on behalf of all of them (see [`net`]). Requests are
-//! paced open-loop: device `i` is due at `start + i / rate`, and latency is measured from
-//! that due time, so a slow gateway cannot hide behind a slow load generator.
+//! of its own: a few sockets send on behalf of all of them (see [`net`]). Everything is
+//! paced open-loop and timed from its due time (see [`engine`]). Each run writes
+//! HdrHistogram interval logs and a `summary.json` under `perf/results/<run>/`;
+//! `loadgen dashboard` renders runs into one offline HTML page.
 
+mod app;
+mod dashboard;
+mod device;
+mod engine;
+mod metrics;
 mod net;
-mod register;
+mod scenario;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-/// Simulates LwM2M devices against lwm2m-gateway.
+use device::{Format, ResourcePath};
+
+/// Simulates LwM2M devices against lwm2m-gateway and measures it.
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version, about)]
 struct Cli {
     #[command(subcommand)]
-    scenario: Scenario,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Scenario {
-    /// Register N devices (each from its own loopback address), optionally deregister them.
-    Register(RegisterArgs),
+#[allow(clippy::enum_variant_names)]
+enum Command {
+    /// Register N devices as fast as asked (P3), optionally deregister them.
+    #[command(alias = "register")]
+    RegisterStorm(RegisterStormArgs),
+    /// Devices register, get observed over MQTT, then notify at a set rate (P2).
+    SteadyNotify(NotifyArgs),
+    /// The MQTT application reads registered devices at a set rate (P5).
+    CommandRtt(CommandArgs),
+    /// A raw recvmmsg echo sink driven by the same engine: this machine's UDP limit.
+    UdpBaseline(BaselineArgs),
+    /// Register, update before lifetime expiry and notify, for a long time.
+    Soak(NotifyArgs),
+    /// Render result directories into one self-contained HTML page.
+    Dashboard(DashboardArgs),
 }
 
-/// Options of the `register` scenario.
-#[derive(Debug, clap::Args)]
-pub struct RegisterArgs {
-    /// Gateway CoAP address.
+/// Options every device scenario has.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// Gateway CoAP address (loopback: devices send from 127.16.0.1 upwards).
     #[arg(long, default_value = "127.0.0.1:5683")]
     pub gateway: SocketAddr,
     /// Number of devices.
     #[arg(long, default_value_t = 1000)]
     pub devices: u32,
     /// Registrations started per second (open loop).
-    #[arg(long, default_value_t = 10_000)]
-    pub rate: u32,
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
     /// Registration lifetime in seconds.
     #[arg(long, default_value_t = 300)]
     pub lifetime: u32,
     /// Endpoint name prefix; device i registers as `<prefix>-<i>`.
     #[arg(long, default_value = "loadgen")]
     pub prefix: String,
-    /// Sockets (and threads) the devices are spread over.
+    /// Sockets (each with its own thread) the devices are spread over.
     #[arg(long, default_value_t = 1)]
     pub sockets: u32,
+    /// Longest the registration phase may take.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where results go.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArgs {
+    /// Result directory [default: perf/results/<scenario>-<UTC timestamp>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Options of `register-storm`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegisterStormArgs {
+    #[command(flatten)]
+    pub devices: DeviceArgs,
     /// Deregister every device afterwards.
     #[arg(long)]
     pub deregister: bool,
-    /// Give up on the run after this long.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+}
+
+/// How to reach the MQTT side of the gateway.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MqttArgs {
+    /// MQTT broker the gateway publishes to.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub mqtt: SocketAddr,
+    /// Topic prefix of the gateway's mountpoint (`<prefix>/<ep>/...`).
+    #[arg(long, default_value = "lwm2m")]
+    pub topic_prefix: String,
+}
+
+/// Options of `steady-notify` and `soak`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifyArgs {
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+    /// Resource every device is observed on.
+    #[arg(long, default_value = "/3/0/9")]
+    pub path: ResourcePath,
+    /// Notifications per second over all devices (open loop).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub notify_rate: f64,
+    /// Fraction of notifications sent CON (the rest NON), 0..=1.
+    #[arg(long, default_value_t = 0.1)]
+    pub con_ratio: f64,
+    /// Notification payload format.
+    #[arg(long, value_enum, default_value_t = Format::Tlv)]
+    pub format: Format,
+    /// Observe commands published per second.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub observe_rate: f64,
+    /// How long devices notify (soak: how long the whole run lasts).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+}
+
+/// Options of `command-rtt`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommandArgs {
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+    /// Read commands published per second (open loop).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub command_rate: f64,
+    /// Path every command reads (`/3/0`: TLV of the Device object).
+    #[arg(long, default_value = "/3/0")]
+    pub read_path: String,
+    /// How long commands are published.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+}
+
+/// Options of `udp-baseline`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BaselineArgs {
+    /// Address the echo sink binds (loopback).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub sink: SocketAddr,
+    /// Simulated devices the datagrams come from.
+    #[arg(long, default_value_t = 1000)]
+    pub devices: u32,
+    /// Datagrams per second (open loop).
+    #[arg(long, default_value_t = 200_000.0)]
+    pub rate: f64,
+    /// Sending sockets (threads).
+    #[arg(long, default_value_t = 1)]
+    pub sockets: u32,
+    /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Options of `dashboard`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DashboardArgs {
+    /// Result directories (each with `summary.json` and `.hlog` files).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// HTML file to write.
+    #[arg(long, default_value = "perf/dashboard.html")]
+    pub out: PathBuf,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.scenario {
-        Scenario::Register(args) => register::run(&args),
+    let result = match cli.command {
+        Command::RegisterStorm(args) => scenario::register_storm(&args),
+        Command::SteadyNotify(args) => scenario::steady_notify(&args, false),
+        Command::Soak(args) => scenario::steady_notify(&args, true),
+        Command::CommandRtt(args) => scenario::command_rtt(&args),
+        Command::UdpBaseline(args) => scenario::udp_baseline(&args),
+        Command::Dashboard(args) => dashboard::render_to(&args.runs, &args.out).map(|()| {
+            println!("wrote {}", args.out.display());
+            true
+        }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -26,6 +26,27 @@ pub fn device_index(ip: Ipv4Addr) -> Option<u32> {
     u32::from(ip).checked_sub(FIRST_DEVICE_IP)
 }
 
+/// Sets both socket buffers to [`SOCKET_BUFFER`]: beyond `net.core.rmem_max` when the
+/// process may (`SO_RCVBUFFORCE` needs CAP_NET_ADMIN), else as large as allowed.
+fn grow_buffers(socket: &Socket) {
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    let size = SOCKET_BUFFER as libc::c_int;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        // SAFETY: valid fd, option value points at a live c_int of the given size. Failure
+        // (no CAP_NET_ADMIN) leaves the size set above.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 /// A UDP socket bound to `0.0.0.0:port` that sends from any loopback address.
 #[derive(Debug)]
 pub struct MultiSource {
@@ -36,8 +57,7 @@ impl MultiSource {
     /// Binds `0.0.0.0:port` (0 = any) with `IP_PKTINFO` enabled and a receive timeout.
     pub fn bind(port: u16, timeout: Duration) -> io::Result<MultiSource> {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        grow_buffers(&socket);
         socket.set_read_timeout(Some(timeout))?;
         let on: libc::c_int = 1;
         // SAFETY: valid fd, option value points at a live c_int of the given size.
@@ -58,6 +78,7 @@ impl MultiSource {
     }
 
     /// The local port every device uses.
+    #[cfg(test)]
     pub fn port(&self) -> io::Result<u16> {
         let addr = self.socket.local_addr()?;
         addr.as_socket()
@@ -101,8 +122,28 @@ impl MultiSource {
         Ok(())
     }
 
-    /// Receives one datagram: `(length, the local address it was sent to, sender)`.
+    /// Receives one datagram without waiting: `(length, the local address it was sent to,
+    /// sender)`, or `WouldBlock`.
+    pub fn try_recv_to(&self, buf: &mut [u8]) -> io::Result<(usize, Ipv4Addr, SocketAddr)> {
+        self.recv_with(buf, libc::MSG_DONTWAIT)
+    }
+
+    /// Receives one datagram, waiting up to the socket's receive timeout.
+    #[cfg(test)]
     pub fn recv_to(&self, buf: &mut [u8]) -> io::Result<(usize, Ipv4Addr, SocketAddr)> {
+        self.recv_with(buf, 0)
+    }
+
+    /// Waits until a datagram is readable or `timeout` passed; `true` when readable.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        wait_readable(self.socket.as_raw_fd(), timeout)
+    }
+
+    fn recv_with(
+        &self,
+        buf: &mut [u8],
+        flags: libc::c_int,
+    ) -> io::Result<(usize, Ipv4Addr, SocketAddr)> {
         // SAFETY: as in `send_from`; the kernel writes at most the lengths we pass.
         unsafe {
             let mut from: libc::sockaddr_in = zeroed();
@@ -118,7 +159,7 @@ impl MultiSource {
             msg.msg_iovlen = 1;
             msg.msg_control = control.as_mut_ptr().cast();
             msg.msg_controllen = size_of::<[u64; 8]>();
-            let n = libc::recvmsg(self.socket.as_raw_fd(), &mut msg, 0);
+            let n = libc::recvmsg(self.socket.as_raw_fd(), &mut msg, flags);
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -138,6 +179,146 @@ impl MultiSource {
             ));
             Ok((n as usize, local, sender))
         }
+    }
+}
+
+/// Waits until `fd` is readable or `timeout` passed (µs resolution); `true` when readable.
+fn wait_readable(fd: libc::c_int, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: one live pollfd, a live timespec, no signal mask.
+    let rc = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    match rc {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Datagrams moved per `recvmmsg`/`sendmmsg` call by the echo sink.
+const ECHO_BATCH: usize = 64;
+/// Largest datagram the echo sink returns whole.
+const ECHO_MTU: usize = 1536;
+
+/// The `udp-baseline` sink: a plain socket that returns every CoAP datagram to its sender
+/// as an ACK (type bits rewritten, nothing else), batched with `recvmmsg`/`sendmmsg`.
+#[derive(Debug)]
+pub struct EchoSink {
+    socket: Socket,
+}
+
+impl EchoSink {
+    /// Binds `addr` with large buffers.
+    pub fn bind(addr: SocketAddrV4) -> io::Result<EchoSink> {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        grow_buffers(&socket);
+        socket.bind(&addr.into())?;
+        Ok(EchoSink { socket })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        match self.socket.local_addr()?.as_socket() {
+            Some(SocketAddr::V4(a)) => Ok(a),
+            _ => Err(io::Error::other("not an IPv4 socket")),
+        }
+    }
+
+    /// Echoes until `stop` returns true (checked at least every 50 ms); returns datagrams
+    /// echoed.
+    pub fn run(&self, stop: &dyn Fn() -> bool) -> io::Result<u64> {
+        let fd = self.socket.as_raw_fd();
+        let mut bufs = vec![[0u8; ECHO_MTU]; ECHO_BATCH];
+        // SAFETY: plain-old-data C structs; all-zero is a valid (empty) value for each.
+        let mut addrs: Vec<libc::sockaddr_in> = vec![unsafe { zeroed() }; ECHO_BATCH];
+        let mut iovs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: as above.
+        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; ECHO_BATCH];
+        let mut echoed = 0u64;
+        while !stop() {
+            for i in 0..ECHO_BATCH {
+                iovs[i].iov_len = ECHO_MTU;
+                let hdr = &mut msgs[i].msg_hdr;
+                hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
+                hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                hdr.msg_iov = &mut iovs[i];
+                hdr.msg_iovlen = 1;
+                msgs[i].msg_len = 0;
+            }
+            // SAFETY: every header points at live buffers of the lengths given.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    msgs.as_mut_ptr(),
+                    ECHO_BATCH as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {
+                        wait_readable(fd, Duration::from_millis(50))?;
+                        continue;
+                    }
+                    _ => return Err(e),
+                }
+            }
+            let n = n as usize;
+            for i in 0..n {
+                let len = msgs[i].msg_len as usize;
+                if len > 0 {
+                    // CoAP type bits 5..4 := ACK (2).
+                    bufs[i][0] = (bufs[i][0] & 0xcf) | 0x20;
+                }
+                iovs[i].iov_len = len;
+            }
+            let mut sent = 0;
+            while sent < n {
+                // SAFETY: the first n headers were filled by recvmmsg and still point at
+                // live buffers; iov_len is the received length.
+                let rc = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        msgs.as_mut_ptr().add(sent),
+                        (n - sent) as libc::c_uint,
+                        0,
+                    )
+                };
+                if rc < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // A full send buffer drops the rest of the batch, as the network would.
+                    break;
+                }
+                sent += rc as usize;
+            }
+            echoed += sent as u64;
+        }
+        Ok(echoed)
     }
 }
 
@@ -175,5 +356,32 @@ mod tests {
             assert_eq!(device_index(local), Some(i));
             assert_eq!(sender, SocketAddr::V4(server_addr));
         }
+    }
+}
+
+#[cfg(test)]
+mod echo_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn echo_sink_returns_datagrams_as_acks() {
+        let sink = EchoSink::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let addr = sink.local_addr().expect("addr");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| sink.run(&|| stop.load(Ordering::Relaxed)));
+            let devices = MultiSource::bind(0, Duration::from_secs(2)).expect("bind");
+            let mut buf = [0u8; 64];
+            for i in 0..3u32 {
+                let con = [0x44, 0x01, 0, i as u8, 1, 2, 3, 4];
+                devices.send_from(device_ip(i), addr, &con).expect("send");
+                let (n, local, _) = devices.recv_to(&mut buf).expect("echo");
+                assert_eq!(&buf[..n], [0x64, 0x01, 0, i as u8, 1, 2, 3, 4]);
+                assert_eq!(device_index(local), Some(i));
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert_eq!(t.join().expect("sink thread").expect("sink"), 3);
+        });
     }
 }

@@ -1,0 +1,280 @@
+//! The MQTT application: subscribes to every uplink topic, publishes commands (observe,
+//! read) in the gateway's JSON (SPEC §5) and times notifications and command responses.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
+
+use crate::metrics::{Clock, Counter, Counters, Metric, Recorder};
+
+/// Request IDs of observe commands start here (device `g` gets base + g), so they never
+/// collide with timed commands `0, 1, 2, ...`.
+pub const OBSERVE_ID_BASE: u64 = 1 << 40;
+/// Largest MQTT packet either way; notifications and reads are far smaller.
+const MAX_PACKET: usize = 1 << 20;
+/// Requests queued towards the MQTT event loop before `publish` blocks.
+const REQUEST_QUEUE: usize = 65_536;
+/// How long the connection and subscription may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Timing state the subscriber shares with the command publisher.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Stops the subscriber.
+    pub stop: AtomicBool,
+    /// Set once the subscription is acknowledged.
+    pub subscribed: AtomicBool,
+    /// When timed command 0 was due (ns since run start).
+    pub command_start: AtomicU64,
+    /// Timed commands per second (f64 bits).
+    pub command_rate: AtomicU64,
+}
+
+impl Shared {
+    /// When timed command `id` was due.
+    pub fn command_due(&self, id: u64) -> u64 {
+        let rate = f64::from_bits(self.command_rate.load(Ordering::Relaxed));
+        let start = self.command_start.load(Ordering::Relaxed);
+        if rate > 0.0 {
+            start + (id as f64 * 1e9 / rate) as u64
+        } else {
+            start
+        }
+    }
+}
+
+/// Connects to `broker`; the returned connection must be driven by [`subscriber`].
+pub fn connect(broker: SocketAddr, topic_prefix: &str) -> anyhow::Result<(Client, Connection)> {
+    let mut opts = MqttOptions::new(
+        format!("loadgen-{}", std::process::id()),
+        broker.ip().to_string(),
+        broker.port(),
+    );
+    opts.set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_clean_session(true)
+        .set_request_channel_capacity(REQUEST_QUEUE);
+    let (client, connection) = Client::new(opts, REQUEST_QUEUE);
+    client
+        .subscribe(format!("{topic_prefix}/+/up/#"), QoS::AtMostOnce)
+        .context("queueing the subscription")?;
+    Ok((client, connection))
+}
+
+/// Drives the MQTT connection until `shared.stop`, timing what arrives.
+pub fn subscriber(
+    mut connection: Connection,
+    clock: Clock,
+    counters: &Counters,
+    shared: &Shared,
+    mut rec: Recorder,
+) -> anyhow::Result<()> {
+    let connect_deadline = clock.now_ns() + CONNECT_TIMEOUT.as_nanos() as u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let event = connection.recv_timeout(Duration::from_millis(100));
+        let now = clock.now_ns();
+        rec.tick(now);
+        match event {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                handle(&p.topic, &p.payload, now, counters, shared, &mut rec)
+            }
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                shared.subscribed.store(true, Ordering::Release)
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                if !shared.subscribed.load(Ordering::Relaxed) && now > connect_deadline {
+                    bail!("MQTT broker: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if !shared.subscribed.load(Ordering::Relaxed) && now > connect_deadline {
+            bail!("MQTT broker: no subscription acknowledgement within {CONNECT_TIMEOUT:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Handles one uplink message.
+fn handle(
+    topic: &str,
+    payload: &[u8],
+    now: u64,
+    counters: &Counters,
+    shared: &Shared,
+    rec: &mut Recorder,
+) {
+    let kind = if topic.ends_with("/up/notify") {
+        Kind::Notify
+    } else if topic.ends_with("/up/resp") {
+        Kind::Response
+    } else {
+        return;
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        counters.add(Counter::Malformed, 1);
+        return;
+    };
+    match (kind, json.get("msgType").and_then(|m| m.as_str())) {
+        (_, Some("notify")) => match notify_stamp(&json) {
+            Some(sent) => {
+                counters.add(Counter::NotifyReceived, 1);
+                rec.record(Metric::NotifyE2e, now, now.saturating_sub(sent));
+            }
+            None => counters.add(Counter::Malformed, 1),
+        },
+        (Kind::Response, Some("register" | "update" | "event")) | (Kind::Notify, _) => {}
+        (Kind::Response, msg_type) => {
+            let Some(id) = json.get("requestID").and_then(|v| v.as_u64()) else {
+                counters.add(Counter::Malformed, 1);
+                return;
+            };
+            let code = json
+                .pointer("/data/code")
+                .and_then(|c| c.as_str())
+                .unwrap_or("");
+            let ok = code.starts_with('2') && msg_type != Some("coap_timeout");
+            if id >= OBSERVE_ID_BASE {
+                if !ok {
+                    counters.add(Counter::CommandsFailed, 1);
+                }
+                return;
+            }
+            if ok {
+                counters.add(Counter::CommandsOk, 1);
+                rec.record(
+                    Metric::CommandRtt,
+                    now,
+                    now.saturating_sub(shared.command_due(id)),
+                );
+            } else {
+                counters.add(Counter::CommandsFailed, 1);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Notify,
+    Response,
+}
+
+/// The send stamp (ns since run start) a notification carries as its first value.
+pub fn notify_stamp(json: &serde_json::Value) -> Option<u64> {
+    let value = json.pointer("/data/content/0/value")?;
+    let v = match value {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    (v >= 0.0).then_some(v as u64)
+}
+
+/// The command topic of endpoint `ep`.
+pub fn command_topic(topic_prefix: &str, ep: &str) -> String {
+    format!("{topic_prefix}/{ep}/dn")
+}
+
+/// An observe command for `path`.
+pub fn observe_command(id: u64, path: &str) -> String {
+    format!(r#"{{"requestID":{id},"msgType":"observe","data":{{"path":"{path}"}}}}"#)
+}
+
+/// A read command for `path`.
+pub fn read_command(id: u64, path: &str) -> String {
+    format!(r#"{{"requestID":{id},"msgType":"read","data":{{"path":"{path}"}}}}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn notifications_and_responses_are_timed() {
+        let counters = Counters::default();
+        let shared = Shared::default();
+        shared.command_start.store(1_000, Ordering::Relaxed);
+        shared
+            .command_rate
+            .store(1000f64.to_bits(), Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        let mut rec = Recorder::new(tx);
+        let notify = br#"{"requestID":1099511627776,"msgType":"notify","seqNum":3,"data":{"code":"2.05","codeMsg":"content","reqPath":"/3/0/9","content":[{"path":"/3/0/9","value":5000000}]}}"#;
+        handle(
+            "lwm2m/ep-1/up/notify",
+            notify,
+            7_000_000,
+            &counters,
+            &shared,
+            &mut rec,
+        );
+        let float = br#"{"msgType":"notify","seqNum":4,"data":{"content":[{"path":"/3303/0/5700","value":6000000.0}]}}"#;
+        handle(
+            "lwm2m/ep-1/up/notify",
+            float,
+            7_000_000,
+            &counters,
+            &shared,
+            &mut rec,
+        );
+        let resp = br#"{"requestID":2,"msgType":"read","data":{"code":"2.05","codeMsg":"content","reqPath":"/3/0","content":[]}}"#;
+        handle(
+            "lwm2m/ep-2/up/resp",
+            resp,
+            5_001_000,
+            &counters,
+            &shared,
+            &mut rec,
+        );
+        let err =
+            br#"{"requestID":3,"msgType":"read","data":{"code":"4.04","codeMsg":"not_found"}}"#;
+        handle(
+            "lwm2m/ep-2/up/resp",
+            err,
+            9_000_000,
+            &counters,
+            &shared,
+            &mut rec,
+        );
+        handle(
+            "lwm2m/ep-2/up/resp",
+            b"{oops",
+            9_000_000,
+            &counters,
+            &shared,
+            &mut rec,
+        );
+        drop(rec);
+        assert_eq!(counters.get(Counter::NotifyReceived), 2);
+        assert_eq!(counters.get(Counter::CommandsOk), 1);
+        assert_eq!(counters.get(Counter::CommandsFailed), 1);
+        assert_eq!(counters.get(Counter::Malformed), 1);
+        let recorded: Vec<(Metric, u64)> = rx.iter().map(|(m, _, h, _)| (m, h.max())).collect();
+        let e2e = recorded
+            .iter()
+            .find(|(m, _)| *m == Metric::NotifyE2e)
+            .expect("notify latency");
+        assert!((1_999_000..=2_001_000).contains(&e2e.1), "{recorded:?}");
+        let rtt = recorded
+            .iter()
+            .find(|(m, _)| *m == Metric::CommandRtt)
+            .expect("command latency");
+        // Command 2 was due at 1000 + 2 ms.
+        assert!((2_997_000..=3_001_000).contains(&rtt.1), "{recorded:?}");
+    }
+
+    #[test]
+    fn commands_follow_the_spec_shape() {
+        assert_eq!(
+            observe_command(5, "/3/0/9"),
+            r#"{"requestID":5,"msgType":"observe","data":{"path":"/3/0/9"}}"#
+        );
+        assert_eq!(command_topic("lwm2m", "ep-1"), "lwm2m/ep-1/dn");
+    }
+}
