@@ -171,11 +171,11 @@ impl Gateway {
             .collect();
         let mut receivers: Vec<Vec<shared_channel::SharedReceiver<Handoff>>> =
             (0..shards).map(|_| Vec::new()).collect();
-        for from in 0..shards {
-            for to in 0..shards {
+        for (from, row) in senders.iter_mut().enumerate() {
+            for (to, slot) in row.iter_mut().enumerate() {
                 if from != to {
                     let (s, r) = shared_channel::new_bounded(HANDOFF_CHANNEL);
-                    senders[from][to] = Some(s);
+                    *slot = Some(s);
                     receivers[to].push(r);
                 }
             }

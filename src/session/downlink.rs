@@ -363,10 +363,8 @@ impl Shard {
                 translate::write_ack(&mut self.json, &ex.echo, &ex.req_path);
                 self.publish_for(TopicKind::Response, location);
             }
-            (MessageType::Ack, false) => {
-                if ex.token.as_slice() == msg.token() {
-                    self.complete(now, location, msg, Outcome::Response);
-                }
+            (MessageType::Ack, false) if ex.token.as_slice() == msg.token() => {
+                self.complete(now, location, msg, Outcome::Response);
             }
             _ => {}
         }
@@ -444,17 +442,19 @@ impl Shard {
         // A successful observe starts an observation; a cancel ends it.
         if let (Outcome::Response, Some(ex)) = (&outcome, dl.in_flight.as_ref()) {
             match ex.observe {
-                Some(true) if code.class() == 2 && msg.observe().is_some() => {
-                    if dl.observations.len() < MAX_OBSERVATIONS {
-                        dl.observations.retain(|o| o.req_path != ex.req_path);
-                        dl.observations.push(Observation {
-                            token: ex.token,
-                            echo: ex.echo.clone(),
-                            req_path: ex.req_path.clone(),
-                            last_seq: msg.observe(),
-                            last_at: now,
-                        });
-                    }
+                Some(true)
+                    if code.class() == 2
+                        && msg.observe().is_some()
+                        && dl.observations.len() < MAX_OBSERVATIONS =>
+                {
+                    dl.observations.retain(|o| o.req_path != ex.req_path);
+                    dl.observations.push(Observation {
+                        token: ex.token,
+                        echo: ex.echo.clone(),
+                        req_path: ex.req_path.clone(),
+                        last_seq: msg.observe(),
+                        last_at: now,
+                    });
                 }
                 Some(false) => {
                     let path = ex.req_path.clone();
