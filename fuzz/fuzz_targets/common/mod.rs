@@ -47,3 +47,30 @@ pub fn comparable(entries: &[Entry]) -> bool {
         .iter()
         .any(|e| matches!(e.value, Value::Float(f) if f.is_nan()))
 }
+
+/// The checks of a self-describing format (SenML JSON/CBOR, OMA JSON): `data` (a request
+/// path, then the payload) decodes or fails without panicking, the result writes valid
+/// JSON, and its entries re-encoded as SenML JSON decode to the same values.
+pub fn check_self_describing(format: u16, data: &[u8]) {
+    use lwm2m_gateway::content::{decode, encode_senml_json, format::SENML_JSON};
+    let Some((base, payload)) = split(data) else {
+        return;
+    };
+    let registry = registry();
+    let Ok(content) = decode(format, payload, &base, registry) else {
+        return;
+    };
+    check_json(&content);
+    let Content::Entries(entries) = content else {
+        panic!("format {format} decodes to entries");
+    };
+    let mut out = Vec::new();
+    if encode_senml_json(&entries, &Path::ROOT, &mut out).is_err() {
+        return;
+    }
+    let again =
+        decode(SENML_JSON, &out, &Path::ROOT, registry).expect("re-encoded SenML JSON decodes");
+    if comparable(&entries) {
+        assert_eq!(again, Content::Entries(entries), "SenML JSON round trip");
+    }
+}
