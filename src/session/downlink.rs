@@ -120,15 +120,6 @@ impl Shard {
             return;
         };
         self.stats.commands += 1;
-        let command = match translate::parse_command(payload) {
-            Ok(c) => c,
-            Err(e) => {
-                self.stats.commands_rejected += 1;
-                self.json.clear();
-                translate::write_command_error(&mut self.json, &e);
-                return self.publish_for(TopicKind::Response, location);
-            }
-        };
         let Some(ep) = self.endpoints.get(&location) else {
             return;
         };
@@ -138,8 +129,11 @@ impl Shard {
             .as_ref()
             .map_or("/", |o| o.alternate_path.as_str())
             .to_owned();
-        let request = match translate::build_request(&command, &alternate, reg.version) {
-            Ok(r) => r,
+        let version = reg.version;
+        let built = translate::parse_command(payload)
+            .and_then(|c| translate::build_request(&c, &alternate, version).map(|r| (c, r)));
+        let (command, request) = match built {
+            Ok(built) => built,
             Err(e) => {
                 self.stats.commands_rejected += 1;
                 self.json.clear();
