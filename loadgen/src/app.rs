@@ -5,18 +5,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
+use anyhow::bail;
 
 use crate::metrics::{Clock, Counter, Counters, Metric, Recorder};
+use crate::mqtt::{self, Incoming, Publisher, Reader};
 
 /// Request IDs of observe commands start here (device `g` gets base + g), so they never
 /// collide with timed commands `0, 1, 2, ...`.
 pub const OBSERVE_ID_BASE: u64 = 1 << 40;
-/// Largest MQTT packet either way; notifications and reads are far smaller.
-const MAX_PACKET: usize = 1 << 20;
-/// Requests queued towards the MQTT event loop before `publish` blocks.
-const REQUEST_QUEUE: usize = 65_536;
 /// How long the connection and subscription may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -46,27 +42,21 @@ impl Shared {
     }
 }
 
-/// Connects to `broker`; the returned connection must be driven by [`subscriber`].
-pub fn connect(broker: SocketAddr, topic_prefix: &str) -> anyhow::Result<(Client, Connection)> {
-    let mut opts = MqttOptions::new(
-        format!("loadgen-{}", std::process::id()),
-        broker.ip().to_string(),
-        broker.port(),
-    );
-    opts.set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_clean_session(true)
-        .set_request_channel_capacity(REQUEST_QUEUE);
-    let (client, connection) = Client::new(opts, REQUEST_QUEUE);
-    client
-        .subscribe(format!("{topic_prefix}/+/up/#"), QoS::AtMostOnce)
-        .context("queueing the subscription")?;
-    Ok((client, connection))
+/// Connects to `broker` and subscribes to every uplink topic under `topic_prefix`; the
+/// returned reader must be driven by [`subscriber`].
+pub fn connect(broker: SocketAddr, topic_prefix: &str) -> anyhow::Result<(Publisher, Reader)> {
+    mqtt::connect(
+        broker,
+        &format!("loadgen-{}", std::process::id()),
+        &format!("{topic_prefix}/+/up/#"),
+        CONNECT_TIMEOUT,
+    )
 }
 
-/// Drives the MQTT connection until `shared.stop`, timing what arrives.
+/// Reads the MQTT connection until `shared.stop`, timing what arrives.
 pub fn subscriber(
-    mut connection: Connection,
+    mut reader: Reader,
+    publisher: &Publisher,
     clock: Clock,
     counters: &Counters,
     shared: &Shared,
@@ -74,24 +64,23 @@ pub fn subscriber(
 ) -> anyhow::Result<()> {
     let connect_deadline = clock.now_ns() + CONNECT_TIMEOUT.as_nanos() as u64;
     while !shared.stop.load(Ordering::Relaxed) {
-        let event = connection.recv_timeout(Duration::from_millis(100));
+        let polled = reader.poll(publisher, |m| {
+            let now = clock.now_ns();
+            match m {
+                Incoming::Publish { topic, payload } => {
+                    handle(topic, payload, now, counters, shared, &mut rec)
+                }
+                Incoming::Subscribed => shared.subscribed.store(true, Ordering::Release),
+            }
+        });
+        if let Err(e) = polled {
+            if shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            return Err(e);
+        }
         let now = clock.now_ns();
         rec.tick(now);
-        match event {
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                handle(&p.topic, &p.payload, now, counters, shared, &mut rec)
-            }
-            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                shared.subscribed.store(true, Ordering::Release)
-            }
-            Ok(Ok(_)) | Err(_) => {}
-            Ok(Err(e)) => {
-                if !shared.subscribed.load(Ordering::Relaxed) && now > connect_deadline {
-                    bail!("MQTT broker: {e}");
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
         if !shared.subscribed.load(Ordering::Relaxed) && now > connect_deadline {
             bail!("MQTT broker: no subscription acknowledgement within {CONNECT_TIMEOUT:?}");
         }

@@ -12,8 +12,10 @@ mod dashboard;
 mod device;
 mod engine;
 mod metrics;
+mod mqtt;
 mod net;
 mod scenario;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,6 +86,10 @@ pub struct OutputArgs {
     /// Result directory [default: perf/results/<scenario>-<UTC timestamp>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// PID of the gateway under test: its RSS and CPU time go on the progress line and
+    /// into summary.json (e.g. `--gateway-pid $(pidof lwm2m-gateway)`).
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
 }
 
 /// Options of `register-storm`.

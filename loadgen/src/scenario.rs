@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, Sender};
 use std::time::{Duration, SystemTime};
 
+use crate::mqtt::Publisher;
+use crate::watch::Watch;
 use anyhow::{bail, Context};
-use rumqttc::QoS;
 use serde_json::json;
 
 use crate::app::{self, Shared, OBSERVE_ID_BASE};
@@ -212,10 +213,8 @@ pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
                 let ep = format!("{}-{g}", dev.prefix);
                 client
                     .publish(
-                        app::command_topic(&args.mqtt.topic_prefix, &ep),
-                        QoS::AtMostOnce,
-                        false,
-                        app::observe_command(OBSERVE_ID_BASE + g, &path),
+                        &app::command_topic(&args.mqtt.topic_prefix, &ep),
+                        app::observe_command(OBSERVE_ID_BASE + g, &path).as_bytes(),
                     )
                     .context("publishing an observe command")?;
             }
@@ -269,10 +268,8 @@ pub fn command_rtt(args: &CommandArgs) -> anyhow::Result<bool> {
                 let ep = format!("{}-{}", dev.prefix, k % u64::from(dev.devices));
                 client
                     .publish(
-                        app::command_topic(&args.mqtt.topic_prefix, &ep),
-                        QoS::AtMostOnce,
-                        false,
-                        app::read_command(k, &args.read_path),
+                        &app::command_topic(&args.mqtt.topic_prefix, &ep),
+                        app::read_command(k, &args.read_path).as_bytes(),
                     )
                     .context("publishing a read command")?;
                 env.counters.add(Counter::CommandsSent, 1);
@@ -359,13 +356,14 @@ fn pace(env: &Env<'_>, start: u64, k: u64, rate: f64) -> u64 {
 fn with_mqtt(
     env: &Env<'_>,
     mqtt: &crate::MqttArgs,
-    body: impl FnOnce(&rumqttc::Client, &Shared) -> anyhow::Result<()>,
+    body: impl FnOnce(&Publisher, &Shared) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let (client, connection) = app::connect(mqtt.mqtt, &mqtt.topic_prefix)?;
+    let (client, reader) = app::connect(mqtt.mqtt, &mqtt.topic_prefix)?;
     let shared = Shared::default();
     std::thread::scope(|s| {
         let rec = env.recorder();
-        let sub = s.spawn(|| app::subscriber(connection, env.clock, env.counters, &shared, rec));
+        let sub =
+            s.spawn(|| app::subscriber(reader, &client, env.clock, env.counters, &shared, rec));
         let subscribed = env.wait(env.now() + 6_000_000_000, || {
             shared.subscribed.load(Ordering::Acquire) || sub.is_finished()
         });
@@ -375,7 +373,7 @@ fn with_mqtt(
             Ok(())
         };
         shared.stop.store(true, Ordering::Relaxed);
-        let _ = client.disconnect();
+        client.disconnect();
         let sub_result = sub
             .join()
             .map_err(|_| anyhow::anyhow!("the MQTT subscriber panicked"))?
@@ -419,6 +417,7 @@ fn execute(
         .out
         .clone()
         .unwrap_or_else(|| default_dir(scenario, started));
+    let watch = out.gateway_pid.map(Watch::new).transpose()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let sockets: Vec<MultiSource> = (0..plan.map_or(0, |p| p.sockets))
         .map(|_| MultiSource::bind(0, SOCKET_TIMEOUT))
@@ -428,7 +427,13 @@ fn execute(
     let ctl = Control::default();
     let (tx, rx) = channel();
     let clock = Clock::start();
-    let status = || status_line(&counters);
+    let status = || match &watch {
+        Some(w) => {
+            w.sample();
+            format!("{} | {}", status_line(&counters), w.status())
+        }
+        None => status_line(&counters),
+    };
     let (totals, body_result, worker_results) = std::thread::scope(|s| {
         let collector = s.spawn(|| collect(rx, clock, &dir, metrics, &status));
         let workers: Vec<_> = plan
@@ -473,13 +478,19 @@ fn execute(
         r?;
     }
     let totals = totals?;
-    let summary = summary(
+    let mut summary = summary(
         scenario, &dir, started, ended, elapsed, &counters, &totals, plan,
     );
+    if let Some(w) = &watch {
+        summary["gateway"] = w.summary();
+    }
     let path = dir.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     print_totals(&dir, &totals, &counters);
+    if let Some(w) = &watch {
+        println!("{}", w.status());
+    }
     body_result?;
     Ok(counters.errors() == 0 && counters.get(Counter::Timeouts) == 0)
 }
