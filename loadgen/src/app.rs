@@ -101,6 +101,19 @@ fn handle(
         Kind::Notify
     } else if topic.ends_with("/up/resp") {
         Kind::Response
+    } else if topic.ends_with(PROBE_SUFFIX) {
+        match std::str::from_utf8(payload)
+            .ok()
+            .and_then(|p| p.parse().ok())
+        {
+            Some(id) => rec.record(
+                Metric::BrokerRtt,
+                now,
+                now.saturating_sub(shared.command_due(id)),
+            ),
+            None => counters.add(Counter::Malformed, 1),
+        }
+        return;
     } else {
         return;
     };
@@ -164,6 +177,17 @@ pub fn notify_stamp(json: &serde_json::Value) -> Option<u64> {
     (v >= 0.0).then_some(v as u64)
 }
 
+/// Topic suffix of broker probes; the gateway never publishes it.
+const PROBE_SUFFIX: &str = "/up/loadgen-probe";
+
+/// The topic of broker probes: under the uplink subscription, owned by this process.
+pub fn probe_topic(topic_prefix: &str) -> String {
+    format!(
+        "{topic_prefix}/loadgen-{}{PROBE_SUFFIX}",
+        std::process::id()
+    )
+}
+
 /// The command topic of endpoint `ep`.
 pub fn command_topic(topic_prefix: &str, ep: &str) -> String {
     format!("{topic_prefix}/{ep}/dn")
@@ -221,6 +245,14 @@ mod tests {
             &shared,
             &mut rec,
         );
+        handle(
+            &probe_topic("lwm2m"),
+            b"4",
+            5_500_000,
+            &counters,
+            &shared,
+            &mut rec,
+        );
         let err =
             br#"{"requestID":3,"msgType":"read","data":{"code":"4.04","codeMsg":"not_found"}}"#;
         handle(
@@ -256,6 +288,12 @@ mod tests {
             .expect("command latency");
         // Command 2 was due at 1000 + 2 ms.
         assert!((2_997_000..=3_001_000).contains(&rtt.1), "{recorded:?}");
+        let probe = recorded
+            .iter()
+            .find(|(m, _)| *m == Metric::BrokerRtt)
+            .expect("broker probe latency");
+        // Probe 4 was due at 1000 + 4 ms.
+        assert!((1_497_000..=1_501_000).contains(&probe.1), "{recorded:?}");
     }
 
     #[test]

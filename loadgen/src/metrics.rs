@@ -69,17 +69,21 @@ pub enum Metric {
     CommandRtt,
     /// Datagram sent to the echo sink → echo received.
     UdpRtt,
+    /// A probe published over MQTT → received back on the subscription: the broker's own
+    /// share of a command round trip (which crosses the broker twice), in the same run.
+    BrokerRtt,
 }
 
 impl Metric {
     /// Every metric, in file order.
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 7] = [
         Metric::Register,
         Metric::Update,
         Metric::Deregister,
         Metric::NotifyE2e,
         Metric::CommandRtt,
         Metric::UdpRtt,
+        Metric::BrokerRtt,
     ];
 
     /// File stem and summary key.
@@ -91,6 +95,7 @@ impl Metric {
             Metric::NotifyE2e => "notify_e2e",
             Metric::CommandRtt => "command_rtt",
             Metric::UdpRtt => "udp_rtt",
+            Metric::BrokerRtt => "broker_rtt",
         }
     }
 

@@ -29,6 +29,8 @@ const MAX_DEVICES: u32 = (128 << 24) - (127 << 24 | 16 << 16) - 2;
 const POLL: Duration = Duration::from_millis(20);
 /// How long in-flight notifications and responses may take after sending stops.
 const DRAIN: Duration = Duration::from_secs(3);
+/// Every this many commands, a probe measures the broker's own round trip alongside.
+const PROBE_EVERY: u64 = 10;
 /// How long observations may take to be established after the last observe command.
 const OBSERVE_SETTLE: Duration = Duration::from_secs(10);
 /// Socket receive timeout of the device sockets (they poll before receiving anyway).
@@ -251,7 +253,7 @@ pub fn command_rtt(args: &CommandArgs) -> anyhow::Result<bool> {
         bail!("--read-path must start with '/', got {}", args.read_path);
     }
     let dev = &args.devices;
-    let metrics = [Metric::Register, Metric::CommandRtt];
+    let metrics = [Metric::Register, Metric::CommandRtt, Metric::BrokerRtt];
     execute("command-rtt", &dev.output, &metrics, Some(&plan), |env| {
         with_mqtt(env, &args.mqtt, |client, shared| {
             if env.wait_registered(dev.devices, dev.timeout) == 0 {
@@ -263,8 +265,14 @@ pub fn command_rtt(args: &CommandArgs) -> anyhow::Result<bool> {
                 .store(args.command_rate.to_bits(), Ordering::Relaxed);
             shared.command_start.store(start, Ordering::Relaxed);
             let end = start + args.duration.as_nanos() as u64;
+            let probe = app::probe_topic(&args.mqtt.topic_prefix);
             let mut k = 0u64;
             while pace(env, start, k, args.command_rate) < end {
+                if k % PROBE_EVERY == 0 {
+                    client
+                        .publish(&probe, k.to_string().as_bytes())
+                        .context("publishing a broker probe")?;
+                }
                 let ep = format!("{}-{}", dev.prefix, k % u64::from(dev.devices));
                 client
                     .publish(
