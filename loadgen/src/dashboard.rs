@@ -48,7 +48,9 @@ struct Run {
 fn read_hlog(path: &Path) -> anyhow::Result<MetricData> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut intervals = Vec::new();
-    let mut total = histogram();
+    // Merged into a histogram of the logged precision: the gateway's batch sizes count
+    // from 1, finer than the loadgen's nanosecond histograms.
+    let mut total: Option<Histogram<u64>> = None;
     let mut de = Deserializer::new();
     for entry in IntervalLogIterator::new(&bytes) {
         let entry = entry.map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
@@ -61,7 +63,10 @@ fn read_hlog(path: &Path) -> anyhow::Result<MetricData> {
         let h: Histogram<u64> = de
             .deserialize(&mut &raw[..])
             .map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
-        total.add(&h).context("merging intervals")?;
+        total
+            .get_or_insert_with(|| Histogram::new_from(&h))
+            .add(&h)
+            .context("merging intervals")?;
         intervals.push((
             ilh.start_timestamp().as_secs_f64(),
             ilh.duration().as_secs_f64(),
@@ -75,7 +80,7 @@ fn read_hlog(path: &Path) -> anyhow::Result<MetricData> {
     Ok(MetricData {
         metric,
         intervals,
-        total,
+        total: total.unwrap_or_else(histogram),
     })
 }
 
@@ -334,6 +339,30 @@ fn unit(max_ns: u64) -> (f64, &'static str) {
     }
 }
 
+/// Histograms of sizes rather than latencies (the gateway's `shard-<n>-uplink-batch.hlog`:
+/// PUBLISH packets per socket write).
+fn is_count(metric: &str) -> bool {
+    metric.ends_with("batch")
+}
+
+/// (divisor, unit) for a metric whose largest value is `max`.
+fn metric_unit(metric: &str, max: u64) -> (f64, &'static str) {
+    if is_count(metric) {
+        (1.0, "messages")
+    } else {
+        unit(max)
+    }
+}
+
+/// A value of `metric` for the summary table.
+fn fmt_value(metric: &str, v: u64) -> String {
+    if is_count(metric) {
+        v.to_string()
+    } else {
+        fmt_ns(v)
+    }
+}
+
 fn spectrum(h: &Histogram<u64>, div: f64) -> Vec<(f64, f64)> {
     (0..=NINES as usize * SPECTRUM_STEPS)
         .map(|i| {
@@ -356,7 +385,7 @@ fn metric_section(out: &mut String, metric: &str, runs: &[Run]) {
         })
         .collect();
     let max = data.iter().map(|(_, m)| m.total.max()).max().unwrap_or(0);
-    let (div, u) = unit(max);
+    let (div, u) = metric_unit(metric, max);
     let spectrum_series: Vec<Series> = data
         .iter()
         .map(|(i, m)| Series {
@@ -374,7 +403,8 @@ fn metric_section(out: &mut String, metric: &str, runs: &[Run]) {
         })
         .max()
         .unwrap_or(0);
-    let (tdiv, tu) = unit(max_p99);
+    let (tdiv, tu) = metric_unit(metric, max_p99);
+    let what = if is_count(metric) { "size" } else { "latency" };
     let mut over_time = Vec::new();
     let mut throughput = Vec::new();
     for (i, m) in &data {
@@ -406,15 +436,15 @@ fn metric_section(out: &mut String, metric: &str, runs: &[Run]) {
         r#"<section><h2>{m}</h2><div class="charts">{a}{b}{c}</div></section>"#,
         m = esc(metric),
         a = chart(
-            &format!("{metric}: latency by percentile"),
-            &format!("latency ({u})"),
+            &format!("{metric}: {what} by percentile"),
+            &format!("{what} ({u})"),
             XAxis::Percentile,
             &spectrum_series,
             &[],
         ),
         b = chart(
-            &format!("{metric}: latency over time"),
-            &format!("latency ({tu})"),
+            &format!("{metric}: {what} over time"),
+            &format!("{what} ({tu})"),
             XAxis::Seconds,
             &over_time,
             &[("p99", false), ("p50", true)],
@@ -502,9 +532,19 @@ fn summary_table(out: &mut String, runs: &[Run], metrics: &[String]) {
                 r.metrics
                     .iter()
                     .find(|d| &d.metric == m)
-                    .map_or("–".into(), |d| fmt_ns(d.total.value_at_quantile(q)))
+                    .map_or("–".into(), |d| fmt_value(m, d.total.value_at_quantile(q)))
             });
         }
+    }
+    for (label, key) in [
+        ("gateway RSS at start (MiB)", "rss_start_mib"),
+        ("gateway RSS at end (MiB)", "rss_end_mib"),
+        ("gateway RSS peak (MiB)", "rss_peak_mib"),
+        ("gateway CPU (s)", "cpu_s"),
+    ] {
+        row(label, &|r| {
+            cell(r.summary.pointer(&format!("/gateway/{key}")))
+        });
     }
     for key in ["cores", "cpu", "kernel"] {
         row(key, &|r| {
@@ -565,15 +605,37 @@ mod tests {
 
     fn synthetic_run(dir: &Path, scale: u64) {
         std::fs::create_dir_all(dir).expect("dir");
+        write_hlog(
+            &dir.join("register.hlog"),
+            histogram,
+            |v| v * 1_000 * scale,
+            1000,
+        );
+        let summary = serde_json::json!({
+            "name": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "scenario": "register-storm", "ok": 5000, "errors": 0, "timeouts": 0,
+            "metrics": {"register": {"throughput_per_s": 1000.0}},
+            "machine": {"cores": 2, "kernel": "6.1.0"}
+        });
+        std::fs::write(dir.join("summary.json"), summary.to_string()).expect("summary");
+    }
+
+    /// Five 1 s intervals, each recording `value(1..=n)`.
+    fn write_hlog(
+        path: &Path,
+        new: impl Fn() -> Histogram<u64>,
+        value: impl Fn(u64) -> u64,
+        n: u64,
+    ) {
         let mut file = Vec::new();
         let mut ser = V2DeflateSerializer::new();
         let mut w = IntervalLogWriterBuilder::new()
             .begin_log_with(&mut file, &mut ser)
             .expect("log");
         for second in 0..5u64 {
-            let mut h = histogram();
-            for v in 1..=1000u64 {
-                h.record(v * 1_000 * scale).expect("in range");
+            let mut h = new();
+            for v in 1..=n {
+                h.record(value(v)).expect("in range");
             }
             w.write_histogram(
                 &h,
@@ -584,14 +646,36 @@ mod tests {
             .expect("write");
         }
         drop(w);
-        std::fs::write(dir.join("register.hlog"), file).expect("hlog");
-        let summary = serde_json::json!({
-            "name": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "scenario": "register-storm", "ok": 5000, "errors": 0, "timeouts": 0,
-            "metrics": {"register": {"throughput_per_s": 1000.0}},
-            "machine": {"cores": 2, "kernel": "6.1.0"}
-        });
+        std::fs::write(path, file).expect("hlog");
+    }
+
+    #[test]
+    fn gateway_histograms_and_memory_render_in_their_units() {
+        let base = std::env::temp_dir().join(format!("loadgen-dash-gw-{}", std::process::id()));
+        let dir = base.join("gw-run");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let sizes = || Histogram::new_with_bounds(1, 1 << 20, 3).expect("bounds");
+        write_hlog(&dir.join("shard-0-uplink-batch.hlog"), sizes, |v| v, 128);
+        write_hlog(
+            &dir.join("shard-0-pipeline.hlog"),
+            histogram,
+            |v| v * 1_000,
+            100,
+        );
+        let summary = serde_json::json!({"name": "gw-run", "gateway": {"rss_end_mib": 312.5}});
         std::fs::write(dir.join("summary.json"), summary.to_string()).expect("summary");
+        let out = base.join("dash.html");
+        render_to(&[dir], &out).expect("render");
+        let html = std::fs::read_to_string(&out).expect("html");
+        assert!(html.contains("shard-0-uplink-batch: size by percentile"));
+        assert!(html.contains("shard-0-pipeline: latency by percentile"));
+        // Batch sizes 1..=128 are counts, not nanoseconds.
+        assert!(
+            html.contains("<th>shard-0-uplink-batch p50</th><td>64</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<th>gateway RSS at end (MiB)</th><td>312.5</td>"));
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

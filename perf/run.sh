@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The capacity suite of SPEC §7 on this machine, one command:
+#
+#   perf/run.sh            # everything, ~4 minutes on 2 cores
+#   perf/run.sh p4 p5      # some of: baseline p2 p3 p4 p5
+#
+# Builds release binaries, starts Mosquitto (TCP_NODELAY, on a free port) and, for each
+# scenario, a fresh gateway publishing to it with its own histograms in the scenario's
+# result folder; then renders perf/dashboard.html from every folder this run wrote.
+# Results land in perf/results/<scenario>-<UTC>/ (loadgen's .hlog + summary.json, the
+# gateway's shard-*.hlog). Knobs (environment): DEVICES (P4, default 1000000),
+# STORM_RATE (P3, 50000), NOTIFY_RATE (P2, 100000), NOTIFY_DEVICES (10000),
+# COMMAND_RATE (P5, 10000), BASELINE_RATE (250000), DURATION (each timed phase, 20s),
+# SHARDS (gateway shards, 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICES=${DEVICES:-1000000}
+STORM_RATE=${STORM_RATE:-50000}
+NOTIFY_RATE=${NOTIFY_RATE:-100000}
+NOTIFY_DEVICES=${NOTIFY_DEVICES:-10000}
+COMMAND_RATE=${COMMAND_RATE:-10000}
+BASELINE_RATE=${BASELINE_RATE:-250000}
+DURATION=${DURATION:-20s}
+SHARDS=${SHARDS:-2}
+STEPS=("$@")
+[ ${#STEPS[@]} -gt 0 ] || STEPS=(baseline p3 p4 p2 p5)
+
+log() { printf '\n== %s\n' "$*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+stamp() { date -u +%Y%m%dT%H%M%SZ; }
+
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+if [ ! -x "$MOSQUITTO" ]; then
+    echo "perf/run.sh needs Mosquitto: apt-get install -y mosquitto" >&2
+    exit 2
+fi
+
+log "building"
+cargo build --release -q -p lwm2m-gateway -p loadgen
+GW=./target/release/lwm2m-gateway
+LG=./target/release/loadgen
+
+WORK=$(mktemp -d)
+MQTT_PORT=$(free_port)
+COAP_PORT=$(free_port)
+MOSQ_PID=""
+GW_PID=""
+cleanup() {
+    [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null || true
+    [ -n "$MOSQ_PID" ] && kill "$MOSQ_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat >"$WORK/mosquitto.conf" <<CONF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 1000000
+set_tcp_nodelay true
+CONF
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+MOSQ_PID=$!
+
+# A gateway for one scenario: default configuration, Mosquitto as the broker, histograms
+# (1 s intervals) into the scenario's folder.
+start_gateway() {
+    local dir=$1
+    mkdir -p "$dir"
+    sed -e "s|^shards = .*|shards = $SHARDS|" \
+        -e "s|^bind = \"0.0.0.0:5683\"|bind = \"127.0.0.1:$COAP_PORT\"|" \
+        -e "s|^broker = \"embedded\"|broker = \"mqtt://127.0.0.1:$MQTT_PORT\"|" \
+        -e "s|^histogram_dir = \"\"|histogram_dir = \"$dir\"|" \
+        -e "s|^histogram_interval = .*|histogram_interval = \"1s\"|" \
+        -e "s|^bind = \"127.0.0.1:8080\"|bind = \"\"|" \
+        config/gateway.toml >"$WORK/gateway.toml"
+    "$GW" --config "$WORK/gateway.toml" >"$dir/gateway.log" 2>&1 &
+    GW_PID=$!
+    for _ in $(seq 100); do
+        grep -q "gateway running" "$dir/gateway.log" && return 0
+        sleep 0.1
+    done
+    echo "the gateway did not start; see $dir/gateway.log" >&2
+    exit 1
+}
+
+stop_gateway() {
+    kill "$GW_PID"
+    wait "$GW_PID" || true
+    GW_PID=""
+}
+
+DIRS=()
+run() {
+    local name=$1
+    shift
+    local dir=perf/results/$name-$(stamp)
+    log "$name: $*"
+    start_gateway "$dir"
+    local status=0
+    "$LG" "$@" --gateway "127.0.0.1:$COAP_PORT" --gateway-pid "$GW_PID" --out "$dir" || status=$?
+    stop_gateway
+    DIRS+=("$dir")
+    return $status
+}
+
+FAILED=0
+for step in "${STEPS[@]}"; do
+    case $step in
+    baseline)
+        dir=perf/results/udp-baseline-$(stamp)
+        log "udp-baseline at $BASELINE_RATE/s"
+        "$LG" udp-baseline --rate "$BASELINE_RATE" --duration "$DURATION" --out "$dir" || FAILED=1
+        DIRS+=("$dir")
+        ;;
+    p3)
+        run register-storm register-storm --devices 100000 --rate "$STORM_RATE" \
+            --sockets 2 --prefix p3 --deregister || FAILED=1
+        ;;
+    p4)
+        run register-1m register-storm --devices "$DEVICES" --rate 25000 --sockets 2 \
+            --lifetime 3600 --timeout 300s --prefix p4 || FAILED=1
+        ;;
+    p2)
+        run steady-notify steady-notify --devices "$NOTIFY_DEVICES" --notify-rate "$NOTIFY_RATE" \
+            --con-ratio 0.1 --format tlv --duration "$DURATION" --sockets 2 \
+            --mqtt "127.0.0.1:$MQTT_PORT" --prefix p2 || FAILED=1
+        ;;
+    p5)
+        run command-rtt command-rtt --devices 10000 --command-rate "$COMMAND_RATE" \
+            --duration "$DURATION" --mqtt "127.0.0.1:$MQTT_PORT" --prefix p5 || FAILED=1
+        ;;
+    *)
+        echo "unknown step $step (baseline p2 p3 p4 p5)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+log "dashboard"
+"$LG" dashboard "${DIRS[@]}" --out perf/dashboard.html
+echo "results: ${DIRS[*]}"
+exit $FAILED
