@@ -70,6 +70,8 @@ pub struct Device {
     pub obs_token: [u8; 8],
     /// Used bytes of `obs_token`.
     pub obs_token_len: u8,
+    /// Which of its two loopback addresses the device sends from; flipped by a rebinding.
+    pub addr_gen: u8,
 }
 
 impl Device {
@@ -88,6 +90,7 @@ impl Device {
             location_len: 0,
             obs_token: [0; 8],
             obs_token_len: 0,
+            addr_gen: 0,
         }
     }
 

@@ -60,6 +60,8 @@ pub struct Plan {
     pub format: Format,
     /// Fraction of notifications sent CON.
     pub con_ratio: f64,
+    /// Fraction of Updates sent from the device's other address (a NAT rebinding).
+    pub rebind_ratio: f64,
     /// `udp-baseline`: datagrams per second to the echo sink, and until when (ns).
     pub pings: Option<(f64, u64)>,
 }
@@ -101,6 +103,12 @@ impl Control {
             f64::from_bits(self.notify_rate.load(Ordering::Relaxed)),
         ))
     }
+}
+
+/// Whether item `n` of a sequence is one of the `ratio` share picked evenly (every 10th
+/// for 0.1), without randomness so runs repeat.
+fn every(n: u64, ratio: f64) -> bool {
+    ((n + 1) as f64 * ratio).floor() - (n as f64 * ratio).floor() >= 1.0
 }
 
 /// Ns from a schedule's start until item `g` is due at `rate` per second.
@@ -192,10 +200,14 @@ impl Worker<'_> {
                             wake = wake.min(due);
                             break;
                         }
-                        let d = &self.devices[j as usize];
+                        let d = &mut self.devices[j as usize];
                         if d.life == Life::Registered
                             && !matches!(d.pending, Pending::Register | Pending::Update)
                         {
+                            if every(update_next, self.plan.rebind_ratio) {
+                                d.addr_gen ^= 1;
+                                self.counters.add(Counter::Rebound, 1);
+                            }
                             self.send_request(j as u32, Pending::Update, due, now)?;
                         }
                         update_next += 1;
@@ -233,9 +245,7 @@ impl Worker<'_> {
                         break;
                     }
                     let j = self.observed[(notify_next % self.observed.len() as u64) as usize];
-                    let con = (((notify_next + 1) as f64 * self.plan.con_ratio).floor()
-                        - (notify_next as f64 * self.plan.con_ratio).floor())
-                        >= 1.0;
+                    let con = every(notify_next, self.plan.con_ratio);
                     self.notify(j, con, due, now)?;
                     notify_next += 1;
                 }
@@ -290,14 +300,16 @@ impl Worker<'_> {
         Ok(())
     }
 
-    fn local_of(&self, g: Option<u32>) -> Option<u32> {
-        let g = g?;
+    fn local_of(&self, index: Option<u32>) -> Option<u32> {
+        // A device's second address is its index plus the number of devices.
+        let g = index? % self.plan.devices.max(1);
         let k = self.plan.sockets;
         (g % k == self.shard && (g / k) < self.devices.len() as u32).then_some(g / k)
     }
 
     fn send(&mut self, j: u32) -> anyhow::Result<()> {
-        let ip = device_ip(self.global(j));
+        let gen = u32::from(self.devices[j as usize].addr_gen);
+        let ip = device_ip(self.global(j) + gen * self.plan.devices);
         match self.socket.send_from(ip, self.plan.target, &self.out) {
             Ok(()) => Ok(()),
             // A full send buffer loses the datagram as a network would; CON retransmits.

@@ -135,6 +135,10 @@ pub struct NotifyArgs {
     /// Observe commands published per second.
     #[arg(long, default_value_t = 10_000.0)]
     pub observe_rate: f64,
+    /// soak: fraction of Updates a device sends from its other loopback address, as after
+    /// a NAT rebinding (the gateway must follow it, across shards if need be), 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    pub rebind_ratio: f64,
     /// How long devices notify (soak: how long the whole run lasts).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,

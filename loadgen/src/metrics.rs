@@ -147,11 +147,13 @@ pub enum Counter {
     Malformed,
     /// Commands never answered and notifications never seen over MQTT.
     Lost,
+    /// Updates sent from a new address (simulated NAT rebinding).
+    Rebound,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::Registered,
         Counter::RegisterFailed,
         Counter::Timeouts,
@@ -169,6 +171,7 @@ impl Counter {
         Counter::PingsOk,
         Counter::Malformed,
         Counter::Lost,
+        Counter::Rebound,
     ];
 
     /// Summary key.
@@ -191,6 +194,7 @@ impl Counter {
             Counter::PingsOk => "pings_ok",
             Counter::Malformed => "malformed",
             Counter::Lost => "lost",
+            Counter::Rebound => "rebound",
         }
     }
 

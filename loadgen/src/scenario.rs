@@ -141,6 +141,7 @@ fn device_plan(args: &DeviceArgs) -> anyhow::Result<Plan> {
         },
         format: Format::Tlv,
         con_ratio: 0.0,
+        rebind_ratio: 0.0,
         pings: None,
     })
 }
@@ -195,6 +196,22 @@ pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
     plan.format = args.format;
     plan.con_ratio = args.con_ratio;
     plan.updates = soak;
+    if !(0.0..=1.0).contains(&args.rebind_ratio) {
+        bail!(
+            "--rebind-ratio must be between 0 and 1, got {}",
+            args.rebind_ratio
+        );
+    }
+    if args.rebind_ratio > 0.0 && !soak {
+        bail!("--rebind-ratio needs Updates to rebind on: use it with soak");
+    }
+    if args.rebind_ratio > 0.0 && plan.devices > MAX_DEVICES / 2 {
+        bail!(
+            "--rebind-ratio gives every device a second address: at most {} devices",
+            MAX_DEVICES / 2
+        );
+    }
+    plan.rebind_ratio = args.rebind_ratio;
     let mut metrics = vec![Metric::Register];
     if soak {
         metrics.push(Metric::Update);
@@ -319,6 +336,7 @@ pub fn udp_baseline(args: &BaselineArgs) -> anyhow::Result<bool> {
         },
         format: Format::Tlv,
         con_ratio: 0.0,
+        rebind_ratio: 0.0,
         pings: Some((args.rate, args.duration.as_nanos() as u64)),
     };
     execute(
