@@ -354,9 +354,10 @@ async fn shard_main(ctx: ShardContext) {
     let filter =
         crate::translate::Mountpoint::parse(&ctx.config.gateway.mountpoint).filter(&command.topic);
     uplink.subscribe(vec![(filter, command.qos)]);
+    let hist = Rc::new(RefCell::new(ShardHistograms::new()));
+    let timed = ctx.config.perf.histogram_dir.is_some();
     {
-        let io = io.clone();
-        let uplink = uplink.clone();
+        let (io, uplink, hist) = (io.clone(), uplink.clone(), hist.clone());
         glommio::spawn_local(async move {
             loop {
                 let (topic, payload) = uplink.next_incoming().await;
@@ -364,6 +365,9 @@ async fn shard_main(ctx: ShardContext) {
                 let mut io = io.borrow_mut();
                 io.shard.handle_command(now, &topic, &payload);
                 io.flush(now);
+                if timed {
+                    hist.borrow_mut().record_command(now.elapsed());
+                }
             }
         })
         .detach();
@@ -404,7 +408,6 @@ async fn shard_main(ctx: ShardContext) {
         .detach();
     }
 
-    let hist = Rc::new(RefCell::new(ShardHistograms::new()));
     let dumping = ctx.config.perf.histogram_dir.clone().map(|dir| {
         let (hist, uplink, shutdown) = (hist.clone(), uplink.clone(), ctx.shutdown.clone());
         let interval = ctx.config.perf.histogram_interval;
