@@ -80,10 +80,7 @@ fn addr(i: u32) -> SocketAddr {
 }
 
 fn live() -> (i64, i64) {
-    (
-        LIVE.load(Ordering::Relaxed),
-        CHUNKS.load(Ordering::Relaxed),
-    )
+    (LIVE.load(Ordering::Relaxed), CHUNKS.load(Ordering::Relaxed))
 }
 
 fn main() {
@@ -120,7 +117,11 @@ fn main() {
         shard.handle_timeout(now);
     }
     let took = began.elapsed();
-    assert_eq!(shard.registered(), devices as usize, "every device registered");
+    assert_eq!(
+        shard.registered(),
+        devices as usize,
+        "every device registered"
+    );
     let (bytes, chunks) = live();
     let (bytes, chunks) = (bytes - base, chunks - base_chunks);
     let n = f64::from(devices);
