@@ -395,6 +395,37 @@ mod tests {
     }
 
     #[test]
+    fn long_responses_and_ipv6_peers_are_replayed() {
+        let mut cache = DedupCache::new(4);
+        let t = Instant::now();
+        let v6: SocketAddr = "[2001:db8::7]:5683".parse().expect("address");
+        let long = [0xAB; INLINE_RESPONSE + 9];
+        assert_eq!(cache.check(t, v6, 9), Dedup::New);
+        cache.record_response(v6, 9, &long);
+        let short = [0x60, 0x41, 0, 9];
+        assert_eq!(cache.check(t, peer(5683), 9), Dedup::New, "other peer");
+        cache.record_response(peer(5683), 9, &short);
+        assert_eq!(cache.check(t, v6, 9), Dedup::Duplicate(Some(&long[..])));
+        assert_eq!(
+            cache.check(t, peer(5683), 9),
+            Dedup::Duplicate(Some(&short[..]))
+        );
+    }
+
+    #[test]
+    fn reused_key_after_expiry_keeps_the_cache_bounded() {
+        let mut cache = DedupCache::new(2);
+        let t = Instant::now();
+        for round in 0..10u64 {
+            let now = t + (EXCHANGE_LIFETIME + Duration::from_secs(1)) * round as u32;
+            assert_eq!(cache.check(now, peer(1), 1), Dedup::New, "round {round}");
+            assert_eq!(cache.check(now, peer(1), 1), Dedup::Duplicate(None));
+            assert_eq!(cache.len(), 1);
+            assert!(cache.records.len() <= 2);
+        }
+    }
+
+    #[test]
     fn record_for_unknown_exchange_is_ignored() {
         let mut cache = DedupCache::new(2);
         cache.record_response(peer(1), 1, b"resp");
