@@ -5,14 +5,16 @@
 //! here knows about CoAP messages, sockets or the clock.
 
 pub mod object;
+pub mod object_lists;
 pub mod path;
 pub mod registration;
 
 pub use object::{
     parse_object_xml, ObjectDef, ObjectError, Operations, Registry, ResourceDef, ResourceType,
 };
+pub use object_lists::ObjectLists;
 pub use path::{Path, PathError};
 pub use registration::{
-    parse_object_list, parse_query, Limits, ObjectLink, ObjectList, RegisterQuery, Registration,
-    RegistrationError, UpdateOutcome, Version,
+    parse_object_list, parse_query, Binding, Limits, ObjectLink, ObjectList, RegisterQuery,
+    Registration, RegistrationError, UpdateOutcome, Version,
 };

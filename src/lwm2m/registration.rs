@@ -5,7 +5,10 @@
 //! about CoAP messages or sockets. Every error carries the CoAP response code the server
 //! answers with ([`RegistrationError::response_class`]).
 
+use std::sync::Arc;
+
 use crate::config::GatewayConfig;
+use crate::lwm2m::object_lists::ObjectLists;
 
 /// Lifetime assumed when a Register carries no `lt` (LwM2M default, seconds).
 pub const DEFAULT_LIFETIME: u32 = 86_400;
@@ -315,16 +318,20 @@ pub struct UpdateOutcome {
 }
 
 /// A registered endpoint's parameters.
+///
+/// Kept for every registered device, so it is compact: the name is shared with the
+/// shard's indexes, the binding is inline, and the object list is shared by every device
+/// that registered the same one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     /// Endpoint client name.
-    pub ep: String,
+    pub ep: Arc<str>,
     /// Lifetime in seconds.
     pub lifetime: u32,
     /// Enabler version.
     pub version: Version,
     /// Binding mode, `"U"` when the device sent none.
-    pub binding: String,
+    pub binding: Binding,
     /// The device uses queue mode: the binding holds `Q` (LwM2M 1.0: `UQ`, `SQ`, `UQS`) or
     /// a bare `Q` parameter came (LwM2M 1.1+).
     pub queue_mode: bool,
@@ -332,7 +339,7 @@ pub struct Registration {
     /// name once (a later value replaces an earlier one).
     pub params: Vec<(String, String)>,
     /// The object list, when a payload came.
-    pub object_list: Option<ObjectList>,
+    pub object_list: Option<Arc<ObjectList>>,
 }
 
 impl Registration {
@@ -345,6 +352,26 @@ impl Registration {
         payload: Option<&[u8]>,
         limits: &Limits,
     ) -> Result<Registration, RegistrationError> {
+        Registration::build(query, payload, limits, parse_private)
+    }
+
+    /// [`Registration::from_register`] taking the object list from `lists`, so devices
+    /// sending the same list share one copy.
+    pub fn from_register_shared(
+        query: RegisterQuery,
+        payload: Option<&[u8]>,
+        limits: &Limits,
+        lists: &mut ObjectLists,
+    ) -> Result<Registration, RegistrationError> {
+        Registration::build(query, payload, limits, |p| lists.get_or_parse(p))
+    }
+
+    fn build(
+        query: RegisterQuery,
+        payload: Option<&[u8]>,
+        limits: &Limits,
+        parse: impl FnOnce(&[u8]) -> Result<Arc<ObjectList>, RegistrationError>,
+    ) -> Result<Registration, RegistrationError> {
         let ep = query.ep.ok_or(RegistrationError::MissingEndpoint)?;
         check_endpoint(&ep)?;
         let lifetime = match query.lifetime {
@@ -352,15 +379,15 @@ impl Registration {
             None => DEFAULT_LIFETIME.clamp(limits.lifetime_min, limits.lifetime_max),
         };
         let binding = match query.binding {
-            Some(b) => check_binding(b)?,
-            None => "U".to_owned(),
+            Some(b) => Binding::parse(b)?,
+            None => Binding::UDP,
         };
         let object_list = match payload {
-            Some(p) if !p.is_empty() => Some(parse_object_list(p)?),
+            Some(p) if !p.is_empty() => Some(parse(p)?),
             _ => None,
         };
         let mut reg = Registration {
-            ep,
+            ep: ep.into(),
             lifetime,
             version: query.version.unwrap_or(Version::V1_0),
             binding,
@@ -382,10 +409,31 @@ impl Registration {
         payload: Option<&[u8]>,
         limits: &Limits,
     ) -> Result<UpdateOutcome, RegistrationError> {
+        self.update_with(query, payload, limits, parse_private)
+    }
+
+    /// [`Registration::apply_update`] taking a new object list from `lists`.
+    pub fn apply_update_shared(
+        &mut self,
+        query: RegisterQuery,
+        payload: Option<&[u8]>,
+        limits: &Limits,
+        lists: &mut ObjectLists,
+    ) -> Result<UpdateOutcome, RegistrationError> {
+        self.update_with(query, payload, limits, |p| lists.get_or_parse(p))
+    }
+
+    fn update_with(
+        &mut self,
+        query: RegisterQuery,
+        payload: Option<&[u8]>,
+        limits: &Limits,
+        parse: impl FnOnce(&[u8]) -> Result<Arc<ObjectList>, RegistrationError>,
+    ) -> Result<UpdateOutcome, RegistrationError> {
         if let Some(ep) = query.ep {
-            if ep != self.ep {
+            if *ep != *self.ep {
                 return Err(RegistrationError::EndpointChanged {
-                    registered: self.ep.clone(),
+                    registered: self.ep.to_string(),
                     got: ep,
                 });
             }
@@ -402,9 +450,9 @@ impl Registration {
             .lifetime
             .map(|lt| limits.check_lifetime(lt))
             .transpose()?;
-        let binding = query.binding.map(check_binding).transpose()?;
+        let binding = query.binding.map(Binding::parse).transpose()?;
         let object_list = match payload {
-            Some(p) if !p.is_empty() => Some(parse_object_list(p)?),
+            Some(p) if !p.is_empty() => Some(parse(p)?),
             _ => None,
         };
 
@@ -449,7 +497,7 @@ impl Registration {
     }
 
     fn compute_queue_mode(&self) -> bool {
-        self.binding.contains('Q') || self.params.iter().any(|(n, _)| n == "Q")
+        self.binding.as_str().contains('Q') || self.params.iter().any(|(n, _)| n == "Q")
     }
 }
 
@@ -473,11 +521,65 @@ fn check_endpoint(ep: &str) -> Result<(), RegistrationError> {
     })
 }
 
-fn check_binding(b: String) -> Result<String, RegistrationError> {
-    if b.is_empty() || b.len() > MAX_BINDING_LEN || !b.bytes().all(|c| b"UQSNT".contains(&c)) {
-        return Err(RegistrationError::InvalidBinding(b));
+fn parse_private(payload: &[u8]) -> Result<Arc<ObjectList>, RegistrationError> {
+    parse_object_list(payload).map(Arc::new)
+}
+
+/// A binding mode (`b`): one to [`MAX_BINDING_LEN`] of the letters U, Q, S, N, T, stored
+/// inline in the order received.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Binding {
+    len: u8,
+    letters: [u8; MAX_BINDING_LEN],
+}
+
+impl Binding {
+    /// `U`, assumed when a device sends no binding.
+    pub const UDP: Binding = Binding {
+        len: 1,
+        letters: [b'U', 0, 0, 0, 0, 0, 0, 0],
+    };
+
+    /// Validates the value of the `b` parameter.
+    pub fn parse(b: String) -> Result<Binding, RegistrationError> {
+        if b.is_empty() || b.len() > MAX_BINDING_LEN || !b.bytes().all(|c| b"UQSNT".contains(&c)) {
+            return Err(RegistrationError::InvalidBinding(b));
+        }
+        let mut letters = [0; MAX_BINDING_LEN];
+        letters[..b.len()].copy_from_slice(b.as_bytes());
+        Ok(Binding {
+            len: b.len() as u8,
+            letters,
+        })
     }
-    Ok(b)
+
+    /// The binding as the device sent it, e.g. `"UQ"`.
+    pub fn as_str(&self) -> &str {
+        let letters = self
+            .letters
+            .get(..usize::from(self.len))
+            .unwrap_or_default();
+        // Only the ASCII letters accepted by `parse` are ever stored.
+        std::str::from_utf8(letters).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Binding {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// The objects and object instances a device announces (Register/Update payload).

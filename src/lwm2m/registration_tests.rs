@@ -67,7 +67,7 @@ fn query(params: &[&str]) -> RegisterQuery {
 #[test]
 fn wakaama_v11_register() {
     let reg = register(captures::WAKAAMA_V11);
-    assert_eq!(reg.ep, "peer-ep1");
+    assert_eq!(&*reg.ep, "peer-ep1");
     assert_eq!(reg.lifetime, 300);
     assert_eq!(reg.version, Version::V1_1);
     assert_eq!(reg.binding, "U");
@@ -101,7 +101,7 @@ fn wakaama_v11_register() {
 #[test]
 fn wakaama_v10_register() {
     let reg = register(captures::WAKAAMA_V10);
-    assert_eq!(reg.ep, "peer-ep-v10");
+    assert_eq!(&*reg.ep, "peer-ep-v10");
     assert_eq!(reg.lifetime, 120);
     assert_eq!(reg.version, Version::V1_0);
     let list = reg.object_list.as_ref().expect("object list");
@@ -127,7 +127,7 @@ fn wakaama_v10_register() {
 #[test]
 fn lightclient_register() {
     let reg = register(captures::LIGHTCLIENT);
-    assert_eq!(reg.ep, "peer-light");
+    assert_eq!(&*reg.ep, "peer-light");
     assert_eq!(reg.version, Version::V1_1);
     let list = reg.object_list.as_ref().expect("object list");
     assert_eq!(list.content_formats, vec![112]);
@@ -145,7 +145,7 @@ const ANJAY_PATHS: [&str; 19] = [
 #[test]
 fn anjay_v12_register_is_accepted() {
     let reg = register(captures::ANJAY_V12);
-    assert_eq!(reg.ep, "anjay-ep1");
+    assert_eq!(&*reg.ep, "anjay-ep1");
     assert_eq!(reg.version, Version::V1_2);
     assert_eq!(reg.binding, "U", "binding defaults to U");
     let list = reg.object_list.as_ref().expect("object list");
@@ -160,7 +160,7 @@ fn anjay_v12_register_is_accepted() {
 #[test]
 fn anjay_v10_quoted_version_is_unquoted() {
     let reg = register(captures::ANJAY_V10);
-    assert_eq!(reg.ep, "anjay-ep-v10");
+    assert_eq!(&*reg.ep, "anjay-ep-v10");
     assert_eq!(reg.lifetime, 120);
     assert_eq!(reg.version, Version::V1_0);
     let list = reg.object_list.as_ref().expect("object list");

@@ -95,7 +95,7 @@ impl Shard {
         };
         let Some(ep) = m.endpoint else { return };
         let peerhost = m.peerhost.unwrap_or("");
-        let Some(&location) = self.by_name.get(ep) else {
+        let Some(location) = self.endpoints.by_name(ep) else {
             // Every shard sees every command; the name's directory shard answers for
             // endpoints registered nowhere.
             if directory_shard(ep, self.cfg.shards) == self.cfg.shard
@@ -326,7 +326,7 @@ impl Shard {
         from: SocketAddr,
         msg: &Message<'_>,
     ) {
-        let Some(&location) = self.by_addr.get(&from) else {
+        let Some(location) = self.endpoints.by_addr(from) else {
             return;
         };
         let Some(ep) = self.endpoints.get_mut(&location) else {

@@ -20,6 +20,7 @@
 mod downlink;
 #[cfg(test)]
 mod downlink_tests;
+mod endpoints;
 mod location;
 mod registration;
 #[cfg(test)]
@@ -39,14 +40,17 @@ use crate::coap::{
     MessageWriter, MidGen, TokenGen,
 };
 use crate::config::{Config, Qos, Translators, UpdatePublishCondition};
-use crate::lwm2m::{Limits, Registration, Registry};
+use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 
+use endpoints::{Directory, Endpoint, Endpoints};
 pub use location::Location;
 
 /// CON requests remembered for duplicate detection per shard; beyond, the oldest go first.
-/// At 247 s exchange lifetime this covers ~4 k new CONs/s per shard without eviction.
-const DEDUP_CAPACITY: usize = 1 << 20;
+/// Retransmissions come within MAX_TRANSMIT_SPAN (45 s), which this covers at ~5.8 k new
+/// CONs/s per shard; a later duplicate is processed again, which Register (recognised by
+/// its message id), Update and Deregister tolerate.
+const DEDUP_CAPACITY: usize = 1 << 18;
 
 /// Forwarded datagrams may hop at most this often (arrival → home → owner) before the
 /// location is treated as unknown, so a routing inconsistency can never loop.
@@ -153,7 +157,7 @@ pub enum Handoff {
     /// To the directory shard of `ep`: `location` on `owner` now holds this name.
     Claim {
         /// Endpoint name.
-        ep: String,
+        ep: Arc<str>,
         /// Its registration.
         location: Location,
         /// Shard holding it.
@@ -164,7 +168,7 @@ pub enum Handoff {
     /// To the directory shard of `ep`: `location` no longer holds the name.
     Release {
         /// Endpoint name.
-        ep: String,
+        ep: Arc<str>,
         /// The registration that ended.
         location: Location,
     },
@@ -182,6 +186,8 @@ pub struct Migrating {
     registration: Registration,
     addr: SocketAddr,
     expires: Instant,
+    registered: Instant,
+    register_mid: u16,
     downlink: Option<Box<downlink::Downlink>>,
 }
 
@@ -232,13 +238,6 @@ pub struct ShardStats {
     pub undecodable: u64,
 }
 
-struct Endpoint {
-    registration: Registration,
-    addr: SocketAddr,
-    expires: Instant,
-    downlink: Option<Box<downlink::Downlink>>,
-}
-
 /// Token bucket for `max_conn_rate`.
 #[derive(Debug)]
 struct RateLimit {
@@ -264,15 +263,19 @@ impl RateLimit {
 /// One shard's LwM2M server state.
 pub struct Shard {
     cfg: ShardConfig,
-    endpoints: AHashMap<Location, Endpoint>,
-    by_addr: AHashMap<SocketAddr, Location>,
-    by_name: AHashMap<String, Location>,
+    endpoints: Endpoints,
     /// Directory entries for names that hash to this shard: name → (registration, owner).
-    directory: AHashMap<String, (Location, usize)>,
+    directory: Directory,
+    /// Object lists shared by the registrations of this shard.
+    object_lists: ObjectLists,
+    /// Time zero of the whole-second deadlines kept per endpoint.
+    epoch: Instant,
     /// Endpoints registered here that now live on another shard: seq → owner.
     moved: AHashMap<u32, usize>,
     next_seq: u32,
-    expiry: BinaryHeap<Reverse<(Instant, Location)>>,
+    /// Lifetime deadlines `(seconds after epoch, endpoint)`; an Update does not push, the
+    /// entry is re-armed when it fires early.
+    expiry: BinaryHeap<Reverse<(u32, Location)>>,
     dedup: DedupCache,
     blocks: Block1Assembler,
     mids: MidGen,
@@ -318,10 +321,10 @@ impl Shard {
     pub fn new(cfg: ShardConfig, now: Instant, seed: u64) -> Shard {
         let per_sec = f64::from(cfg.max_register_rate.max(1));
         Shard {
-            endpoints: AHashMap::new(),
-            by_addr: AHashMap::new(),
-            by_name: AHashMap::new(),
-            directory: AHashMap::new(),
+            endpoints: Endpoints::new(),
+            directory: Directory::new(),
+            object_lists: ObjectLists::new(),
+            epoch: now,
             moved: AHashMap::new(),
             next_seq: 0,
             expiry: BinaryHeap::new(),
@@ -398,26 +401,23 @@ impl Shard {
                 owner,
                 fresh,
             } => self.claim(now, ep, location, owner, fresh),
-            Handoff::Release { ep, location } => {
-                if self.directory.get(&ep).is_some_and(|(l, _)| *l == location) {
-                    self.directory.remove(&ep);
-                }
-            }
+            Handoff::Release { ep, location } => self.directory.release(&ep, location),
             Handoff::Evict { location } => self.evict(now, location),
         }
     }
 
     /// Advances timers: lifetime expiry and housekeeping.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let now_secs = self.secs(now);
         while let Some(Reverse((at, location))) = self.expiry.peek().copied() {
-            if at > now {
+            if at > now_secs {
                 break;
             }
             self.expiry.pop();
             let Some(ep) = self.endpoints.get(&location) else {
                 continue;
             };
-            if ep.expires > now {
+            if ep.expires > now_secs {
                 // Lifetime was extended by an Update: re-arm at the new deadline.
                 self.expiry.push(Reverse((ep.expires, location)));
                 continue;
@@ -429,13 +429,17 @@ impl Shard {
         if now >= self.next_housekeeping {
             self.dedup.expire(now);
             self.blocks.expire(now);
+            self.object_lists.prune();
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
         }
     }
 
     /// When [`Shard::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let next_expiry = self.expiry.peek().map(|Reverse((at, _))| *at);
+        let next_expiry = self
+            .expiry
+            .peek()
+            .map(|Reverse((at, _))| self.epoch + Duration::from_secs(u64::from(*at)));
         let next_retransmit = self.retransmit.peek().map(|Reverse((at, _, _))| *at);
         [next_expiry, next_retransmit]
             .into_iter()
@@ -503,6 +507,26 @@ impl Shard {
             MessageType::Con => self.queue_empty(from, MessageType::Rst, msg.mid()),
             MessageType::Non => {}
         }
+    }
+
+    /// Whole seconds from the epoch to `now`, rounded down.
+    fn secs(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// The deadline `lifetime` seconds after `now`, rounded up to whole seconds after the
+    /// epoch, so an endpoint never expires early.
+    fn deadline(&self, now: Instant, lifetime: u32) -> u32 {
+        let since = now.saturating_duration_since(self.epoch);
+        let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+        u32::try_from(secs)
+            .unwrap_or(u32::MAX)
+            .saturating_add(lifetime)
+    }
+
+    /// The instant `secs` seconds after the epoch.
+    fn instant(&self, secs: u32) -> Instant {
+        self.epoch + Duration::from_secs(u64::from(secs))
     }
 
     fn log_peer_error(&mut self, now: Instant, from: SocketAddr, e: &dyn std::fmt::Display) {

@@ -4,12 +4,13 @@
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use super::{
     directory_shard, Endpoint, Handoff, Location, Migrating, Response, Shard, TopicKind, MAX_HOPS,
 };
-use crate::coap::{Block, BlockProgress, Code, Message};
+use crate::coap::{Block, BlockProgress, Code, Message, MessageType, EXCHANGE_LIFETIME};
 use crate::config::UpdatePublishCondition;
 use crate::lwm2m::{parse_query, Registration, RegistrationError};
 use crate::translate::{Event, RegMsgType};
@@ -171,16 +172,30 @@ impl Shard {
             return self.respond(from, msg, Response::code(Code::UNSUPPORTED_CONTENT_FORMAT));
         }
         let payload = (!body.is_empty()).then_some(body);
-        let registration = match parse_query(msg.uri_query())
-            .and_then(|q| Registration::from_register(q, payload, &self.cfg.limits))
-        {
+        let registration = match parse_query(msg.uri_query()).and_then(|q| {
+            Registration::from_register_shared(q, payload, &self.cfg.limits, &mut self.object_lists)
+        }) {
             Ok(r) => r,
             Err(e) => {
                 self.log_peer_error(now, from, &e);
                 return self.respond(from, msg, Response::code(error_code(&e)));
             }
         };
-        let replacing = self.by_name.get(registration.ep.as_str()).copied();
+        let replacing = self.endpoints.by_name(&registration.ep);
+        if let Some(old) = replacing.filter(|&old| self.is_retransmission(now, from, msg, old)) {
+            // The exchange cache already forgot this Register: answer it again rather
+            // than replace the registration it created.
+            self.stats.duplicates += 1;
+            return self.respond(
+                from,
+                msg,
+                Response {
+                    code: Code::CREATED,
+                    location: Some(old),
+                    block1,
+                },
+            );
+        }
         if replacing.is_none() && self.endpoints.len() >= self.cfg.max_endpoints
             || !self.rate.allow(now)
         {
@@ -196,21 +211,21 @@ impl Shard {
             seq: self.next_seq,
         };
         self.next_seq = self.next_seq.wrapping_add(1);
-        let expires = now + Duration::from_secs(u64::from(registration.lifetime));
+        let expires = self.deadline(now, registration.lifetime);
         let name = registration.ep.clone();
 
         self.json.clear();
         crate::translate::write_register(&mut self.json, RegMsgType::Register, &registration);
         self.publish(TopicKind::Register, &name, from);
 
-        self.by_addr.insert(from, location);
-        self.by_name.insert(name.clone(), location);
         self.endpoints.insert(
             location,
             Endpoint {
                 registration,
                 addr: from,
                 expires,
+                registered: self.secs(now),
+                register_mid: msg.mid(),
                 downlink: None,
             },
         );
@@ -240,6 +255,24 @@ impl Shard {
         );
     }
 
+    /// Whether a confirmable Register is a retransmission of the one that created `old`:
+    /// same address and message id within the exchange lifetime (RFC 7252 §4.5).
+    fn is_retransmission(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        old: Location,
+    ) -> bool {
+        msg.ty() == MessageType::Con
+            && self.endpoints.get(&old).is_some_and(|ep| {
+                ep.addr == from
+                    && ep.register_mid == msg.mid()
+                    && u64::from(self.secs(now).saturating_sub(ep.registered))
+                        <= EXCHANGE_LIFETIME.as_secs()
+            })
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn update(
         &mut self,
@@ -262,17 +295,22 @@ impl Shard {
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return self.respond(from, msg, Response::code(Code::NOT_FOUND));
         };
-        let outcome = match parse_query(msg.uri_query())
-            .and_then(|q| ep.registration.apply_update(q, payload, &self.cfg.limits))
-        {
+        let outcome = match parse_query(msg.uri_query()).and_then(|q| {
+            ep.registration.apply_update_shared(
+                q,
+                payload,
+                &self.cfg.limits,
+                &mut self.object_lists,
+            )
+        }) {
             Ok(o) => o,
             Err(e) => {
                 self.log_peer_error(now, from, &e);
                 return self.respond(from, msg, Response::code(error_code(&e)));
             }
         };
-        ep.expires = now + Duration::from_secs(u64::from(ep.registration.lifetime));
-        let old_addr = std::mem::replace(&mut ep.addr, from);
+        let lifetime = ep.registration.lifetime;
+        let old_addr = ep.addr;
         let publish_update = match self.cfg.update_condition {
             UpdatePublishCondition::Always => true,
             UpdatePublishCondition::ContainsObjectList => outcome.object_list_updated,
@@ -282,6 +320,10 @@ impl Shard {
             crate::translate::write_register(&mut self.json, RegMsgType::Update, &ep.registration);
         }
         let name = ep.registration.ep.clone();
+        let expires = self.deadline(now, lifetime);
+        if let Some(ep) = self.endpoints.get_mut(&location) {
+            ep.expires = expires;
+        }
         self.stats.updated += 1;
         self.respond(
             from,
@@ -297,10 +339,7 @@ impl Shard {
         }
         if old_addr != from {
             self.stats.rebound += 1;
-            if self.by_addr.get(&old_addr) == Some(&location) {
-                self.by_addr.remove(&old_addr);
-            }
-            self.by_addr.insert(from, location);
+            self.endpoints.set_addr(location, from);
             self.publish_event(&name, from, Event::Rebound);
         }
         if arrived_on != self.cfg.shard {
@@ -310,10 +349,9 @@ impl Shard {
 
     /// Moves an endpoint to the shard its datagrams now arrive on.
     fn migrate(&mut self, now: Instant, location: Location, to: usize) {
-        let Some(ep) = self.endpoints.remove(&location) else {
+        let Some(ep) = self.endpoints.remove(location) else {
             return;
         };
-        self.unindex(location, &ep);
         let name = ep.registration.ep.clone();
         if let Some(dl) = &ep.downlink {
             for t in dl.tokens() {
@@ -322,9 +360,11 @@ impl Shard {
         }
         let m = Migrating {
             location,
+            expires: self.instant(ep.expires),
+            registered: self.instant(ep.registered),
+            register_mid: ep.register_mid,
             registration: ep.registration,
             addr: ep.addr,
-            expires: ep.expires,
             downlink: ep.downlink,
         };
         self.handoffs.push_back((to, Handoff::Adopt(Box::new(m))));
@@ -358,9 +398,8 @@ impl Shard {
         if usize::from(m.location.home) == self.cfg.shard {
             self.moved.remove(&m.location.seq);
         }
-        self.by_addr.insert(m.addr, m.location);
-        self.by_name.insert(m.registration.ep.clone(), m.location);
-        self.expiry.push(std::cmp::Reverse((m.expires, m.location)));
+        let expires = self.deadline(m.expires, 0);
+        self.expiry.push(std::cmp::Reverse((expires, m.location)));
         if let Some(dl) = &m.downlink {
             for t in dl.tokens() {
                 self.token_owner.insert(t, m.location);
@@ -375,7 +414,9 @@ impl Shard {
             Endpoint {
                 registration: m.registration,
                 addr: m.addr,
-                expires: m.expires,
+                expires,
+                registered: self.secs(m.registered),
+                register_mid: m.register_mid,
                 downlink: m.downlink,
             },
         );
@@ -387,23 +428,23 @@ impl Shard {
     pub(super) fn claim(
         &mut self,
         now: Instant,
-        ep: String,
+        ep: Arc<str>,
         location: Location,
         owner: usize,
         fresh: bool,
     ) {
-        let current = self.directory.get(&ep).copied();
+        let current = self.directory.get(&ep);
         match current {
             Some((held, held_owner)) if held != location => {
                 if fresh {
-                    self.directory.insert(ep, (location, owner));
+                    self.directory.insert(ep, location, owner);
                     self.route(now, held_owner, Handoff::Evict { location: held });
                 } else {
                     self.route(now, owner, Handoff::Evict { location });
                 }
             }
             _ => {
-                self.directory.insert(ep, (location, owner));
+                self.directory.insert(ep, location, owner);
             }
         }
     }
@@ -417,15 +458,6 @@ impl Shard {
                 self.handoffs
                     .push_back((owner, Handoff::Evict { location }));
             }
-        }
-    }
-
-    fn unindex(&mut self, location: Location, ep: &Endpoint) {
-        if self.by_addr.get(&ep.addr) == Some(&location) {
-            self.by_addr.remove(&ep.addr);
-        }
-        if self.by_name.get(ep.registration.ep.as_str()) == Some(&location) {
-            self.by_name.remove(ep.registration.ep.as_str());
         }
     }
 
@@ -444,11 +476,10 @@ impl Shard {
             _ => "registration replaced",
         };
         self.fail_pending(location, reason);
-        let Some(ep) = self.endpoints.remove(&location) else {
+        let Some(ep) = self.endpoints.remove(location) else {
             return;
         };
-        self.unindex(location, &ep);
-        let name = ep.registration.ep;
+        let name = ep.registration.ep.clone();
         let home = usize::from(location.home);
         if home != self.cfg.shard {
             self.route(now, home, Handoff::Gone { location });

@@ -285,6 +285,79 @@ fn duplicate_con_is_answered_from_cache_and_not_processed_twice() {
 }
 
 #[test]
+fn retransmitted_register_after_exchange_eviction_keeps_the_registration() {
+    let mut node = Node::new(1, |_| {});
+    let raw = capture("register.hex");
+    let first = location_of(&only_reply(&node.recv(0, DEVICE, &raw)));
+    // The exchange cache is full of newer exchanges and forgot this one.
+    node.shards[0].dedup = DedupCache::new(DEDUP_CAPACITY);
+    node.advance(Duration::from_secs(30));
+    let again = location_of(&only_reply(&node.recv(0, DEVICE, &raw)));
+    assert_eq!(again, first, "answered with the registration it created");
+    assert_eq!(
+        node.take_published().len(),
+        1,
+        "registered once, nothing replaced"
+    );
+    assert_eq!(node.registered(), 1);
+
+    // Past the exchange lifetime the same message id is a new Register.
+    node.shards[0].dedup = DedupCache::new(DEDUP_CAPACITY);
+    node.advance(crate::coap::EXCHANGE_LIFETIME + Duration::from_secs(1));
+    let later = location_of(&only_reply(&node.recv(0, DEVICE, &raw)));
+    assert_ne!(later, first);
+    let kinds: Vec<_> = node
+        .take_published()
+        .iter()
+        .map(|(_, j)| j["data"]["event"].as_str().unwrap_or("register").to_owned())
+        .collect();
+    assert_eq!(kinds, ["replaced", "register"]);
+    assert_eq!(node.registered(), 1);
+}
+
+#[test]
+fn identical_object_lists_are_shared_until_unused() {
+    let mut node = Node::new(1, |_| {});
+    let objects = b"</1/0>,</3/0>,</31024/10>";
+    let mut locations = Vec::new();
+    for (i, port) in [(1u16, "127.0.0.9:1001"), (2, "127.0.0.9:1002")] {
+        let ep = format!("ep=fleet-{i}");
+        let reg = request(MessageType::Con, Code::POST, i, &["rd"], &[&ep], objects);
+        let reply = node.recv(0, port, &reg);
+        let loc = location_of(&only_reply(&reply));
+        locations.push(Location::parse(loc.as_bytes()).expect("our id"));
+    }
+    let shard = &node.shards[0];
+    let list = |l: &Location| {
+        let ep = shard.endpoints.get(l).expect("registered");
+        ep.registration.object_list.clone().expect("object list")
+    };
+    assert!(Arc::ptr_eq(&list(&locations[0]), &list(&locations[1])));
+    assert_eq!(shard.object_lists.len(), 1);
+
+    for (i, (l, port)) in locations
+        .iter()
+        .zip(["127.0.0.9:1001", "127.0.0.9:1002"])
+        .enumerate()
+    {
+        let del = request(
+            MessageType::Con,
+            Code::DELETE,
+            10 + i as u16,
+            &["rd", &l.to_string()],
+            &[],
+            b"",
+        );
+        assert_eq!(only_reply(&node.recv(0, port, &del)).code(), Code::DELETED);
+    }
+    node.advance(Duration::from_secs(2));
+    assert!(
+        node.shards[0].object_lists.is_empty(),
+        "dropped once unused"
+    );
+}
+
+#[test]
 fn re_register_of_the_same_name_replaces_across_shards() {
     let mut node = Node::new(2, |_| {});
     let first = register_capture(&mut node, 0, DEVICE);

@@ -65,7 +65,7 @@ pub fn write_register(out: &mut Vec<u8>, msg_type: RegMsgType, reg: &Registratio
     data.str("ep", &reg.ep)
         .u64("lt", u64::from(reg.lifetime))
         .str("lwm2m", reg.version.as_str())
-        .str("b", &reg.binding);
+        .str("b", reg.binding.as_str());
     for (name, value) in &reg.params {
         if !is_secret_param(name) && !RESERVED_KEYS.contains(&name.as_str()) {
             data.str(name, value);
@@ -260,7 +260,7 @@ mod tests {
                 reserved in proptest::sample::select(vec!["ep", "lt", "objectList", "Token", "x"]),
             ) {
                 let mut reg = register(&["ep=e", "lwm2m=1.1"], Some(b"</3/0>"));
-                reg.ep = ep.clone();
+                reg.ep = ep.as_str().into();
                 reg.params.push((reserved.to_owned(), "v".to_owned()));
                 for (n, v) in params {
                     if !reg.params.iter().any(|(m, _)| *m == n) {

@@ -1,0 +1,233 @@
+//! The registered endpoints of a shard and their indexes by address and name.
+//!
+//! Sized for hundreds of thousands of endpoints per shard (SPEC §7 P4): records are boxed
+//! so the table's empty slots cost a pointer, and the address and name indexes hold only
+//! the location, hashing the key that the record itself stores.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use hashbrown::HashTable;
+
+use super::downlink::Downlink;
+use super::Location;
+use crate::lwm2m::Registration;
+
+/// A registered endpoint.
+pub(super) struct Endpoint {
+    /// Its registration parameters.
+    pub(super) registration: Registration,
+    /// Where its datagrams come from. Changed only through [`Endpoints::set_addr`], which
+    /// keeps the address index in step.
+    pub(super) addr: SocketAddr,
+    /// Lifetime deadline, whole seconds after the shard's epoch (rounded up).
+    pub(super) expires: u32,
+    /// When the Register that created it arrived, seconds after the shard's epoch.
+    pub(super) registered: u32,
+    /// Message id of that Register, to recognise its retransmissions.
+    pub(super) register_mid: u16,
+    /// Downlink state, while commands or observations exist.
+    pub(super) downlink: Option<Box<Downlink>>,
+}
+
+/// Endpoints by location, with indexes by address and by name.
+///
+/// Invariant: every location in `by_addr` (`by_name`) is in `records`, and the index entry
+/// sits under the hash of that record's address (name).
+pub(super) struct Endpoints {
+    records: AHashMap<Location, Box<Endpoint>>,
+    by_addr: HashTable<Location>,
+    by_name: HashTable<Location>,
+    hasher: ahash::RandomState,
+}
+
+impl Endpoints {
+    pub(super) fn new() -> Endpoints {
+        Endpoints {
+            records: AHashMap::new(),
+            by_addr: HashTable::new(),
+            by_name: HashTable::new(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    /// Endpoints held.
+    pub(super) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub(super) fn contains_key(&self, location: &Location) -> bool {
+        self.records.contains_key(location)
+    }
+
+    pub(super) fn get(&self, location: &Location) -> Option<&Endpoint> {
+        self.records.get(location).map(|b| &**b)
+    }
+
+    /// The endpoint, mutably; its `addr` and `registration.ep` must not be changed here.
+    pub(super) fn get_mut(&mut self, location: &Location) -> Option<&mut Endpoint> {
+        self.records.get_mut(location).map(|b| &mut **b)
+    }
+
+    /// The endpoint that last registered or updated from `addr`.
+    pub(super) fn by_addr(&self, addr: SocketAddr) -> Option<Location> {
+        let records = &self.records;
+        self.by_addr
+            .find(self.hasher.hash_one(addr), |l| {
+                records.get(l).is_some_and(|e| e.addr == addr)
+            })
+            .copied()
+    }
+
+    /// The endpoint registered under `name`.
+    pub(super) fn by_name(&self, name: &str) -> Option<Location> {
+        let records = &self.records;
+        self.by_name
+            .find(self.hasher.hash_one(name), |l| {
+                records.get(l).is_some_and(|e| *e.registration.ep == *name)
+            })
+            .copied()
+    }
+
+    /// Adds an endpoint; it becomes the one indexed under its address and its name.
+    pub(super) fn insert(&mut self, location: Location, endpoint: Endpoint) {
+        self.remove(location);
+        let (addr, name) = (endpoint.addr, endpoint.registration.ep.clone());
+        self.records.insert(location, Box::new(endpoint));
+        self.index_addr(location, addr);
+        let (records, hasher) = (&self.records, &self.hasher);
+        let hash = hasher.hash_one(&*name);
+        let slot = self.by_name.entry(
+            hash,
+            |l| records.get(l).is_some_and(|e| e.registration.ep == name),
+            |l| {
+                records
+                    .get(l)
+                    .map_or(0, |e| hasher.hash_one(&*e.registration.ep))
+            },
+        );
+        match slot {
+            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = location,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(location);
+            }
+        }
+    }
+
+    /// Removes an endpoint and the index entries that name it.
+    pub(super) fn remove(&mut self, location: Location) -> Option<Box<Endpoint>> {
+        let endpoint = self.records.get(&location)?;
+        let addr_hash = self.hasher.hash_one(endpoint.addr);
+        if let Ok(o) = self.by_addr.find_entry(addr_hash, |l| *l == location) {
+            o.remove();
+        }
+        let name_hash = self.hasher.hash_one(&*endpoint.registration.ep);
+        if let Ok(o) = self.by_name.find_entry(name_hash, |l| *l == location) {
+            o.remove();
+        }
+        self.records.remove(&location)
+    }
+
+    /// Records that the endpoint's datagrams now come from `addr`.
+    pub(super) fn set_addr(&mut self, location: Location, addr: SocketAddr) {
+        let Some(endpoint) = self.records.get(&location) else {
+            return;
+        };
+        let old_hash = self.hasher.hash_one(endpoint.addr);
+        if let Ok(o) = self.by_addr.find_entry(old_hash, |l| *l == location) {
+            o.remove();
+        }
+        if let Some(endpoint) = self.records.get_mut(&location) {
+            endpoint.addr = addr;
+        }
+        self.index_addr(location, addr);
+    }
+
+    fn index_addr(&mut self, location: Location, addr: SocketAddr) {
+        let (records, hasher) = (&self.records, &self.hasher);
+        let slot = self.by_addr.entry(
+            hasher.hash_one(addr),
+            |l| records.get(l).is_some_and(|e| e.addr == addr),
+            |l| records.get(l).map_or(0, |e| hasher.hash_one(e.addr)),
+        );
+        match slot {
+            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = location,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(location);
+            }
+        }
+    }
+}
+
+/// A directory entry: which registration holds a name, and where it lives.
+struct Claim {
+    ep: Arc<str>,
+    seq: u32,
+    home: u8,
+    owner: u8,
+}
+
+/// Directory of the names that hash to this shard: name → (registration, owner shard).
+pub(super) struct Directory {
+    table: HashTable<Claim>,
+    hasher: ahash::RandomState,
+}
+
+impl Directory {
+    pub(super) fn new() -> Directory {
+        Directory {
+            table: HashTable::new(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    /// The registration holding `ep` and the shard it lives on.
+    pub(super) fn get(&self, ep: &str) -> Option<(Location, usize)> {
+        self.table
+            .find(self.hasher.hash_one(ep), |c| *c.ep == *ep)
+            .map(|c| {
+                let location = Location {
+                    home: c.home,
+                    seq: c.seq,
+                };
+                (location, usize::from(c.owner))
+            })
+    }
+
+    /// Whether some registration holds `ep`.
+    pub(super) fn contains_key(&self, ep: &str) -> bool {
+        self.get(ep).is_some()
+    }
+
+    /// Records that `location` on `owner` holds `ep`.
+    pub(super) fn insert(&mut self, ep: Arc<str>, location: Location, owner: usize) {
+        let hasher = &self.hasher;
+        let claim = Claim {
+            seq: location.seq,
+            home: location.home,
+            // Shard indexes fit a location's home digit, so a byte.
+            owner: u8::try_from(owner).unwrap_or(u8::MAX),
+            ep,
+        };
+        match self.table.entry(
+            hasher.hash_one(&*claim.ep),
+            |c| c.ep == claim.ep,
+            |c| hasher.hash_one(&*c.ep),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = claim,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(claim);
+            }
+        }
+    }
+
+    /// Forgets `ep` if `location` still holds it.
+    pub(super) fn release(&mut self, ep: &str, location: Location) {
+        if let Ok(o) = self.table.find_entry(self.hasher.hash_one(ep), |c| {
+            *c.ep == *ep && c.home == location.home && c.seq == location.seq
+        }) {
+            o.remove();
+        }
+    }
+}
