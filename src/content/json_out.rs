@@ -5,8 +5,8 @@ use std::io::Write as _;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use super::value::Value;
-use super::Content;
+use super::value::{Value, ValueRef};
+use super::{Content, ContentRef};
 use crate::lwm2m::Path;
 use crate::translate::json::{write_i64, write_str, write_u64};
 
@@ -19,20 +19,20 @@ use crate::translate::json::{write_i64, write_str, write_u64};
 /// - Links: `["</3/0>","</3/0/1>"]`;
 /// - Undecoded: `[{"path":"/32000/0","value":"<base64>"}]` (the caller adds
 ///   `"decoded":false` next to it).
-pub fn write_content_json(out: &mut Vec<u8>, content: &Content) {
+pub fn write_content_json<'a>(out: &mut Vec<u8>, content: impl Into<ContentRef<'a>>) {
     out.push(b'[');
-    match content {
-        Content::Entries(entries) => {
+    match content.into() {
+        ContentRef::Values(entries) => {
             for (i, e) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_path_value_start(out, &e.path);
-                write_value(out, &e.value);
-                out.push(b'}');
+                write_entry(out, i, &e.path, e.value);
             }
         }
-        Content::Links(links) => {
+        ContentRef::Content(Content::Entries(entries)) => {
+            for (i, e) in entries.iter().enumerate() {
+                write_entry(out, i, &e.path, e.value.as_value_ref());
+            }
+        }
+        ContentRef::Content(Content::Links(links)) => {
             for (i, link) in links.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
@@ -40,13 +40,28 @@ pub fn write_content_json(out: &mut Vec<u8>, content: &Content) {
                 write_str(out, link);
             }
         }
-        Content::Undecoded { path, payload } => {
-            write_path_value_start(out, path);
-            write_base64(out, payload);
-            out.push(b'}');
+        ContentRef::Content(Content::Undecoded { path, payload }) => {
+            write_undecoded(out, path, payload);
         }
+        ContentRef::Undecoded { path, payload } => write_undecoded(out, &path, payload),
     }
     out.push(b']');
+}
+
+/// `{"path":...,"value":...}`, after a comma unless it is entry 0.
+fn write_entry(out: &mut Vec<u8>, i: usize, path: &Path, value: ValueRef<'_>) {
+    if i > 0 {
+        out.push(b',');
+    }
+    write_path_value_start(out, path);
+    write_value_ref(out, value);
+    out.push(b'}');
+}
+
+fn write_undecoded(out: &mut Vec<u8>, path: &Path, payload: &[u8]) {
+    write_path_value_start(out, path);
+    write_base64(out, payload);
+    out.push(b'}');
 }
 
 /// `{"path":"<path>","value":`
@@ -64,22 +79,27 @@ fn write_path_value_start(out: &mut Vec<u8>, path: &Path) {
 
 /// Writes one value as §5 JSON.
 pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    write_value_ref(out, value.as_value_ref());
+}
+
+/// Writes one borrowed value as §5 JSON.
+pub fn write_value_ref(out: &mut Vec<u8>, value: ValueRef<'_>) {
     match value {
-        Value::Integer(n) | Value::Time(n) => write_i64(out, *n),
-        Value::Unsigned(n) => write_u64(out, *n),
-        Value::Float(f) if f.is_finite() => write_f64(out, *f),
-        Value::Float(f) => {
+        ValueRef::Integer(n) | ValueRef::Time(n) => write_i64(out, n),
+        ValueRef::Unsigned(n) => write_u64(out, n),
+        ValueRef::Float(f) if f.is_finite() => write_f64(out, f),
+        ValueRef::Float(f) => {
             // Writing to a Vec<u8> cannot fail.
             let _ = write!(out, "\"{f}\"");
         }
-        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::String(s) | Value::CoreLink(s) => write_str(out, s),
-        Value::Opaque(bytes) => write_base64(out, bytes),
-        Value::Objlnk(o, i) => {
+        ValueRef::Boolean(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        ValueRef::String(s) | ValueRef::CoreLink(s) => write_str(out, s),
+        ValueRef::Opaque(bytes) => write_base64(out, bytes),
+        ValueRef::Objlnk(o, i) => {
             out.push(b'"');
-            write_u64(out, u64::from(*o));
+            write_u64(out, u64::from(o));
             out.push(b':');
-            write_u64(out, u64::from(*i));
+            write_u64(out, u64::from(i));
             out.push(b'"');
         }
     }

@@ -2,7 +2,7 @@
 //! arrive on its socket.
 //!
 //! The contract follows quinn-proto: inputs are `handle_*(now, ...)`, outputs are drained
-//! with [`Shard::drain_transmits`], [`Shard::poll_publish`], [`Shard::poll_handoff`] and
+//! with [`Shard::drain_transmits`], [`Shard::drain_publishes`], [`Shard::poll_handoff`] and
 //! [`Shard::poll_timeout`]. Nothing here touches a socket or reads the clock, so every
 //! scenario — expiry, rebinding across shards, retransmitted CONs — runs in tests with a
 //! fake clock and several shards wired together by hand.
@@ -21,6 +21,7 @@ mod downlink;
 #[cfg(test)]
 mod downlink_tests;
 mod location;
+mod publish;
 mod registration;
 #[cfg(test)]
 mod tests;
@@ -38,11 +39,13 @@ use crate::coap::{
     option, write_empty, Block, Block1Assembler, Code, Dedup, DedupCache, Message, MessageType,
     MessageWriter, MidGen, TokenGen,
 };
-use crate::config::{Config, Qos, Translators, UpdatePublishCondition};
+use crate::config::{Config, Translators, UpdatePublishCondition};
 use crate::lwm2m::{Limits, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 
 pub use location::Location;
+use publish::PublishQueue;
+pub use publish::{Publish, PublishRef};
 
 /// CON requests remembered for duplicate detection per shard; beyond, the oldest go first.
 /// At 247 s exchange lifetime this covers ~4 k new CONs/s per shard without eviction.
@@ -107,17 +110,6 @@ impl ShardConfig {
 
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
-}
-
-/// An MQTT message the shard wants published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    /// Full topic (mountpoint applied).
-    pub topic: String,
-    /// JSON payload.
-    pub payload: Vec<u8>,
-    /// QoS of the translator it was published for.
-    pub qos: Qos,
 }
 
 /// Work one shard hands to another.
@@ -289,10 +281,12 @@ pub struct Shard {
     /// Outgoing datagrams: bytes in `tx`, `(dest, start, len)` in `tx_list`.
     tx: Vec<u8>,
     tx_list: Vec<(SocketAddr, usize, usize)>,
-    publishes: VecDeque<Publish>,
+    publishes: PublishQueue,
     handoffs: VecDeque<(usize, Handoff)>,
     json: Vec<u8>,
-    topic: String,
+    /// Decoded values of the payload being published, reused by every response and
+    /// notification (see [`crate::content::reuse_entries`]).
+    values: Vec<crate::content::EntryRef<'static>>,
     stats: ShardStats,
 }
 
@@ -342,10 +336,10 @@ impl Shard {
             suppressed_logs: 0,
             tx: Vec::with_capacity(64 * 1024),
             tx_list: Vec::with_capacity(256),
-            publishes: VecDeque::new(),
+            publishes: PublishQueue::new(),
             handoffs: VecDeque::new(),
             json: Vec::with_capacity(1024),
-            topic: String::with_capacity(128),
+            values: Vec::with_capacity(16),
             stats: ShardStats::default(),
             cfg,
         }
@@ -458,9 +452,21 @@ impl Shard {
         self.tx_list.len()
     }
 
-    /// The next MQTT message to publish.
+    /// Hands every queued MQTT message to `publish`, oldest first, and forgets them. The
+    /// topic and payload borrow the shard's arena: nothing is allocated per message.
+    pub fn drain_publishes(&mut self, publish: impl FnMut(PublishRef<'_>)) {
+        self.publishes.drain(publish);
+    }
+
+    /// The next MQTT message to publish, copied out of the arena (a convenience for tests
+    /// and tools; the runtime uses [`Shard::drain_publishes`]).
     pub fn poll_publish(&mut self) -> Option<Publish> {
-        self.publishes.pop_front()
+        self.publishes.pop()
+    }
+
+    /// MQTT messages queued and not yet drained.
+    pub fn pending_publishes(&self) -> usize {
+        self.publishes.len()
     }
 
     /// The next piece of work for another shard: `(shard, work)`.
@@ -597,22 +603,9 @@ impl Shard {
     }
 
     fn publish_to(&mut self, kind: TopicKind, ep: &str, peerhost: &str) {
-        let t = match kind {
-            TopicKind::Register => &self.cfg.translators.register,
-            TopicKind::Update => &self.cfg.translators.update,
-            TopicKind::Event => &self.cfg.translators.event,
-            TopicKind::Response => &self.cfg.translators.response,
-            TopicKind::Notify => &self.cfg.translators.notify,
-        };
-        let qos = t.qos;
-        self.cfg
-            .mountpoint
-            .topic(&mut self.topic, ep, peerhost, &t.topic);
-        self.publishes.push_back(Publish {
-            topic: self.topic.clone(),
-            payload: self.json.clone(),
-            qos,
-        });
+        let t = kind.translator(&self.cfg.translators);
+        self.publishes
+            .push(&self.cfg.mountpoint, t, ep, peerhost, &self.json);
     }
 
     fn publish_event(&mut self, ep: &str, peer: SocketAddr, event: Event) {
@@ -648,6 +641,18 @@ enum TopicKind {
     Event,
     Response,
     Notify,
+}
+
+impl TopicKind {
+    fn translator(self, t: &Translators) -> &crate::config::Translator {
+        match self {
+            TopicKind::Register => &t.register,
+            TopicKind::Update => &t.update,
+            TopicKind::Event => &t.event,
+            TopicKind::Response => &t.response,
+            TopicKind::Notify => &t.notify,
+        }
+    }
 }
 
 /// A response to a device request.
