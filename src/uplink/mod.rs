@@ -7,6 +7,8 @@
 
 pub mod broker;
 pub mod driver;
+mod fifo;
+pub mod publish;
 pub mod session;
 
 pub use broker::{start_embedded, BrokerError, EmbeddedBroker};
