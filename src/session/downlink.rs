@@ -78,6 +78,8 @@ struct Observation {
     token: [u8; 8],
     echo: Arc<str>,
     req_path: Arc<str>,
+    /// `req_path` parsed once for every notification's content.
+    path: Option<Path>,
     last_seq: Option<u32>,
     last_at: Instant,
 }
@@ -436,9 +438,13 @@ impl Shard {
         let Some(dl) = ep.downlink.as_mut() else {
             return;
         };
-        let (echo, req_path) = match &outcome {
+        let (echo, req_path, path) = match &outcome {
             Outcome::Response => match dl.in_flight.as_ref() {
-                Some(ex) => (ex.echo.clone(), ex.req_path.clone()),
+                Some(ex) => (
+                    ex.echo.clone(),
+                    ex.req_path.clone(),
+                    Path::parse(&ex.req_path).ok(),
+                ),
                 None => return,
             },
             Outcome::Notification(_) => {
@@ -447,7 +453,7 @@ impl Shard {
                     .iter()
                     .find(|o| Some(o.token) == msg.token().try_into().ok())
                 {
-                    Some(o) => (o.echo.clone(), o.req_path.clone()),
+                    Some(o) => (o.echo.clone(), o.req_path.clone(), o.path),
                     None => return,
                 }
             }
@@ -465,6 +471,7 @@ impl Shard {
                         token: ex.token,
                         echo: ex.echo.clone(),
                         req_path: ex.req_path.clone(),
+                        path: Path::parse(&ex.req_path).ok(),
                         last_seq: msg.observe(),
                         last_at: now,
                     });
@@ -488,7 +495,7 @@ impl Shard {
             }
         }
         let mut values = content::reuse_entries(std::mem::take(&mut self.values));
-        let decoded = self.decode_content(msg, &req_path, &mut values);
+        let decoded = self.decode_content(msg, &req_path, path, &mut values);
         let content = match &decoded {
             None => None,
             Some(Decoded::Values) => Some(ContentRef::Values(&values)),
@@ -528,13 +535,14 @@ impl Shard {
         &mut self,
         msg: &Message<'m>,
         req_path: &str,
+        path: Option<Path>,
         values: &mut Vec<EntryRef<'m>>,
     ) -> Option<Decoded> {
         let payload = msg.payload();
         if payload.is_empty() {
             return None;
         }
-        let path = Path::parse(req_path).ok()?;
+        let path = path?;
         let format = msg.content_format().unwrap_or(content::format::TEXT);
         let registry = &self.cfg.registry;
         let decoded = match content::decode_borrowed(format, payload, &path, registry, values) {
