@@ -106,12 +106,11 @@ pub fn write_value_ref(out: &mut Vec<u8>, value: ValueRef<'_>) {
 }
 
 /// Appends a finite `f` as a JSON number that parses back to the same `f64` (shortest
-/// round-trip digits; an exponent for very large or small magnitudes).
+/// round-trip digits, always with a `.` or an exponent: `1.0`, `1e300`, `1.5e-7`).
 pub(crate) fn write_f64(out: &mut Vec<u8>, f: f64) {
     debug_assert!(f.is_finite());
-    // `Debug` prints the shortest round-trip form, always with a `.` or an exponent
-    // (`1.0`, `1e300`, `1.5e-7`), each a valid JSON number. Writing to a Vec cannot fail.
-    let _ = write!(out, "{f:?}");
+    let mut buf = ryu::Buffer::new();
+    out.extend_from_slice(buf.format_finite(f).as_bytes());
 }
 
 /// Appends `bytes` as a padded standard base64 JSON string.
@@ -122,4 +121,42 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     let written = STANDARD.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
     out.truncate(start + written);
     out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f64_text(f: f64) -> String {
+        let mut out = Vec::new();
+        write_f64(&mut out, f);
+        String::from_utf8(out).expect("ASCII")
+    }
+
+    #[test]
+    fn floats_are_shortest_round_trip_json_numbers() {
+        for (f, text) in [
+            (22.25, "22.25"),
+            (21.0, "21.0"),
+            (-0.5, "-0.5"),
+            (0.1, "0.1"),
+            (1e300, "1e300"),
+            (1.5e-7, "1.5e-7"),
+        ] {
+            assert_eq!(f64_text(f), text);
+        }
+        for f in [
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            123_456_789.123_456_78,
+            1e16,
+            1e-5,
+        ] {
+            let text = f64_text(f);
+            let back: serde_json::Value = serde_json::from_str(&text).expect("JSON number");
+            assert_eq!(back.as_f64(), Some(f), "{text}");
+            assert!(text.contains(['.', 'e']), "{text} reads back as a float");
+        }
+    }
 }
