@@ -304,10 +304,11 @@ fn bench_notify(c: &mut Criterion) {
             bytes += out.len();
             published += u64::from(out.first() == Some(&0x30));
         }
-        let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / f64::from(N);
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        let per = allocations as f64 / f64::from(N);
         assert_eq!(published, u64::from(N), "one PUBLISH per notification");
         println!(
-            "notify/{}: {per:.2} heap allocations per notification ({} PUBLISH bytes each)",
+            "notify/{}: {per:.2} heap allocations per notification ({allocations} in {N}; {} PUBLISH bytes each)",
             case.name,
             bytes / N as usize
         );

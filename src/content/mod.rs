@@ -304,8 +304,10 @@ pub fn decode_borrowed<'a>(
 pub fn reuse_entries<'b>(mut entries: Vec<EntryRef<'_>>) -> Vec<EntryRef<'b>> {
     entries.clear();
     // An empty vector collected in place into a type of the same layout keeps its
-    // allocation and allocates nothing.
-    entries.into_iter().filter_map(|_| None).collect()
+    // allocation and allocates nothing; `filter_map` is what changes the element type.
+    #[allow(clippy::unnecessary_filter_map)]
+    let recycled = entries.into_iter().filter_map(|_| None).collect();
+    recycled
 }
 
 /// Pushes `entry` unless that would exceed [`MAX_ENTRIES`].
