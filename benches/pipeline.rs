@@ -1,5 +1,6 @@
 //! The sans-IO pipeline without sockets: a Register datagram through the shard core, and a
-//! datagram all the way to the MQTT PUBLISH bytes the uplink writes.
+//! datagram all the way to the MQTT PUBLISH bytes the uplink writes: the shard's publishes
+//! go through a connected [`UplinkSession`] into the buffer its driver writes to the socket.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,8 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lwm2m_gateway::coap::{option, Code, MessageType, MessageWriter};
 use lwm2m_gateway::config::Config;
 use lwm2m_gateway::session::{Shard, ShardConfig};
-use rumqttc::mqttbytes::v4::Publish;
-use rumqttc::mqttbytes::QoS;
+use lwm2m_gateway::uplink::{Outgoing, SessionOptions, UplinkSession};
 
 const OBJECTS: &[u8] = b"</>;rt=\"oma.lwm2m\";ct=110,</1>;ver=1.1,</1/0>,</2/0>,</3/0>,</4/0>,</5/0>,</6/0>,</7/0>,</31024>;ver=1.0,</31024/10>,</31024/11>,</31024/12>";
 
@@ -54,14 +54,54 @@ fn shard() -> Shard {
     )
 }
 
-/// Encodes everything the shard wants published as MQTT PUBLISH packets into `out`, as the
-/// uplink does before a socket write.
-fn publish_bytes(s: &mut Shard, out: &mut BytesMut) {
-    out.clear();
-    while let Some(p) = s.poll_publish() {
-        Publish::new(p.topic, QoS::AtMostOnce, p.payload)
-            .write(out)
-            .expect("encodes");
+/// A connected uplink session and the buffer its driver writes to the broker socket.
+struct Uplink {
+    session: UplinkSession,
+    out: BytesMut,
+}
+
+impl Uplink {
+    fn connected() -> Uplink {
+        let now = Instant::now();
+        let mut session = UplinkSession::new(SessionOptions {
+            client_id: "bench-0".into(),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(3600),
+            max_batch: 1024,
+            offline_buffer: 100_000,
+        });
+        session.on_connected(now);
+        let mut out = BytesMut::with_capacity(1 << 16);
+        session.poll_transmit(now, &mut out);
+        let mut connack = BytesMut::from(&[0x20, 0x02, 0x00, 0x00][..]);
+        session
+            .handle_incoming(now, &mut connack)
+            .expect("CONNACK accepted");
+        assert!(session.is_connected());
+        out.clear();
+        Uplink { session, out }
+    }
+
+    /// Moves everything the shard wants published into the session and writes the MQTT
+    /// PUBLISH packets into `out`, as the runtime and the uplink driver do before a socket
+    /// write.
+    fn publish_bytes(&mut self, s: &mut Shard, now: Instant) -> &[u8] {
+        self.out.clear();
+        let session = &mut self.session;
+        s.drain_publishes(|p| {
+            session.publish(
+                now,
+                Outgoing {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: p.qos,
+                },
+            )
+        });
+        while session.poll_transmit(now, &mut self.out) > 0 {}
+        session.on_transmit_complete();
+        &self.out
     }
 }
 
@@ -105,7 +145,7 @@ fn bench_pipeline(c: &mut Criterion) {
             loc = m.location_path().nth(1).expect("rd/<id>").to_vec();
         });
         while s.poll_publish().is_some() {}
-        let mut out = BytesMut::with_capacity(1 << 16);
+        let mut uplink = Uplink::connected();
         let mut mid = 0u16;
         b.iter(|| {
             mid = mid.wrapping_add(1);
@@ -119,8 +159,7 @@ fn bench_pipeline(c: &mut Criterion) {
             s.drain_transmits(|_, d| {
                 std::hint::black_box(d);
             });
-            publish_bytes(&mut s, &mut out);
-            std::hint::black_box(&out);
+            std::hint::black_box(uplink.publish_bytes(&mut s, now));
         })
     });
     g.finish();
@@ -152,9 +191,38 @@ unsafe impl GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
-/// A registered device observed on /3303/0/5700, ready for notifications: returns the
+/// A notification payload and its Content-Format.
+#[derive(Clone, Copy)]
+struct Case {
+    name: &'static str,
+    /// Path observed.
+    path: &'static str,
+    format: u16,
+    payload: &'static [u8],
+}
+
+/// Text: one float resource.
+const TEXT_FLOAT: Case = Case {
+    name: "non_notify_to_publish_bytes",
+    path: "/3303/0/5700",
+    format: 0,
+    payload: b"22.25",
+};
+
+/// TLV: an object instance with 5700 Sensor Value 22.25 (float) and 5701 Units "Cel".
+const TLV_INSTANCE: Case = Case {
+    name: "non_notify_tlv_to_publish_bytes",
+    path: "/3303/0",
+    format: 11542,
+    payload: &[
+        0xe4, 0x16, 0x44, 0x41, 0xb2, 0x00, 0x00, // 5700: 22.25f32
+        0xe3, 0x16, 0x45, b'C', b'e', b'l', // 5701: "Cel"
+    ],
+};
+
+/// A registered device observed on `case.path`, ready for notifications: returns the
 /// shard and the observation token.
-fn observed_shard() -> (Shard, Vec<u8>) {
+fn observed_shard(case: Case) -> (Shard, Vec<u8>) {
     let mut s = shard();
     let now = Instant::now();
     let mut buf = Vec::new();
@@ -162,11 +230,11 @@ fn observed_shard() -> (Shard, Vec<u8>) {
     s.handle_datagram(now, addr(1), &buf);
     s.drain_transmits(|_, _| {});
     while s.poll_publish().is_some() {}
-    s.handle_command(
-        now,
-        "lwm2m/bench-1/dn",
-        br#"{"requestID":1,"msgType":"observe","data":{"path":"/3303/0/5700"}}"#,
+    let command = format!(
+        r#"{{"requestID":1,"msgType":"observe","data":{{"path":"{}"}}}}"#,
+        case.path
     );
+    s.handle_command(now, "lwm2m/bench-1/dn", command.as_bytes());
     let mut request = Vec::new();
     s.drain_transmits(|_, d| request = d.to_vec());
     let req = lwm2m_gateway::coap::Message::parse(&request).expect("observe request");
@@ -174,20 +242,23 @@ fn observed_shard() -> (Shard, Vec<u8>) {
     let mut ack = Vec::new();
     let mut w = MessageWriter::new(&mut ack, MessageType::Ack, Code::CONTENT, req.mid(), &token);
     w.uint_option(option::OBSERVE, 1)
-        .uint_option(option::CONTENT_FORMAT, 0)
-        .payload(b"21.5");
+        .uint_option(option::CONTENT_FORMAT, u32::from(case.format))
+        .payload(case.payload);
     w.finish();
     s.handle_datagram(now, addr(1), &ack);
-    assert!(s.poll_publish().is_some(), "observe response published");
+    let p = s.poll_publish().expect("observe response published");
+    let json: serde_json::Value = serde_json::from_slice(&p.payload).expect("JSON");
+    assert_eq!(json["data"]["code"], "2.05", "{json}");
+    assert!(json["data"].get("decoded").is_none(), "decoded: {json}");
     (s, token)
 }
 
-fn notify(buf: &mut Vec<u8>, seq: u32, token: &[u8]) {
+fn notify(buf: &mut Vec<u8>, seq: u32, token: &[u8], case: Case) {
     buf.clear();
     let mut w = MessageWriter::new(buf, MessageType::Non, Code::CONTENT, seq as u16, token);
     w.uint_option(option::OBSERVE, seq)
-        .uint_option(option::CONTENT_FORMAT, 0)
-        .payload(b"22.25");
+        .uint_option(option::CONTENT_FORMAT, u32::from(case.format))
+        .payload(case.payload);
     w.finish();
 }
 
@@ -195,34 +266,53 @@ fn bench_notify(c: &mut Criterion) {
     let mut g = c.benchmark_group("notify");
     g.throughput(Throughput::Elements(1));
     // SPEC §7 P1: a NON notification datagram → MQTT PUBLISH bytes, one core.
-    g.bench_function("non_notify_to_publish_bytes", |b| {
-        let (mut s, token) = observed_shard();
-        let now = Instant::now();
-        let mut buf = Vec::new();
-        let mut out = BytesMut::with_capacity(1 << 16);
-        let mut seq = 1u32;
-        b.iter(|| {
-            seq += 1;
-            notify(&mut buf, seq, &token);
-            s.handle_datagram(now, addr(1), &buf);
-            publish_bytes(&mut s, &mut out);
-            std::hint::black_box(&out);
-        })
-    });
+    for case in [TEXT_FLOAT, TLV_INSTANCE] {
+        g.bench_function(case.name, |b| {
+            let (mut s, token) = observed_shard(case);
+            let now = Instant::now();
+            let mut buf = Vec::new();
+            let mut uplink = Uplink::connected();
+            let mut seq = 1u32;
+            b.iter(|| {
+                seq += 1;
+                notify(&mut buf, seq, &token, case);
+                s.handle_datagram(now, addr(1), &buf);
+                std::hint::black_box(uplink.publish_bytes(&mut s, now));
+            })
+        });
+    }
     g.finish();
     // Allocations per notification, reported next to the timing.
-    let (mut s, token) = observed_shard();
-    let now = Instant::now();
-    let (mut buf, mut out) = (Vec::new(), BytesMut::with_capacity(1 << 16));
-    const N: u32 = 10_000;
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for seq in 2..2 + N {
-        notify(&mut buf, seq, &token);
-        s.handle_datagram(now, addr(1), &buf);
-        publish_bytes(&mut s, &mut out);
+    for case in [TEXT_FLOAT, TLV_INSTANCE] {
+        let (mut s, token) = observed_shard(case);
+        let now = Instant::now();
+        let mut buf = Vec::new();
+        let mut uplink = Uplink::connected();
+        // Warm up: buffers reach their steady size.
+        for seq in 2..100 {
+            notify(&mut buf, seq, &token, case);
+            s.handle_datagram(now, addr(1), &buf);
+            uplink.publish_bytes(&mut s, now);
+        }
+        const N: u32 = 10_000;
+        let (mut published, mut bytes) = (0u64, 0usize);
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for seq in 100..100 + N {
+            notify(&mut buf, seq, &token, case);
+            s.handle_datagram(now, addr(1), &buf);
+            let out = uplink.publish_bytes(&mut s, now);
+            bytes += out.len();
+            published += u64::from(out.first() == Some(&0x30));
+        }
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        let per = allocations as f64 / f64::from(N);
+        assert_eq!(published, u64::from(N), "one PUBLISH per notification");
+        println!(
+            "notify/{}: {per:.2} heap allocations per notification ({allocations} in {N}; {} PUBLISH bytes each)",
+            case.name,
+            bytes / N as usize
+        );
     }
-    let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / f64::from(N);
-    println!("notify/non_notify_to_publish_bytes: {per:.2} heap allocations per notification");
 }
 
 criterion_group!(benches, bench_register, bench_pipeline, bench_notify);

@@ -109,8 +109,8 @@ fn publish_from_glommio(
                 uplink.publish(
                     Instant::now(),
                     Outgoing {
-                        topic: topic.into(),
-                        payload: payload(n),
+                        topic,
+                        payload: &payload(n),
                         qos,
                     },
                 );
@@ -279,8 +279,8 @@ fn broker_outage_loses_no_qos1_message() {
                     uplink.publish(
                         Instant::now(),
                         Outgoing {
-                            topic: "outage/qos1".into(),
-                            payload: payload(n),
+                            topic: "outage/qos1",
+                            payload: &payload(n),
                             qos: Qos::AtLeastOnce,
                         },
                     );
@@ -415,8 +415,8 @@ fn flush_with_unreachable_broker_ends_at_the_deadline() {
                 uplink.publish(
                     Instant::now(),
                     Outgoing {
-                        topic: "t".into(),
-                        payload: payload(n),
+                        topic: "t",
+                        payload: &payload(n),
                         qos: Qos::AtLeastOnce,
                     },
                 );

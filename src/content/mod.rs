@@ -13,6 +13,10 @@
 //! payload that cannot be typed for want of a definition is not an error: it comes back as
 //! [`Content::Undecoded`] so that it is still published.
 //!
+//! The formats whose values are slices of the payload (text, opaque, TLV) also decode
+//! into borrowed [`EntryRef`]s with [`decode_borrowed`], into a vector the caller reuses:
+//! the shard's notification path allocates nothing for them.
+//!
 //! Decoders never panic, never recurse deeper than the four path levels, and stop at
 //! [`MAX_ENTRIES`] values.
 
@@ -42,7 +46,7 @@ pub use json_out::write_content_json;
 pub use senml_json::encode_senml_json;
 pub use text::encode_text;
 pub use tlv::encode_tlv;
-pub use value::{parse_typed_value, Value};
+pub use value::{parse_typed_value, Value, ValueRef};
 
 /// CoAP Content-Format numbers of the LwM2M content formats.
 pub mod format {
@@ -91,6 +95,57 @@ pub struct Entry {
     pub path: Path,
     /// The value.
     pub value: Value,
+}
+
+/// One resource (instance) value borrowing from the payload it was decoded from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EntryRef<'a> {
+    /// Where the value lives.
+    pub path: Path,
+    /// The value.
+    pub value: ValueRef<'a>,
+}
+
+impl EntryRef<'_> {
+    /// An owned copy.
+    pub fn to_entry(self) -> Entry {
+        Entry {
+            path: self.path,
+            value: self.value.to_value(),
+        }
+    }
+}
+
+/// Decoded content to write as MQTT JSON: owned [`Content`] or borrowed values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ContentRef<'a> {
+    /// Values borrowed from the payload (see [`decode_borrowed`]).
+    Values(&'a [EntryRef<'a>]),
+    /// Owned decoded content.
+    Content(&'a Content),
+    /// A payload kept undecoded (see [`Content::Undecoded`]).
+    Undecoded {
+        /// The request path.
+        path: Path,
+        /// The payload as received.
+        payload: &'a [u8],
+    },
+}
+
+impl ContentRef<'_> {
+    /// Whether the payload is published undecoded (`"decoded": false`).
+    pub fn is_undecoded(&self) -> bool {
+        matches!(
+            self,
+            ContentRef::Undecoded { .. } | ContentRef::Content(Content::Undecoded { .. })
+        )
+    }
+}
+
+impl<'a> From<&'a Content> for ContentRef<'a> {
+    fn from(content: &'a Content) -> ContentRef<'a> {
+        ContentRef::Content(content)
+    }
 }
 
 /// What a response payload decoded to.
@@ -209,6 +264,50 @@ pub fn decode(
         format::OMA_JSON => oma_json::decode(payload, base, registry).map(Content::Entries),
         other => Err(ContentError::UnknownFormat(other)),
     }
+}
+
+/// How [`decode_borrowed`] left a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Borrowed {
+    /// The values are in the caller's vector.
+    Values,
+    /// No definition to type it by: publish the payload undecoded, as
+    /// [`Content::Undecoded`] at the request path.
+    Undecoded,
+    /// The format (or a value in it, such as base64 text of an Opaque resource) needs
+    /// [`decode`]; nothing was written.
+    Owned,
+}
+
+/// Decodes a payload of `format` returned for `base` into `out` (cleared first) without
+/// allocating beyond `out`'s own growth, when the format allows: text, opaque and TLV
+/// values borrow from `payload`. The result and errors are those of [`decode`]; other
+/// formats answer [`Borrowed::Owned`].
+pub fn decode_borrowed<'a>(
+    format: u16,
+    payload: &'a [u8],
+    base: &Path,
+    registry: &Registry,
+    out: &mut Vec<EntryRef<'a>>,
+) -> Result<Borrowed, ContentError> {
+    out.clear();
+    match format {
+        format::TEXT => text::decode_borrowed(payload, base, registry, out),
+        format::OPAQUE => Ok(opaque::decode_borrowed(payload, base, out)),
+        format::TLV => tlv::decode_borrowed(payload, base, registry, out),
+        _ => Ok(Borrowed::Owned),
+    }
+}
+
+/// Empties `entries` and hands back its allocation for values of another payload, so one
+/// vector serves every [`decode_borrowed`] call of a long-lived decoder.
+pub fn reuse_entries<'b>(mut entries: Vec<EntryRef<'_>>) -> Vec<EntryRef<'b>> {
+    entries.clear();
+    // An empty vector collected in place into a type of the same layout keeps its
+    // allocation and allocates nothing; `filter_map` is what changes the element type.
+    #[allow(clippy::unnecessary_filter_map)]
+    let recycled = entries.into_iter().filter_map(|_| None).collect();
+    recycled
 }
 
 /// Pushes `entry` unless that would exceed [`MAX_ENTRIES`].

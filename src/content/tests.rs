@@ -470,3 +470,83 @@ fn cbor_single_values() {
     assert!(dec("/3/0/9", "80").is_err(), "arrays are not single values");
     assert!(dec("/3/0/9", "c1c1c1c1c1c101").is_err(), "too many tags");
 }
+
+/// The borrowed decoder gives what the owned one gives, for every format it takes.
+#[test]
+fn borrowed_decode_matches_owned_decode() {
+    let reg = registry();
+    let cases: &[(u16, &str, Vec<u8>)] = &[
+        (format::TEXT, "/3303/0/5700", b"22.25".to_vec()),
+        (format::TEXT, "/3/0/0", b"Open Mobile Alliance".to_vec()),
+        (format::TEXT, "/3/0/9", b" 42 ".to_vec()),
+        (format::TEXT, "/32000/0/1", b"no definition".to_vec()),
+        (format::TEXT, "/3/0", b"above resource level".to_vec()),
+        (format::OPAQUE, "/5/0/0", vec![0, 1, 0xff]),
+        (format::OPAQUE, "/5/0", vec![1]),
+        // /3303/0: 5700 22.25 (f32), 5701 "Cel".
+        (format::TLV, "/3303/0", hex("e4164441b20000 e3164543656c")),
+        (format::TLV, "/32000/0", hex("c10001")),
+    ];
+    let mut values = Vec::new();
+    for (fmt, p, payload) in cases {
+        let base = path(p);
+        let owned = decode(*fmt, payload, &base, &reg).expect("owned decodes");
+        values = reuse_entries(values);
+        let borrowed = decode_borrowed(*fmt, payload, &base, &reg, &mut values).expect("decodes");
+        let as_content = match borrowed {
+            Borrowed::Values => Content::Entries(values.iter().map(|e| e.to_entry()).collect()),
+            Borrowed::Undecoded => Content::Undecoded {
+                path: base,
+                payload: payload.clone(),
+            },
+            Borrowed::Owned => panic!("{p}: text, opaque and TLV decode borrowed"),
+        };
+        assert_eq!(as_content, owned, "{p}");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        write_content_json(&mut a, &owned);
+        let view = match borrowed {
+            Borrowed::Values => ContentRef::Values(&values),
+            _ => ContentRef::Undecoded {
+                path: base,
+                payload,
+            },
+        };
+        write_content_json(&mut b, view);
+        assert_eq!(a, b, "{p}: same JSON");
+    }
+}
+
+#[test]
+fn borrowed_decode_defers_what_it_cannot_borrow() {
+    let reg = registry();
+    let mut values = Vec::new();
+    // Opaque resource in text: base64 that must become new bytes.
+    let r = decode_borrowed(format::TEXT, b"AAE=", &path("/5/0/0"), &reg, &mut values);
+    assert_eq!(r, Ok(Borrowed::Owned));
+    let r = decode_borrowed(format::SENML_JSON, b"[]", &path("/3/0"), &reg, &mut values);
+    assert_eq!(r, Ok(Borrowed::Owned));
+    assert!(values.is_empty());
+    // Errors are the owned decoder's.
+    let bad = decode_borrowed(format::TLV, &[0xc8], &path("/3/0"), &reg, &mut values);
+    assert_eq!(
+        bad,
+        Err(decode(format::TLV, &[0xc8], &path("/3/0"), &reg).expect_err("truncated"))
+    );
+}
+
+#[test]
+fn reused_entries_keep_their_allocation() {
+    let reg = registry();
+    let payload = b"21.5".to_vec();
+    let mut values = Vec::with_capacity(8);
+    let ptr = values.as_ptr() as usize;
+    for _ in 0..3 {
+        let mut v = reuse_entries(values);
+        decode_borrowed(format::TEXT, &payload, &path("/3303/0/5700"), &reg, &mut v)
+            .expect("decodes");
+        assert_eq!(v.len(), 1);
+        values = reuse_entries(v);
+        assert!(values.is_empty());
+        assert_eq!((values.as_ptr() as usize, values.capacity()), (ptr, 8));
+    }
+}

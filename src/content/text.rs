@@ -2,8 +2,8 @@
 
 use std::io::Write as _;
 
-use super::value::Value;
-use super::{format, Content, ContentError, Entry};
+use super::value::{Value, ValueRef};
+use super::{format, Borrowed, Content, ContentError, Entry, EntryRef};
 use crate::lwm2m::{Path, Registry};
 
 /// Decodes a text payload returned for `base`, typed by the definition of the resource;
@@ -23,6 +23,30 @@ pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Conten
     };
     let value = Value::from_text(kind, text, base)?;
     Ok(Content::Entries(vec![Entry { path: *base, value }]))
+}
+
+/// [`decode`] into a borrowed value; see [`super::decode_borrowed`].
+pub(crate) fn decode_borrowed<'a>(
+    payload: &'a [u8],
+    base: &Path,
+    registry: &Registry,
+    out: &mut Vec<EntryRef<'a>>,
+) -> Result<Borrowed, ContentError> {
+    let (Some(object), Some(resource)) = (base.object(), base.resource()) else {
+        return Ok(Borrowed::Undecoded);
+    };
+    let kind = registry.resource(object, resource).map(|r| r.kind);
+    let Ok(text) = std::str::from_utf8(payload) else {
+        if kind.is_none() {
+            return Ok(Borrowed::Undecoded);
+        }
+        return Err(ContentError::invalid(format::TEXT, "payload is not UTF-8"));
+    };
+    let Some(value) = ValueRef::from_text(kind, text, base)? else {
+        return Ok(Borrowed::Owned);
+    };
+    out.push(EntryRef { path: *base, value });
+    Ok(Borrowed::Values)
 }
 
 fn undecoded(payload: &[u8], base: &Path) -> Content {

@@ -14,8 +14,8 @@
 //! Object instances and multiple resources nest their children; values carry no type and
 //! are typed by the object definition.
 
-use super::value::Value;
-use super::{format, push_entry, Content, ContentError, Entry};
+use super::value::{Value, ValueRef};
+use super::{format, push_entry, Borrowed, Content, ContentError, Entry, EntryRef};
 use crate::lwm2m::{Path, Registry};
 
 /// Largest value length the 24-bit length field can express.
@@ -148,17 +148,39 @@ pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Conten
             payload: payload.to_vec(),
         });
     }
-    let mut entries = Vec::new();
-    walk(payload, base, registry, true, &mut entries)?;
-    Ok(Content::Entries(entries))
+    let mut values = Vec::new();
+    walk(payload, base, registry, true, &mut values)?;
+    Ok(Content::Entries(
+        values.into_iter().map(EntryRef::to_entry).collect(),
+    ))
 }
 
-fn walk(
-    bytes: &[u8],
+/// [`decode`] into borrowed values; see [`super::decode_borrowed`].
+pub(crate) fn decode_borrowed<'a>(
+    payload: &'a [u8],
+    base: &Path,
+    registry: &Registry,
+    out: &mut Vec<EntryRef<'a>>,
+) -> Result<Borrowed, ContentError> {
+    let Some(object) = base.object() else {
+        return Err(ContentError::invalid(
+            format::TLV,
+            "a TLV payload needs an object path",
+        ));
+    };
+    if registry.get(object).is_none() {
+        return Ok(Borrowed::Undecoded);
+    }
+    walk(payload, base, registry, true, out)?;
+    Ok(Borrowed::Values)
+}
+
+fn walk<'a>(
+    bytes: &'a [u8],
     parent: &Path,
     registry: &Registry,
     top: bool,
-    entries: &mut Vec<Entry>,
+    entries: &mut Vec<EntryRef<'a>>,
 ) -> Result<(), ContentError> {
     for tlv in TlvReader::new(bytes) {
         let tlv = tlv?;
@@ -185,8 +207,8 @@ fn walk(
                     (Some(o), Some(r)) => registry.resource(o, r).map(|d| d.kind),
                     _ => None,
                 };
-                let value = Value::from_bytes(kind, tlv.value, &path)?;
-                push_entry(entries, Entry { path, value }, format::TLV)?;
+                let value = ValueRef::from_bytes(kind, tlv.value, &path)?;
+                push_entry(entries, EntryRef { path, value }, format::TLV)?;
             }
         }
     }

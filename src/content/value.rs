@@ -31,7 +31,31 @@ pub enum Value {
     CoreLink(String),
 }
 
-impl Value {
+/// A typed LwM2M value borrowing its text and bytes from the payload it was decoded from,
+/// so typing a TLV, text or opaque payload allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    /// Signed integer.
+    Integer(i64),
+    /// Unsigned integer (LwM2M 1.1).
+    Unsigned(u64),
+    /// Floating point number.
+    Float(f64),
+    /// Boolean.
+    Boolean(bool),
+    /// UTF-8 text.
+    String(&'a str),
+    /// Bytes.
+    Opaque(&'a [u8]),
+    /// Seconds since the Unix epoch.
+    Time(i64),
+    /// Object link `ObjectID:InstanceID`.
+    Objlnk(u16, u16),
+    /// CoRE link-format text.
+    CoreLink(&'a str),
+}
+
+impl<'a> ValueRef<'a> {
     /// Types binary bytes (TLV value, opaque payload) by the definition's type: big-endian
     /// integers of 1 to 8 bytes (the specification allows 1, 2, 4, 8; other widths are
     /// unambiguous and accepted), floats of 4 or 8, a Boolean byte 0 or 1, an object link
@@ -40,56 +64,129 @@ impl Value {
     /// resources are Opaque too.
     pub fn from_bytes(
         kind: Option<ResourceType>,
-        bytes: &[u8],
+        bytes: &'a [u8],
         path: &Path,
-    ) -> Result<Value, ContentError> {
+    ) -> Result<ValueRef<'a>, ContentError> {
         let mismatch = |kind, reason| ContentError::TypeMismatch {
             path: *path,
             kind,
             reason,
         };
         let Some(kind) = kind else {
-            return Ok(Value::Opaque(bytes.to_vec()));
+            return Ok(ValueRef::Opaque(bytes));
         };
         Ok(match kind {
             ResourceType::Integer | ResourceType::Time => {
                 let n = be_signed(bytes).ok_or_else(|| mismatch(kind, "length not 1 to 8"))?;
                 if kind == ResourceType::Time {
-                    Value::Time(n)
+                    ValueRef::Time(n)
                 } else {
-                    Value::Integer(n)
+                    ValueRef::Integer(n)
                 }
             }
-            ResourceType::UnsignedInteger => Value::Unsigned(
+            ResourceType::UnsignedInteger => ValueRef::Unsigned(
                 be_unsigned(bytes).ok_or_else(|| mismatch(kind, "length not 1 to 8"))?,
             ),
             ResourceType::Float => match bytes {
-                [a, b, c, d] => Value::Float(f64::from(f32::from_be_bytes([*a, *b, *c, *d]))),
-                _ => Value::Float(f64::from_be_bytes(
+                [a, b, c, d] => ValueRef::Float(f64::from(f32::from_be_bytes([*a, *b, *c, *d]))),
+                _ => ValueRef::Float(f64::from_be_bytes(
                     bytes
                         .try_into()
                         .map_err(|_| mismatch(kind, "length not 4 or 8"))?,
                 )),
             },
             ResourceType::Boolean => match bytes {
-                [0] => Value::Boolean(false),
-                [1] => Value::Boolean(true),
+                [0] => ValueRef::Boolean(false),
+                [1] => ValueRef::Boolean(true),
                 [_] => return Err(mismatch(kind, "byte not 0 or 1")),
                 _ => return Err(mismatch(kind, "length not 1")),
             },
             ResourceType::Objlnk => match bytes {
                 [a, b, c, d] => {
-                    Value::Objlnk(u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))
+                    ValueRef::Objlnk(u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))
                 }
                 _ => return Err(mismatch(kind, "length not 4")),
             },
             ResourceType::String | ResourceType::CoreLink => match std::str::from_utf8(bytes) {
-                Ok(s) if kind == ResourceType::String => Value::String(s.to_owned()),
-                Ok(s) => Value::CoreLink(s.to_owned()),
-                Err(_) => Value::Opaque(bytes.to_vec()),
+                Ok(s) if kind == ResourceType::String => ValueRef::String(s),
+                Ok(s) => ValueRef::CoreLink(s),
+                Err(_) => ValueRef::Opaque(bytes),
             },
-            ResourceType::Opaque | ResourceType::None => Value::Opaque(bytes.to_vec()),
+            ResourceType::Opaque | ResourceType::None => ValueRef::Opaque(bytes),
         })
+    }
+
+    /// Types a text/plain value as [`Value::from_text`] does, for every type whose value
+    /// can borrow the text: `None` for an Opaque resource, whose base64 text must be
+    /// decoded into new bytes.
+    pub(crate) fn from_text(
+        kind: Option<ResourceType>,
+        text: &'a str,
+        path: &Path,
+    ) -> Result<Option<ValueRef<'a>>, ContentError> {
+        let mismatch = |kind, reason| ContentError::TypeMismatch {
+            path: *path,
+            kind,
+            reason,
+        };
+        let t = text.trim();
+        let Some(kind) = kind else {
+            return Ok(Some(ValueRef::String(text)));
+        };
+        Ok(Some(match kind {
+            ResourceType::Integer => ValueRef::Integer(
+                t.parse()
+                    .map_err(|_| mismatch(kind, "not a decimal integer"))?,
+            ),
+            ResourceType::Time => ValueRef::Time(
+                t.parse()
+                    .map_err(|_| mismatch(kind, "not a decimal integer"))?,
+            ),
+            ResourceType::UnsignedInteger => ValueRef::Unsigned(
+                t.parse()
+                    .map_err(|_| mismatch(kind, "not an unsigned decimal integer"))?,
+            ),
+            ResourceType::Float => ValueRef::Float(
+                t.parse()
+                    .map_err(|_| mismatch(kind, "not a decimal number"))?,
+            ),
+            ResourceType::Boolean => ValueRef::Boolean(
+                parse_bool(t).ok_or_else(|| mismatch(kind, "not 0, 1, true or false"))?,
+            ),
+            ResourceType::Objlnk => {
+                let (o, i) = parse_objlnk(t).ok_or_else(|| mismatch(kind, "not A:B"))?;
+                ValueRef::Objlnk(o, i)
+            }
+            ResourceType::Opaque => return Ok(None),
+            ResourceType::CoreLink => ValueRef::CoreLink(text),
+            ResourceType::String | ResourceType::None => ValueRef::String(text),
+        }))
+    }
+
+    /// An owned copy.
+    pub fn to_value(self) -> Value {
+        match self {
+            ValueRef::Integer(n) => Value::Integer(n),
+            ValueRef::Unsigned(n) => Value::Unsigned(n),
+            ValueRef::Float(f) => Value::Float(f),
+            ValueRef::Boolean(b) => Value::Boolean(b),
+            ValueRef::String(s) => Value::String(s.to_owned()),
+            ValueRef::Opaque(b) => Value::Opaque(b.to_vec()),
+            ValueRef::Time(n) => Value::Time(n),
+            ValueRef::Objlnk(o, i) => Value::Objlnk(o, i),
+            ValueRef::CoreLink(s) => Value::CoreLink(s.to_owned()),
+        }
+    }
+}
+
+impl Value {
+    /// Types binary bytes by the definition's type; see [`ValueRef::from_bytes`].
+    pub fn from_bytes(
+        kind: Option<ResourceType>,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<Value, ContentError> {
+        ValueRef::from_bytes(kind, bytes, path).map(ValueRef::to_value)
     }
 
     /// Types a text/plain value by the definition's type (LwM2M 1.1 §7.4.1): decimal
@@ -100,45 +197,33 @@ impl Value {
         text: &str,
         path: &Path,
     ) -> Result<Value, ContentError> {
-        let mismatch = |kind, reason| ContentError::TypeMismatch {
-            path: *path,
-            kind,
-            reason,
-        };
-        let t = text.trim();
-        let Some(kind) = kind else {
-            return Ok(Value::String(text.to_owned()));
-        };
-        Ok(match kind {
-            ResourceType::Integer => Value::Integer(
-                t.parse()
-                    .map_err(|_| mismatch(kind, "not a decimal integer"))?,
-            ),
-            ResourceType::Time => Value::Time(
-                t.parse()
-                    .map_err(|_| mismatch(kind, "not a decimal integer"))?,
-            ),
-            ResourceType::UnsignedInteger => Value::Unsigned(
-                t.parse()
-                    .map_err(|_| mismatch(kind, "not an unsigned decimal integer"))?,
-            ),
-            ResourceType::Float => Value::Float(
-                t.parse()
-                    .map_err(|_| mismatch(kind, "not a decimal number"))?,
-            ),
-            ResourceType::Boolean => Value::Boolean(
-                parse_bool(t).ok_or_else(|| mismatch(kind, "not 0, 1, true or false"))?,
-            ),
-            ResourceType::Objlnk => {
-                let (o, i) = parse_objlnk(t).ok_or_else(|| mismatch(kind, "not A:B"))?;
-                Value::Objlnk(o, i)
+        match ValueRef::from_text(kind, text, path)? {
+            Some(v) => Ok(v.to_value()),
+            None => {
+                decode_base64(text.trim())
+                    .map(Value::Opaque)
+                    .ok_or(ContentError::TypeMismatch {
+                        path: *path,
+                        kind: ResourceType::Opaque,
+                        reason: "not base64",
+                    })
             }
-            ResourceType::Opaque => {
-                Value::Opaque(decode_base64(t).ok_or_else(|| mismatch(kind, "not base64"))?)
-            }
-            ResourceType::CoreLink => Value::CoreLink(text.to_owned()),
-            ResourceType::String | ResourceType::None => Value::String(text.to_owned()),
-        })
+        }
+    }
+
+    /// The value borrowed.
+    pub fn as_value_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Integer(n) => ValueRef::Integer(*n),
+            Value::Unsigned(n) => ValueRef::Unsigned(*n),
+            Value::Float(f) => ValueRef::Float(*f),
+            Value::Boolean(b) => ValueRef::Boolean(*b),
+            Value::String(s) => ValueRef::String(s),
+            Value::Opaque(b) => ValueRef::Opaque(b),
+            Value::Time(n) => ValueRef::Time(*n),
+            Value::Objlnk(o, i) => ValueRef::Objlnk(*o, *i),
+            Value::CoreLink(s) => ValueRef::CoreLink(s),
+        }
     }
 
     /// Converts a self-described value to the definition's type where that is exact (an

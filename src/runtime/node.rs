@@ -102,16 +102,17 @@ impl ShardIo {
             }
         });
         flush_udp(&mut self.send, &self.socket);
-        while let Some(p) = self.shard.poll_publish() {
-            self.uplink.publish(
+        let uplink = &self.uplink;
+        self.shard.drain_publishes(|p| {
+            uplink.publish(
                 now,
                 Outgoing {
                     topic: p.topic,
-                    payload: p.payload.into(),
+                    payload: p.payload,
                     qos: p.qos,
                 },
             );
-        }
+        });
         while let Some(h) = self.shard.poll_handoff() {
             self.backlog.push_back(h);
         }

@@ -4,11 +4,12 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{directory_shard, Location, Shard, TopicKind};
+use super::{directory_shard, ip_text, Location, Shard, TopicKind};
 use crate::coap::{Code, Message, MessageType};
-use crate::content::{self, Content};
+use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
 use crate::lwm2m::Path;
 use crate::translate::{self, CoapRequest, Command, CommandKind};
 
@@ -50,7 +51,7 @@ impl Downlink {
 
 #[derive(Debug)]
 struct Queued {
-    echo: String,
+    echo: Arc<str>,
     msg_type: String,
     observe: Option<bool>,
     request: CoapRequest,
@@ -58,9 +59,9 @@ struct Queued {
 
 #[derive(Debug)]
 struct Exchange {
-    echo: String,
+    echo: Arc<str>,
     msg_type: String,
-    req_path: String,
+    req_path: Arc<str>,
     /// `Some(true)` for observe, `Some(false)` for cancel-observe.
     observe: Option<bool>,
     token: [u8; 8],
@@ -75,10 +76,22 @@ struct Exchange {
 #[derive(Debug)]
 struct Observation {
     token: [u8; 8],
-    echo: String,
-    req_path: String,
+    echo: Arc<str>,
+    req_path: Arc<str>,
+    /// `req_path` parsed once for every notification's content.
+    path: Option<Path>,
     last_seq: Option<u32>,
     last_at: Instant,
+}
+
+/// Where [`Shard::decode_content`] left a payload.
+enum Decoded {
+    /// In the borrowed values.
+    Values,
+    /// Decoded into owned content.
+    Content(Content),
+    /// To publish undecoded at this path.
+    Undecoded(Path),
 }
 
 /// What a matched response completes.
@@ -163,7 +176,7 @@ impl Shard {
             );
         }
         dl.queue.push_back(Queued {
-            echo,
+            echo: echo.into(),
             msg_type,
             observe,
             request,
@@ -190,8 +203,16 @@ impl Shard {
         let Some(ep) = self.endpoints.get(&location) else {
             return;
         };
-        let (name, addr) = (ep.registration.ep.clone(), ep.addr);
-        self.publish(kind, &name, addr);
+        let mut peerhost = [0u8; 64];
+        let peerhost = ip_text(&ep.addr, &mut peerhost);
+        let translator = kind.translator(&self.cfg.translators);
+        self.publishes.push(
+            &self.cfg.mountpoint,
+            translator,
+            &ep.registration.ep,
+            peerhost,
+            &self.json,
+        );
     }
 
     /// Starts the next queued request if nothing is in flight.
@@ -217,7 +238,7 @@ impl Shard {
             Some(false) => dl
                 .observations
                 .iter()
-                .find(|o| o.req_path == q.request.req_path)
+                .find(|o| *o.req_path == q.request.req_path)
                 .map_or(token, |o| o.token),
             _ => token,
         };
@@ -230,7 +251,7 @@ impl Shard {
         dl.in_flight = Some(Exchange {
             echo: q.echo,
             msg_type: q.msg_type,
-            req_path: q.request.req_path,
+            req_path: q.request.req_path.into(),
             observe: q.observe,
             token,
             mid,
@@ -417,9 +438,13 @@ impl Shard {
         let Some(dl) = ep.downlink.as_mut() else {
             return;
         };
-        let (echo, req_path) = match &outcome {
+        let (echo, req_path, path) = match &outcome {
             Outcome::Response => match dl.in_flight.as_ref() {
-                Some(ex) => (ex.echo.clone(), ex.req_path.clone()),
+                Some(ex) => (
+                    ex.echo.clone(),
+                    ex.req_path.clone(),
+                    Path::parse(&ex.req_path).ok(),
+                ),
                 None => return,
             },
             Outcome::Notification(_) => {
@@ -428,7 +453,7 @@ impl Shard {
                     .iter()
                     .find(|o| Some(o.token) == msg.token().try_into().ok())
                 {
-                    Some(o) => (o.echo.clone(), o.req_path.clone()),
+                    Some(o) => (o.echo.clone(), o.req_path.clone(), o.path),
                     None => return,
                 }
             }
@@ -446,6 +471,7 @@ impl Shard {
                         token: ex.token,
                         echo: ex.echo.clone(),
                         req_path: ex.req_path.clone(),
+                        path: Path::parse(&ex.req_path).ok(),
                         last_seq: msg.observe(),
                         last_at: now,
                     });
@@ -468,7 +494,17 @@ impl Shard {
                 _ => {}
             }
         }
-        let content = self.decode_content(msg, &req_path);
+        let mut values = content::reuse_entries(std::mem::take(&mut self.values));
+        let decoded = self.decode_content(msg, &req_path, path, &mut values);
+        let content = match &decoded {
+            None => None,
+            Some(Decoded::Values) => Some(ContentRef::Values(&values)),
+            Some(Decoded::Content(c)) => Some(ContentRef::Content(c)),
+            Some(Decoded::Undecoded(path)) => Some(ContentRef::Undecoded {
+                path: *path,
+                payload: msg.payload(),
+            }),
+        };
         match outcome {
             Outcome::Response => {
                 self.stats.command_responses += 1;
@@ -479,43 +515,50 @@ impl Shard {
                         &ex.msg_type,
                         &ex.req_path,
                         code,
-                        content.as_ref(),
+                        content,
                     )
                 });
             }
             Outcome::Notification(seq) => {
                 self.stats.notifications += 1;
                 self.json.clear();
-                translate::write_notify(
-                    &mut self.json,
-                    &echo,
-                    seq,
-                    &req_path,
-                    code,
-                    content.as_ref(),
-                );
+                translate::write_notify(&mut self.json, &echo, seq, &req_path, code, content);
                 self.publish_for(TopicKind::Notify, location);
             }
         }
+        self.values = content::reuse_entries(values);
     }
 
-    /// Decodes a response payload; whatever cannot be decoded is kept undecoded.
-    fn decode_content(&mut self, msg: &Message<'_>, req_path: &str) -> Option<Content> {
+    /// Decodes a response payload into `values` where it can borrow from the message,
+    /// else into owned content; whatever cannot be decoded is kept undecoded.
+    fn decode_content<'m>(
+        &mut self,
+        msg: &Message<'m>,
+        req_path: &str,
+        path: Option<Path>,
+        values: &mut Vec<EntryRef<'m>>,
+    ) -> Option<Decoded> {
         let payload = msg.payload();
         if payload.is_empty() {
             return None;
         }
-        let path = Path::parse(req_path).ok()?;
+        let path = path?;
         let format = msg.content_format().unwrap_or(content::format::TEXT);
-        match content::decode(format, payload, &path, &self.cfg.registry) {
-            Ok(c) => Some(c),
+        let registry = &self.cfg.registry;
+        let decoded = match content::decode_borrowed(format, payload, &path, registry, values) {
+            Ok(Borrowed::Values) => Ok(Decoded::Values),
+            Ok(Borrowed::Undecoded) => Ok(Decoded::Undecoded(path)),
+            Ok(Borrowed::Owned) => {
+                content::decode(format, payload, &path, registry).map(Decoded::Content)
+            }
+            Err(e) => Err(e),
+        };
+        match decoded {
+            Ok(d) => Some(d),
             Err(e) => {
                 self.stats.undecodable += 1;
                 tracing::debug!(%req_path, format, "publishing undecoded content: {e}");
-                Some(Content::Undecoded {
-                    path,
-                    payload: payload.to_vec(),
-                })
+                Some(Decoded::Undecoded(path))
             }
         }
     }
@@ -531,7 +574,7 @@ impl Shard {
         for t in dl.tokens() {
             self.token_owner.remove(&t);
         }
-        let pending: Vec<(String, String)> = dl
+        let pending: Vec<(Arc<str>, String)> = dl
             .in_flight
             .take()
             .map(|e| (e.echo, e.msg_type))

@@ -2,7 +2,7 @@
 //! arrive on its socket.
 //!
 //! The contract follows quinn-proto: inputs are `handle_*(now, ...)`, outputs are drained
-//! with [`Shard::drain_transmits`], [`Shard::poll_publish`], [`Shard::poll_handoff`] and
+//! with [`Shard::drain_transmits`], [`Shard::drain_publishes`], [`Shard::poll_handoff`] and
 //! [`Shard::poll_timeout`]. Nothing here touches a socket or reads the clock, so every
 //! scenario — expiry, rebinding across shards, retransmitted CONs — runs in tests with a
 //! fake clock and several shards wired together by hand.
@@ -22,6 +22,7 @@ mod downlink;
 mod downlink_tests;
 mod endpoints;
 mod location;
+mod publish;
 mod registration;
 #[cfg(test)]
 mod tests;
@@ -39,12 +40,14 @@ use crate::coap::{
     option, write_empty, Block, Block1Assembler, Code, Dedup, DedupCache, Message, MessageType,
     MessageWriter, MidGen, TokenGen,
 };
-use crate::config::{Config, Qos, Translators, UpdatePublishCondition};
+use crate::config::{Config, Translators, UpdatePublishCondition};
 use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 
 use endpoints::{Directory, Endpoint, Endpoints};
 pub use location::Location;
+use publish::PublishQueue;
+pub use publish::{Publish, PublishRef};
 
 /// CON requests remembered for duplicate detection per shard; beyond, the oldest go first.
 /// Retransmissions come within MAX_TRANSMIT_SPAN (45 s), which this covers at ~5.8 k new
@@ -111,17 +114,6 @@ impl ShardConfig {
 
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
-}
-
-/// An MQTT message the shard wants published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    /// Full topic (mountpoint applied).
-    pub topic: String,
-    /// JSON payload.
-    pub payload: Vec<u8>,
-    /// QoS of the translator it was published for.
-    pub qos: Qos,
 }
 
 /// Work one shard hands to another.
@@ -292,10 +284,12 @@ pub struct Shard {
     /// Outgoing datagrams: bytes in `tx`, `(dest, start, len)` in `tx_list`.
     tx: Vec<u8>,
     tx_list: Vec<(SocketAddr, usize, usize)>,
-    publishes: VecDeque<Publish>,
+    publishes: PublishQueue,
     handoffs: VecDeque<(usize, Handoff)>,
     json: Vec<u8>,
-    topic: String,
+    /// Decoded values of the payload being published, reused by every response and
+    /// notification (see [`crate::content::reuse_entries`]).
+    values: Vec<crate::content::EntryRef<'static>>,
     stats: ShardStats,
 }
 
@@ -345,10 +339,10 @@ impl Shard {
             suppressed_logs: 0,
             tx: Vec::with_capacity(64 * 1024),
             tx_list: Vec::with_capacity(256),
-            publishes: VecDeque::new(),
+            publishes: PublishQueue::new(),
             handoffs: VecDeque::new(),
             json: Vec::with_capacity(1024),
-            topic: String::with_capacity(128),
+            values: Vec::with_capacity(16),
             stats: ShardStats::default(),
             cfg,
         }
@@ -462,9 +456,21 @@ impl Shard {
         self.tx_list.len()
     }
 
-    /// The next MQTT message to publish.
+    /// Hands every queued MQTT message to `publish`, oldest first, and forgets them. The
+    /// topic and payload borrow the shard's arena: nothing is allocated per message.
+    pub fn drain_publishes(&mut self, publish: impl FnMut(PublishRef<'_>)) {
+        self.publishes.drain(publish);
+    }
+
+    /// The next MQTT message to publish, copied out of the arena (a convenience for tests
+    /// and tools; the runtime uses [`Shard::drain_publishes`]).
     pub fn poll_publish(&mut self) -> Option<Publish> {
-        self.publishes.pop_front()
+        self.publishes.pop()
+    }
+
+    /// MQTT messages queued and not yet drained.
+    pub fn pending_publishes(&self) -> usize {
+        self.publishes.len()
     }
 
     /// The next piece of work for another shard: `(shard, work)`.
@@ -621,22 +627,9 @@ impl Shard {
     }
 
     fn publish_to(&mut self, kind: TopicKind, ep: &str, peerhost: &str) {
-        let t = match kind {
-            TopicKind::Register => &self.cfg.translators.register,
-            TopicKind::Update => &self.cfg.translators.update,
-            TopicKind::Event => &self.cfg.translators.event,
-            TopicKind::Response => &self.cfg.translators.response,
-            TopicKind::Notify => &self.cfg.translators.notify,
-        };
-        let qos = t.qos;
-        self.cfg
-            .mountpoint
-            .topic(&mut self.topic, ep, peerhost, &t.topic);
-        self.publishes.push_back(Publish {
-            topic: self.topic.clone(),
-            payload: self.json.clone(),
-            qos,
-        });
+        let t = kind.translator(&self.cfg.translators);
+        self.publishes
+            .push(&self.cfg.mountpoint, t, ep, peerhost, &self.json);
     }
 
     fn publish_event(&mut self, ep: &str, peer: SocketAddr, event: Event) {
@@ -674,6 +667,18 @@ enum TopicKind {
     Notify,
 }
 
+impl TopicKind {
+    fn translator(self, t: &Translators) -> &crate::config::Translator {
+        match self {
+            TopicKind::Register => &t.register,
+            TopicKind::Update => &t.update,
+            TopicKind::Event => &t.event,
+            TopicKind::Response => &t.response,
+            TopicKind::Notify => &t.notify,
+        }
+    }
+}
+
 /// A response to a device request.
 #[derive(Debug, Clone, Copy)]
 struct Response {
@@ -695,8 +700,57 @@ impl Response {
 /// The textual IP of `addr` written into `buf`, without allocating.
 fn ip_text<'b>(addr: &SocketAddr, buf: &'b mut [u8; 64]) -> &'b str {
     use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{}", addr.ip());
-    let n = cursor.position() as usize;
+    let n = match addr {
+        // Dotted quad by hand: the formatter costs more than the rest of a notification's
+        // topic.
+        SocketAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    buf[n] = b'0' + d;
+                    n += 1;
+                }
+            }
+            n
+        }
+        SocketAddr::V6(v6) => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{}", v6.ip());
+            cursor.position() as usize
+        }
+    };
     std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+#[cfg(test)]
+mod ip_text_tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_standard_formatting() {
+        for a in [
+            "0.0.0.0:1",
+            "1.2.3.4:5",
+            "10.99.100.255:5683",
+            "127.0.0.1:5683",
+            "[::1]:5683",
+            "[2001:db8::ff00:42:8329]:1",
+        ] {
+            let addr: SocketAddr = a.parse().expect("address");
+            let mut buf = [0u8; 64];
+            assert_eq!(ip_text(&addr, &mut buf), addr.ip().to_string());
+        }
+    }
 }

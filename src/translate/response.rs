@@ -9,7 +9,7 @@
 use super::command::CommandError;
 use super::json::ObjectWriter;
 use crate::coap::Code;
-use crate::content::{self, Content};
+use crate::content::{self, ContentRef};
 
 /// Appends the code as `"2.05"`.
 fn write_code(out: &mut Vec<u8>, code: Code) {
@@ -26,13 +26,13 @@ fn write_result(
     data: &mut ObjectWriter<'_>,
     req_path: &str,
     code: Code,
-    content: Option<&Content>,
+    content: Option<ContentRef<'_>>,
 ) {
     write_code(data.key("code"), code);
     data.str("codeMsg", code.name()).str("reqPath", req_path);
     if let Some(content) = content {
         content::write_content_json(data.key("content"), content);
-        if matches!(content, Content::Undecoded { .. }) {
+        if content.is_undecoded() {
             data.key("decoded").extend_from_slice(b"false");
         }
     }
@@ -49,7 +49,7 @@ pub fn write_response(
     msg_type: &str,
     req_path: &str,
     code: Code,
-    content: Option<&Content>,
+    content: Option<ContentRef<'_>>,
 ) {
     let mut msg = ObjectWriter::begin(out);
     msg.raw_members(echo).str("msgType", msg_type);
@@ -67,7 +67,7 @@ pub fn write_notify(
     seq_num: u32,
     req_path: &str,
     code: Code,
-    content: Option<&Content>,
+    content: Option<ContentRef<'_>>,
 ) {
     let mut msg = ObjectWriter::begin(out);
     msg.raw_members(echo)
@@ -144,7 +144,7 @@ pub fn write_command_error(out: &mut Vec<u8>, err: &CommandError) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::content::{Entry, Value};
+    use crate::content::{Content, Entry, Value};
     use crate::lwm2m::Path;
     use crate::translate::command::parse_command;
 
@@ -170,12 +170,26 @@ mod tests {
     fn responses() {
         let read = Content::Entries(vec![entry("/3/0/0", Value::String("EMQ".into()))]);
         assert_eq!(
-            text(|o| write_response(o, ECHO, "read", "/3/0/0", Code::CONTENT, Some(&read))),
+            text(|o| write_response(
+                o,
+                ECHO,
+                "read",
+                "/3/0/0",
+                Code::CONTENT,
+                Some((&read).into())
+            )),
             r#"{"requestID":7,"msgType":"read","data":{"code":"2.05","codeMsg":"content","reqPath":"/3/0/0","content":[{"path":"/3/0/0","value":"EMQ"}]}}"#
         );
         let links = Content::Links(vec!["</3/0>".into(), "</3/0/1>".into()]);
         assert_eq!(
-            text(|o| write_response(o, ECHO, "discover", "/3/0", Code::CONTENT, Some(&links))),
+            text(|o| write_response(
+                o,
+                ECHO,
+                "discover",
+                "/3/0",
+                Code::CONTENT,
+                Some((&links).into())
+            )),
             r#"{"requestID":7,"msgType":"discover","data":{"code":"2.05","codeMsg":"content","reqPath":"/3/0","content":["</3/0>","</3/0/1>"]}}"#
         );
         assert_eq!(
@@ -188,7 +202,7 @@ mod tests {
         );
         let notify = Content::Entries(vec![entry("/3/0/10", Value::Integer(4096))]);
         assert_eq!(
-            text(|o| write_notify(o, ECHO, 3, "/3/0/10", Code::CONTENT, Some(&notify))),
+            text(|o| write_notify(o, ECHO, 3, "/3/0/10", Code::CONTENT, Some((&notify).into()))),
             r#"{"requestID":7,"msgType":"notify","seqNum":3,"data":{"code":"2.05","codeMsg":"content","reqPath":"/3/0/10","content":[{"path":"/3/0/10","value":4096}]}}"#
         );
     }
@@ -199,7 +213,16 @@ mod tests {
             path: Path::parse("/32000/0").expect("path"),
             payload: vec![0],
         };
-        let s = text(|o| write_response(o, ECHO, "read", "/32000/0", Code::CONTENT, Some(&raw)));
+        let s = text(|o| {
+            write_response(
+                o,
+                ECHO,
+                "read",
+                "/32000/0",
+                Code::CONTENT,
+                Some((&raw).into()),
+            )
+        });
         let v: serde_json::Value = serde_json::from_str(&s).expect("json");
         assert_eq!(v["data"]["decoded"], serde_json::Value::Bool(false));
         assert_eq!(v["data"]["content"][0]["path"], "/32000/0");

@@ -68,6 +68,11 @@ impl Mountpoint {
     /// then `suffix` (e.g. `up/resp`).
     pub fn topic(&self, out: &mut String, endpoint: &str, peerhost: &str, suffix: &str) {
         out.clear();
+        self.append_topic(out, endpoint, peerhost, suffix);
+    }
+
+    /// Appends the topic of [`Mountpoint::topic`] to `out` (a topic arena).
+    pub fn append_topic(&self, out: &mut String, endpoint: &str, peerhost: &str, suffix: &str) {
         for part in &self.parts {
             out.push_str(match part {
                 Part::Literal(s) => s,

@@ -127,7 +127,7 @@ impl UplinkHandle {
     }
 
     /// Queues a message (see [`UplinkSession::publish`]) and wakes the driver.
-    pub fn publish(&self, now: Instant, msg: Outgoing) {
+    pub fn publish(&self, now: Instant, msg: Outgoing<'_>) {
         self.shared.session.borrow_mut().publish(now, msg);
         self.shared.to_driver.notify();
     }

@@ -7,9 +7,10 @@
 //! clock: the driver feeds it bytes, transport events and `now`, and drains the bytes to
 //! write with [`UplinkSession::poll_transmit`] — the same contract as quinn-proto.
 //!
-//! Packets are encoded and decoded with rumqttc's `mqttbytes` codec. Publishes are encoded
-//! straight into the driver's output buffer; a steady stream of publishes allocates nothing
-//! here beyond what the caller already allocated for the topic and payload.
+//! Control packets are encoded and incoming packets decoded with rumqttc's `mqttbytes`
+//! codec. Publishes are encoded once, from the caller's borrowed topic and payload, into
+//! reused packet queues ([`super::fifo`]) and copied from there into the driver's output
+//! buffer: a steady stream of publishes allocates nothing.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -17,11 +18,13 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
-    self, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, PingReq, PubAck, Publish,
-    SubAck, Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
+    self, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, PingReq, PubAck, SubAck,
+    Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
 };
 use rumqttc::mqttbytes::{self, QoS};
 
+use super::fifo::{Frame, PacketFifo};
+use super::publish::{write_publish, DUP, MAX_TOPIC_LEN};
 use crate::config::Qos;
 
 /// QoS 1 publishes awaiting PUBACK at once: bounds memory per connection and the burst
@@ -46,11 +49,9 @@ pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shortest interval between two warnings about dropped messages (counts are in stats).
 pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Largest topic MQTT can carry (its length is a 16-bit field).
-const MAX_TOPIC_LEN: usize = u16::MAX as usize;
-
-/// Largest remaining length MQTT can encode (four 7-bit length bytes).
-const MAX_REMAINING_LEN: usize = 268_435_455;
+/// Holes (out-of-order PUBACKs) tolerated in the in-flight window beyond twice its live
+/// packets before it is compacted.
+const IN_FLIGHT_SLACK: usize = 64;
 
 /// An uplink protocol failure; the driver drops the connection and reconnects.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +70,13 @@ pub enum UplinkError {
     Unexpected(&'static str),
 }
 
-/// One message to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outgoing {
+/// One message to publish, borrowed: the session copies it into its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing<'a> {
     /// Full topic name.
-    pub topic: String,
+    pub topic: &'a str,
     /// Payload bytes.
-    pub payload: Bytes,
+    pub payload: &'a [u8],
     /// Delivery guarantee.
     pub qos: Qos,
 }
@@ -139,13 +140,6 @@ pub enum LinkState {
     Dead,
 }
 
-/// A message waiting to be sent, numbered to keep QoS 0 and QoS 1 in publish order.
-#[derive(Debug)]
-struct Queued {
-    seq: u64,
-    publish: Publish,
-}
-
 /// A control packet to send before any publish.
 #[derive(Debug)]
 enum Control {
@@ -207,14 +201,15 @@ pub struct UplinkSession {
     state: LinkState,
     ever_connected: bool,
     control: VecDeque<Control>,
-    /// QoS 0 messages not yet sent, oldest first.
-    pending_qos0: VecDeque<Queued>,
-    /// QoS 1 messages not yet sent (or to be re-sent), oldest first.
-    pending_qos1: VecDeque<Queued>,
+    /// QoS 0 PUBLISH packets not yet sent, oldest first.
+    pending_qos0: PacketFifo,
+    /// QoS 1 PUBLISH packets not yet sent (or to be re-sent), oldest first; their packet
+    /// id is filled in when they are written.
+    pending_qos1: PacketFifo,
+    /// Publish order across both queues.
     next_seq: u64,
-    /// QoS 1 publishes sent, in send order; `None` once acknowledged out of order.
-    in_flight: VecDeque<Option<Queued>>,
-    in_flight_live: usize,
+    /// QoS 1 publishes sent, in send order, until their PUBACK.
+    in_flight: PacketFifo,
     /// SUBSCRIBE/UNSUBSCRIBE packet ids awaiting SUBACK/UNSUBACK.
     awaiting_suback: Vec<u16>,
     ids: PacketIds,
@@ -257,11 +252,10 @@ impl UplinkSession {
             state: LinkState::Down,
             ever_connected: false,
             control: VecDeque::new(),
-            pending_qos0: VecDeque::new(),
-            pending_qos1: VecDeque::new(),
+            pending_qos0: PacketFifo::default(),
+            pending_qos1: PacketFifo::default(),
             next_seq: 0,
-            in_flight: VecDeque::new(),
-            in_flight_live: 0,
+            in_flight: PacketFifo::default(),
             awaiting_suback: Vec::new(),
             ids: PacketIds::new(),
             subscriptions: AHashMap::new(),
@@ -285,29 +279,30 @@ impl UplinkSession {
     /// Queues a message. QoS 1 messages are kept until the broker acknowledges them. The
     /// queue is bounded by `offline_buffer` (at least `max_batch` while connected); on
     /// overflow the oldest QoS 0 message is dropped, or the oldest message if none is QoS 0.
-    pub fn publish(&mut self, now: Instant, msg: Outgoing) {
-        let body = 2 + msg.topic.len() + msg.payload.len() + 2;
-        if msg.topic.is_empty() || msg.topic.len() > MAX_TOPIC_LEN || body > MAX_REMAINING_LEN {
+    pub fn publish(&mut self, now: Instant, msg: Outgoing<'_>) {
+        let seq = self.next_seq;
+        let qos1 = msg.qos == Qos::AtLeastOnce;
+        let queue = if qos1 {
+            &mut self.pending_qos1
+        } else {
+            &mut self.pending_qos0
+        };
+        let queued = queue.push(|out| {
+            let w = write_publish(out, msg.topic, msg.payload, qos1, 0, false)?;
+            Some(Frame {
+                seq,
+                len: w.len,
+                pkid_at: w.pkid_at,
+                pkid: 0,
+                live: true,
+            })
+        });
+        if !queued {
             self.stats.dropped_invalid += 1;
             self.note_drop(now);
             return;
         }
-        let seq = self.next_seq;
         self.next_seq += 1;
-        let qos = to_mqtt_qos(msg.qos);
-        let publish = Publish {
-            dup: false,
-            qos,
-            retain: false,
-            topic: msg.topic,
-            pkid: 0,
-            payload: msg.payload,
-        };
-        let queued = Queued { seq, publish };
-        match msg.qos {
-            Qos::AtMostOnce => self.pending_qos0.push_back(queued),
-            Qos::AtLeastOnce => self.pending_qos1.push_back(queued),
-        }
         self.enforce_bound(now);
     }
 
@@ -368,13 +363,13 @@ impl UplinkSession {
         if self.state == LinkState::Down {
             return;
         }
-        let back: Vec<Queued> = self.in_flight.drain(..).flatten().collect();
-        for mut q in back.into_iter().rev() {
-            q.publish.dup = true;
-            q.publish.pkid = 0;
-            self.pending_qos1.push_front(q);
-        }
-        self.in_flight_live = 0;
+        self.in_flight
+            .prepend_to(&mut self.pending_qos1, |frame, bytes| {
+                frame.pkid = 0;
+                if let Some(flags) = bytes.first_mut() {
+                    *flags |= DUP;
+                }
+            });
         self.stats.dropped_qos0_disconnect += self.unconfirmed_qos0;
         self.unconfirmed_qos0 = 0;
         self.reset_transport();
@@ -483,26 +478,15 @@ impl UplinkSession {
     }
 
     fn release_in_flight(&mut self, pkid: u16) {
-        let slot = self
-            .in_flight
-            .iter_mut()
-            .find(|q| q.as_ref().is_some_and(|q| q.publish.pkid == pkid));
-        let Some(slot) = slot else {
+        if !self.in_flight.release(pkid) {
             tracing::debug!(pkid, "PUBACK for a packet id not in flight");
             return;
-        };
-        *slot = None;
-        self.ids.release(pkid);
-        self.in_flight_live -= 1;
-        self.stats.acked += 1;
-        while matches!(self.in_flight.front(), Some(None)) {
-            self.in_flight.pop_front();
         }
+        self.ids.release(pkid);
+        self.stats.acked += 1;
         // Acks out of order leave holes behind an older message; compact once they
         // outnumber the live entries, so memory stays proportional to the window.
-        if self.in_flight.len() > 2 * self.in_flight_live + 64 {
-            self.in_flight.retain(Option::is_some);
-        }
+        self.in_flight.compact(IN_FLIGHT_SLACK);
     }
 
     fn release_suback(&mut self, pkid: u16) {
@@ -576,33 +560,31 @@ impl UplinkSession {
             (Some(a), Some(b)) => a.seq < b.seq,
         };
         if take_qos0 {
-            let Some(q) = self.pending_qos0.pop_front() else {
+            let Some((_, bytes)) = self.pending_qos0.pop() else {
                 return false;
             };
-            if q.publish.write(out).is_ok() {
-                self.stats.published += 1;
-                self.unconfirmed_qos0 += 1;
-            }
+            out.extend_from_slice(bytes);
+            self.stats.published += 1;
+            self.unconfirmed_qos0 += 1;
             return true;
         }
-        if self.in_flight_live >= MAX_IN_FLIGHT {
+        if self.in_flight.live() >= MAX_IN_FLIGHT {
             return false;
         }
-        let Some(mut q) = self.pending_qos1.pop_front() else {
+        let Some((mut frame, bytes)) = self.pending_qos1.pop() else {
             return false;
         };
-        q.publish.pkid = self.ids.allocate();
-        if q.publish.write(out).is_err() {
-            self.ids.release(q.publish.pkid);
-            return true;
+        frame.pkid = self.ids.allocate();
+        if let Some(id) = bytes.get_mut(frame.pkid_at..frame.pkid_at + 2) {
+            id.copy_from_slice(&frame.pkid.to_be_bytes());
         }
-        if q.publish.dup {
+        out.extend_from_slice(bytes);
+        if bytes.first().is_some_and(|flags| flags & DUP != 0) {
             self.stats.redelivered += 1;
         } else {
             self.stats.published += 1;
         }
-        self.in_flight.push_back(Some(q));
-        self.in_flight_live += 1;
+        self.in_flight.push_bytes(frame, bytes);
         true
     }
 
@@ -674,11 +656,8 @@ impl UplinkSession {
             self.opts.offline_buffer
         };
         while self.pending_qos0.len() + self.pending_qos1.len() > cap {
-            let dropped = match self.pending_qos0.pop_front() {
-                Some(q) => Some(q),
-                None => self.pending_qos1.pop_front(),
-            };
-            if dropped.is_none() {
+            let dropped = self.pending_qos0.pop().is_some() || self.pending_qos1.pop().is_some();
+            if !dropped {
                 break;
             }
             self.stats.dropped_overflow += 1;
@@ -707,7 +686,7 @@ impl UplinkSession {
     pub fn stats(&self) -> UplinkStats {
         UplinkStats {
             buffered: (self.pending_qos0.len() + self.pending_qos1.len()) as u64,
-            in_flight: self.in_flight_live as u64,
+            in_flight: self.in_flight.live() as u64,
             ..self.stats
         }
     }
@@ -731,7 +710,7 @@ impl UplinkSession {
     pub fn is_idle(&self) -> bool {
         self.pending_qos0.is_empty()
             && self.pending_qos1.is_empty()
-            && self.in_flight_live == 0
+            && self.in_flight.live() == 0
             && self.control.is_empty()
     }
 
@@ -740,7 +719,7 @@ impl UplinkSession {
         !self.control.is_empty()
             || (self.state == LinkState::Up
                 && (!self.pending_qos0.is_empty()
-                    || (!self.pending_qos1.is_empty() && self.in_flight_live < MAX_IN_FLIGHT)))
+                    || (!self.pending_qos1.is_empty() && self.in_flight.live() < MAX_IN_FLIGHT)))
     }
 }
 

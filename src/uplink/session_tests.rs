@@ -1,6 +1,7 @@
 //! Behaviour tests of [`UplinkSession`] with a fake clock and byte vectors.
 
 use super::*;
+use rumqttc::mqttbytes::v4::Publish;
 
 fn opts() -> SessionOptions {
     SessionOptions {
@@ -15,10 +16,27 @@ fn opts() -> SessionOptions {
 
 const CONNACK_OK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 
-fn msg(topic: &str, n: u32, qos: Qos) -> Outgoing {
-    Outgoing {
+/// A message whose payload is its number; `.out()` borrows it for `publish`.
+struct Msg {
+    topic: String,
+    payload: [u8; 4],
+    qos: Qos,
+}
+
+impl Msg {
+    fn out(&self) -> Outgoing<'_> {
+        Outgoing {
+            topic: &self.topic,
+            payload: &self.payload,
+            qos: self.qos,
+        }
+    }
+}
+
+fn msg(topic: &str, n: u32, qos: Qos) -> Msg {
+    Msg {
         topic: topic.into(),
-        payload: Bytes::from(n.to_be_bytes().to_vec()),
+        payload: n.to_be_bytes(),
         qos,
     }
 }
@@ -120,7 +138,7 @@ fn publishes_wait_for_connack_then_batch_respects_max_batch() {
     });
     s.on_connected(now);
     for i in 0..25 {
-        s.publish(now, msg("t", i, Qos::AtMostOnce));
+        s.publish(now, msg("t", i, Qos::AtMostOnce).out());
     }
     let mut out = BytesMut::new();
     assert_eq!(
@@ -152,8 +170,8 @@ fn qos0_publish_bytes() {
     s.publish(
         now,
         Outgoing {
-            topic: "a/b".into(),
-            payload: Bytes::from_static(b"hi"),
+            topic: "a/b",
+            payload: b"hi",
             qos: Qos::AtMostOnce,
         },
     );
@@ -167,7 +185,7 @@ fn puback_releases_in_flight() {
     let now = Instant::now();
     let mut s = connected(now, opts());
     for i in 0..3 {
-        s.publish(now, msg("t", i, Qos::AtLeastOnce));
+        s.publish(now, msg("t", i, Qos::AtLeastOnce).out());
     }
     let packets = drain(&mut s, now);
     let ids: Vec<u16> = publishes(&packets).iter().map(|p| p.pkid).collect();
@@ -194,7 +212,7 @@ fn in_flight_window_is_bounded() {
         },
     );
     for i in 0..(MAX_IN_FLIGHT as u32 + 10) {
-        s.publish(now, msg("t", i, Qos::AtLeastOnce));
+        s.publish(now, msg("t", i, Qos::AtLeastOnce).out());
     }
     let sent = publishes(&drain(&mut s, now)).len();
     assert_eq!(sent, MAX_IN_FLIGHT);
@@ -254,14 +272,14 @@ fn offline_buffer_bound_drops_oldest_qos0_first() {
         offline_buffer: 4,
         ..opts()
     });
-    s.publish(now, msg("t", 0, Qos::AtLeastOnce));
-    s.publish(now, msg("t", 1, Qos::AtMostOnce));
-    s.publish(now, msg("t", 2, Qos::AtLeastOnce));
-    s.publish(now, msg("t", 3, Qos::AtMostOnce));
+    s.publish(now, msg("t", 0, Qos::AtLeastOnce).out());
+    s.publish(now, msg("t", 1, Qos::AtMostOnce).out());
+    s.publish(now, msg("t", 2, Qos::AtLeastOnce).out());
+    s.publish(now, msg("t", 3, Qos::AtMostOnce).out());
     assert_eq!(s.stats().buffered, 4);
-    s.publish(now, msg("t", 4, Qos::AtLeastOnce)); // drops 1 (oldest QoS 0)
-    s.publish(now, msg("t", 5, Qos::AtLeastOnce)); // drops 3
-    s.publish(now, msg("t", 6, Qos::AtLeastOnce)); // no QoS 0 left: drops 0
+    s.publish(now, msg("t", 4, Qos::AtLeastOnce).out()); // drops 1 (oldest QoS 0)
+    s.publish(now, msg("t", 5, Qos::AtLeastOnce).out()); // drops 3
+    s.publish(now, msg("t", 6, Qos::AtLeastOnce).out()); // no QoS 0 left: drops 0
     let st = s.stats();
     assert_eq!((st.buffered, st.dropped_overflow), (4, 3));
     let mut s2 = s;
@@ -282,7 +300,7 @@ fn zero_offline_buffer_holds_nothing_while_down() {
         offline_buffer: 0,
         ..opts()
     });
-    s.publish(now, msg("t", 0, Qos::AtLeastOnce));
+    s.publish(now, msg("t", 0, Qos::AtLeastOnce).out());
     assert_eq!((s.stats().buffered, s.stats().dropped_overflow), (0, 1));
 }
 
@@ -291,17 +309,17 @@ fn qos1_redelivered_in_order_with_dup_after_reconnect() {
     let now = Instant::now();
     let mut s = connected(now, opts());
     for i in 0..5 {
-        s.publish(now, msg("t", i, Qos::AtLeastOnce));
+        s.publish(now, msg("t", i, Qos::AtLeastOnce).out());
     }
-    s.publish(now, msg("t", 100, Qos::AtMostOnce));
+    s.publish(now, msg("t", 100, Qos::AtMostOnce).out());
     let first = drain(&mut s, now);
     assert_eq!(publishes(&first).len(), 6);
     feed(&mut s, now, &puback(2)).expect("ok");
     // A QoS 0 message written but not confirmed when the link drops is lost.
-    s.publish(now, msg("t", 101, Qos::AtMostOnce));
+    s.publish(now, msg("t", 101, Qos::AtMostOnce).out());
     let mut out = BytesMut::new();
     s.poll_transmit(now, &mut out);
-    s.publish(now, msg("t", 5, Qos::AtLeastOnce));
+    s.publish(now, msg("t", 5, Qos::AtLeastOnce).out());
     s.on_disconnected(now);
     assert!(!s.is_connected());
     assert_eq!(s.stats().dropped_qos0_disconnect, 1);
@@ -339,12 +357,12 @@ fn packet_ids_wrap_and_skip_ids_in_flight() {
         },
     );
     // The first message stays unacknowledged with id 1 for the whole run.
-    s.publish(now, msg("t", 0, Qos::AtLeastOnce));
+    s.publish(now, msg("t", 0, Qos::AtLeastOnce).out());
     assert_eq!(publishes(&drain(&mut s, now))[0].pkid, 1);
     let mut seen_wrap = false;
     let mut last = 1u16;
     for i in 1..=70_000u32 {
-        s.publish(now, msg("t", i, Qos::AtLeastOnce));
+        s.publish(now, msg("t", i, Qos::AtLeastOnce).out());
         let packets = drain(&mut s, now);
         let p = publishes(&packets);
         assert_eq!(p.len(), 1);
@@ -494,12 +512,12 @@ fn malformed_broker_bytes_are_errors_not_panics() {
 fn unencodable_messages_are_refused() {
     let now = Instant::now();
     let mut s = connected(now, opts());
-    s.publish(now, msg("", 0, Qos::AtMostOnce));
+    s.publish(now, msg("", 0, Qos::AtMostOnce).out());
     s.publish(
         now,
         Outgoing {
-            topic: "x".repeat(70_000),
-            payload: Bytes::new(),
+            topic: &"x".repeat(70_000),
+            payload: &[],
             qos: Qos::AtLeastOnce,
         },
     );
