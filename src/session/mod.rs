@@ -59,6 +59,11 @@ const DEDUP_CAPACITY: usize = 1 << 18;
 /// location is treated as unknown, so a routing inconsistency can never loop.
 const MAX_HOPS: u8 = 2;
 
+/// Endpoint tables are sized for a shard's share of `max_connections` up to this many
+/// entries (~120 MiB of tables per shard at the cap, ~60 MiB at the default 512k per
+/// shard of two, resident only as entries land); beyond, they grow on demand.
+const PRESIZE_MAX: usize = 1 << 20;
+
 /// Housekeeping (dedup and block-assembly expiry) runs at least this often.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -315,8 +320,8 @@ impl Shard {
     pub fn new(cfg: ShardConfig, now: Instant, seed: u64) -> Shard {
         let per_sec = f64::from(cfg.max_register_rate.max(1));
         Shard {
-            endpoints: Endpoints::new(),
-            directory: Directory::new(),
+            endpoints: Endpoints::with_capacity(cfg.max_endpoints.min(PRESIZE_MAX)),
+            directory: Directory::with_capacity(cfg.max_endpoints.min(PRESIZE_MAX)),
             object_lists: ObjectLists::new(),
             epoch: now,
             moved: AHashMap::new(),
