@@ -2,10 +2,11 @@
 //! datagram all the way to the MQTT PUBLISH bytes the uplink writes: the shard's publishes
 //! go through a connected [`UplinkSession`] into the buffer its driver writes to the socket.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+mod support;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -13,28 +14,7 @@ use lwm2m_gateway::coap::{option, Code, MessageType, MessageWriter};
 use lwm2m_gateway::config::Config;
 use lwm2m_gateway::session::{Shard, ShardConfig};
 use lwm2m_gateway::uplink::{Outgoing, SessionOptions, UplinkSession};
-
-const OBJECTS: &[u8] = b"</>;rt=\"oma.lwm2m\";ct=110,</1>;ver=1.1,</1/0>,</2/0>,</3/0>,</4/0>,</5/0>,</6/0>,</7/0>,</31024>;ver=1.0,</31024/10>,</31024/11>,</31024/12>";
-
-fn register(i: u32, buf: &mut Vec<u8>) {
-    buf.clear();
-    let ep = format!("ep=bench-{i}");
-    let mut w = MessageWriter::new(
-        buf,
-        MessageType::Con,
-        Code::POST,
-        i as u16,
-        &i.to_be_bytes(),
-    );
-    w.option(option::URI_PATH, b"rd")
-        .uint_option(option::CONTENT_FORMAT, 40)
-        .option(option::URI_QUERY, b"lwm2m=1.1")
-        .option(option::URI_QUERY, ep.as_bytes())
-        .option(option::URI_QUERY, b"b=U")
-        .option(option::URI_QUERY, b"lt=300")
-        .payload(OBJECTS);
-    w.finish();
-}
+use support::register;
 
 fn addr(i: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x7f10_0000 + i)), 5683)
@@ -116,7 +96,7 @@ fn bench_register(c: &mut Criterion) {
         let mut i = 0u32;
         b.iter(|| {
             i = i.wrapping_add(1);
-            register(i, &mut buf);
+            register(i, 300, &mut buf);
             s.handle_datagram(now, addr(i), &buf);
             s.drain_transmits(|_, d| {
                 std::hint::black_box(d);
@@ -137,7 +117,7 @@ fn bench_pipeline(c: &mut Criterion) {
         let mut s = shard();
         let now = Instant::now();
         let mut buf = Vec::new();
-        register(1, &mut buf);
+        register(1, 300, &mut buf);
         s.handle_datagram(now, addr(1), &buf);
         let mut loc = Vec::new();
         s.drain_transmits(|_, d| {
@@ -165,31 +145,8 @@ fn bench_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-/// Counts heap allocations so the bench can report allocations per message (SPEC §7 P1).
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: support::CountingAlloc = support::CountingAlloc;
 
 /// A notification payload and its Content-Format.
 #[derive(Clone, Copy)]
@@ -226,7 +183,7 @@ fn observed_shard(case: Case) -> (Shard, Vec<u8>) {
     let mut s = shard();
     let now = Instant::now();
     let mut buf = Vec::new();
-    register(1, &mut buf);
+    register(1, 300, &mut buf);
     s.handle_datagram(now, addr(1), &buf);
     s.drain_transmits(|_, _| {});
     while s.poll_publish().is_some() {}
@@ -296,7 +253,7 @@ fn bench_notify(c: &mut Criterion) {
         }
         const N: u32 = 10_000;
         let (mut published, mut bytes) = (0u64, 0usize);
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = support::CALLS.load(Ordering::Relaxed);
         for seq in 100..100 + N {
             notify(&mut buf, seq, &token, case);
             s.handle_datagram(now, addr(1), &buf);
@@ -304,7 +261,7 @@ fn bench_notify(c: &mut Criterion) {
             bytes += out.len();
             published += u64::from(out.first() == Some(&0x30));
         }
-        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        let allocations = support::CALLS.load(Ordering::Relaxed) - before;
         let per = allocations as f64 / f64::from(N);
         assert_eq!(published, u64::from(N), "one PUBLISH per notification");
         println!(
