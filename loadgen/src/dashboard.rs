@@ -97,10 +97,13 @@ fn read_run(dir: &Path) -> anyhow::Result<Run> {
         .filter(|p| p.extension().is_some_and(|e| e == "hlog"))
         .collect();
     files.sort_by_key(|p| metric_order(&p.file_stem().unwrap_or_default().to_string_lossy()));
-    let metrics = files
+    let mut metrics = files
         .iter()
         .map(|p| read_hlog(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // A log with nothing recorded (the gateway's command histogram of a run without
+    // commands) is shown as absent rather than as a line at zero.
+    metrics.retain(|m| !m.total.is_empty());
     if metrics.is_empty() && summary.is_null() {
         anyhow::bail!("{}: no summary.json and no .hlog files", dir.display());
     }
@@ -662,6 +665,7 @@ mod tests {
             |v| v * 1_000,
             100,
         );
+        write_hlog(&dir.join("shard-0-command.hlog"), histogram, |v| v, 0);
         let summary = serde_json::json!({"name": "gw-run", "gateway": {"rss_end_mib": 312.5}});
         std::fs::write(dir.join("summary.json"), summary.to_string()).expect("summary");
         let out = base.join("dash.html");
@@ -675,6 +679,7 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<th>gateway RSS at end (MiB)</th><td>312.5</td>"));
+        assert!(!html.contains("shard-0-command"), "empty logs are left out");
         let _ = std::fs::remove_dir_all(&base);
     }
 
