@@ -72,6 +72,9 @@ pub struct Device {
     pub obs_token_len: u8,
     /// Which of its two loopback addresses the device sends from; flipped by a rebinding.
     pub addr_gen: u8,
+    /// Queue mode: the device listens until this time (ms since run start) after each of
+    /// its own sends, and sleeps (drops requests) after it.
+    pub awake_until_ms: u32,
 }
 
 impl Device {
@@ -91,6 +94,7 @@ impl Device {
             obs_token: [0; 8],
             obs_token_len: 0,
             addr_gen: 0,
+            awake_until_ms: 0,
         }
     }
 

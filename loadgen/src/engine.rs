@@ -62,6 +62,10 @@ pub struct Plan {
     pub con_ratio: f64,
     /// Fraction of Updates sent from the device's other address (a NAT rebinding).
     pub rebind_ratio: f64,
+    /// Fraction of devices in queue mode (`b=UQ`): they sleep `awake` after each send.
+    pub queue_ratio: f64,
+    /// How long a queue-mode device listens after each of its sends (ms).
+    pub awake_ms: u32,
     /// `udp-baseline`: datagrams per second to the echo sink, and until when (ns).
     pub pings: Option<(f64, u64)>,
 }
@@ -307,7 +311,20 @@ impl Worker<'_> {
         (g % k == self.shard && (g / k) < self.devices.len() as u32).then_some(g / k)
     }
 
+    /// Whether device `j` is one of the queue-mode share.
+    fn queue_mode(&self, j: u32) -> bool {
+        every(u64::from(self.global(j)), self.plan.queue_ratio)
+    }
+
+    fn now_ms(&self) -> u32 {
+        u32::try_from(self.clock.now_ns() / 1_000_000).unwrap_or(u32::MAX)
+    }
+
     fn send(&mut self, j: u32) -> anyhow::Result<()> {
+        if self.queue_mode(j) {
+            let until = self.now_ms().saturating_add(self.plan.awake_ms);
+            self.devices[j as usize].awake_until_ms = until;
+        }
         let gen = u32::from(self.devices[j as usize].addr_gen);
         let ip = device_ip(self.global(j) + gen * self.plan.devices);
         match self.socket.send_from(ip, self.plan.target, &self.out) {
@@ -320,6 +337,7 @@ impl Worker<'_> {
 
     fn encode(&mut self, j: u32) {
         let g = self.global(j);
+        let binding: &[u8] = if self.queue_mode(j) { b"b=UQ" } else { b"b=U" };
         let d = &self.devices[j as usize];
         let token = g.to_be_bytes();
         let out = &mut self.out;
@@ -334,7 +352,7 @@ impl Worker<'_> {
                     .uint_option(option::CONTENT_FORMAT, 40)
                     .option(option::URI_QUERY, b"lwm2m=1.1")
                     .option(option::URI_QUERY, ep.as_bytes())
-                    .option(option::URI_QUERY, b"b=U")
+                    .option(option::URI_QUERY, binding)
                     .option(option::URI_QUERY, lt.as_bytes())
                     .payload(self.plan.objects.as_bytes());
                 w.finish();
@@ -471,6 +489,11 @@ impl Worker<'_> {
         match msg.ty() {
             MessageType::Ack | MessageType::Rst => self.complete(j, &msg, now),
             MessageType::Con | MessageType::Non if msg.code().is_request() => {
+                if self.queue_mode(j) && self.now_ms() > self.devices[j as usize].awake_until_ms {
+                    // Asleep: the radio is off, the request is never seen.
+                    self.counters.add(Counter::Asleep, 1);
+                    return Ok(());
+                }
                 let g = self.global(j);
                 let d = &mut self.devices[j as usize];
                 let served = device::answer(

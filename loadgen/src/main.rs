@@ -73,6 +73,13 @@ pub struct DeviceArgs {
     /// Sockets (each with its own thread) the devices are spread over.
     #[arg(long, default_value_t = 1)]
     pub sockets: u32,
+    /// Fraction of devices in queue mode (LwM2M 1.0 `b=UQ`), 0..=1: they listen for
+    /// `--awake` after each of their own messages and sleep (drop requests) otherwise.
+    #[arg(long, default_value_t = 0.0)]
+    pub queue_ratio: f64,
+    /// How long a queue-mode device stays reachable after each of its messages.
+    #[arg(long, default_value = "22s", value_parser = humantime::parse_duration)]
+    pub awake: Duration,
     /// Longest the registration phase may take.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,

@@ -149,11 +149,13 @@ pub enum Counter {
     Lost,
     /// Updates sent from a new address (simulated NAT rebinding).
     Rebound,
+    /// Gateway requests a queue-mode device never saw because it was asleep.
+    Asleep,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Counter::Registered,
         Counter::RegisterFailed,
         Counter::Timeouts,
@@ -172,6 +174,7 @@ impl Counter {
         Counter::Malformed,
         Counter::Lost,
         Counter::Rebound,
+        Counter::Asleep,
     ];
 
     /// Summary key.
@@ -195,6 +198,7 @@ impl Counter {
             Counter::Malformed => "malformed",
             Counter::Lost => "lost",
             Counter::Rebound => "rebound",
+            Counter::Asleep => "asleep",
         }
     }
 

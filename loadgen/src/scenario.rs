@@ -121,6 +121,21 @@ fn device_plan(args: &DeviceArgs) -> anyhow::Result<Plan> {
     if args.lifetime == 0 {
         bail!("--lifetime must be at least 1 second");
     }
+    if !(0.0..=1.0).contains(&args.queue_ratio) {
+        bail!(
+            "--queue-ratio must be between 0 and 1, got {}",
+            args.queue_ratio
+        );
+    }
+    let awake_ms = u32::try_from(args.awake.as_millis())
+        .ok()
+        .filter(|&ms| ms > 0)
+        .with_context(|| {
+            format!(
+                "--awake must be between 1ms and 49 days, got {:?}",
+                args.awake
+            )
+        })?;
     if args.prefix.is_empty() || args.prefix.contains(['/', '+', '#', '&', '?']) {
         bail!("--prefix must be non-empty and free of '/', '+', '#', '&' and '?'");
     }
@@ -142,6 +157,8 @@ fn device_plan(args: &DeviceArgs) -> anyhow::Result<Plan> {
         format: Format::Tlv,
         con_ratio: 0.0,
         rebind_ratio: 0.0,
+        queue_ratio: args.queue_ratio,
+        awake_ms,
         pings: None,
     })
 }
@@ -337,6 +354,8 @@ pub fn udp_baseline(args: &BaselineArgs) -> anyhow::Result<bool> {
         format: Format::Tlv,
         con_ratio: 0.0,
         rebind_ratio: 0.0,
+        queue_ratio: 0.0,
+        awake_ms: 1,
         pings: Some((args.rate, args.duration.as_nanos() as u64)),
     };
     execute(
