@@ -18,6 +18,21 @@ use crate::translate::{Event, RegMsgType};
 /// CoRE link format (RFC 6690), the only payload a Register or Update may carry.
 const CONTENT_FORMAT_LINK: u16 = 40;
 
+/// The object list a Register or Update carries: `None` without a payload, 4.15 for a
+/// payload that is not link-format.
+fn object_list_payload<'b>(msg: &Message<'_>, body: &'b [u8]) -> Result<Option<&'b [u8]>, Code> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    if msg
+        .content_format()
+        .is_some_and(|cf| cf != CONTENT_FORMAT_LINK)
+    {
+        return Err(Code::UNSUPPORTED_CONTENT_FORMAT);
+    }
+    Ok(Some(body))
+}
+
 fn error_code(e: &RegistrationError) -> Code {
     let (class, detail) = e.response_class();
     Code::new(class, detail)
@@ -164,14 +179,10 @@ impl Shard {
         body: &[u8],
         block1: Option<Block>,
     ) {
-        if msg
-            .content_format()
-            .is_some_and(|cf| cf != CONTENT_FORMAT_LINK)
-            && !body.is_empty()
-        {
-            return self.respond(from, msg, Response::code(Code::UNSUPPORTED_CONTENT_FORMAT));
-        }
-        let payload = (!body.is_empty()).then_some(body);
+        let payload = match object_list_payload(msg, body) {
+            Ok(p) => p,
+            Err(code) => return self.respond(from, msg, Response::code(code)),
+        };
         let registration = match parse_query(msg.uri_query()).and_then(|q| {
             Registration::from_register_shared(q, payload, &self.cfg.limits, &mut self.object_lists)
         }) {
@@ -284,14 +295,10 @@ impl Shard {
         body: &[u8],
         block1: Option<Block>,
     ) {
-        if msg
-            .content_format()
-            .is_some_and(|cf| cf != CONTENT_FORMAT_LINK)
-            && !body.is_empty()
-        {
-            return self.respond(from, msg, Response::code(Code::UNSUPPORTED_CONTENT_FORMAT));
-        }
-        let payload = (!body.is_empty()).then_some(body);
+        let payload = match object_list_payload(msg, body) {
+            Ok(p) => p,
+            Err(code) => return self.respond(from, msg, Response::code(code)),
+        };
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return self.respond(from, msg, Response::code(Code::NOT_FOUND));
         };
