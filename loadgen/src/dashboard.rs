@@ -462,6 +462,15 @@ fn metric_section(out: &mut String, metric: &str, runs: &[Run]) {
     );
 }
 
+/// Run `i`'s name behind its colour swatch.
+fn swatch(i: usize, name: &str) -> String {
+    format!(
+        r#"<span class="swatch" style="background:{}"></span>{}"#,
+        color(i),
+        esc(name)
+    )
+}
+
 fn cell(v: Option<&serde_json::Value>) -> String {
     match v {
         Some(serde_json::Value::String(s)) => esc(s),
@@ -477,12 +486,7 @@ fn cell(v: Option<&serde_json::Value>) -> String {
 fn summary_table(out: &mut String, runs: &[Run], metrics: &[String]) {
     out.push_str("<section><h2>Summary</h2><table><thead><tr><th></th>");
     for (i, r) in runs.iter().enumerate() {
-        let _ = write!(
-            out,
-            r#"<th><span class="swatch" style="background:{}"></span>{}</th>"#,
-            color(i),
-            esc(&r.name)
-        );
+        let _ = write!(out, "<th>{}</th>", swatch(i, &r.name));
     }
     out.push_str("</tr></thead><tbody>");
     let mut row = |label: &str, f: &dyn Fn(&Run) -> String| {
@@ -583,12 +587,7 @@ fn render(runs: &[Run]) -> String {
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>loadgen results</title><style>{CSS}</style></head><body><h1>lwm2m-gateway loadgen results</h1><p class="legend">"#
     );
     for (i, r) in runs.iter().enumerate() {
-        let _ = write!(
-            out,
-            r#"<span><span class="swatch" style="background:{}"></span>{}</span>"#,
-            color(i),
-            esc(&r.name)
-        );
+        let _ = write!(out, "<span>{}</span>", swatch(i, &r.name));
     }
     out.push_str("</p>");
     for m in &metrics {

@@ -70,6 +70,35 @@ pub struct Plan {
     pub pings: Option<(f64, u64)>,
 }
 
+impl Plan {
+    /// `devices` on `sockets` aimed at `target` that do nothing until a scenario says what:
+    /// no registrations, notifications or pings.
+    pub fn new(target: SocketAddrV4, devices: u32, sockets: u32) -> Plan {
+        Plan {
+            target,
+            devices,
+            sockets,
+            register_rate: 0.0,
+            register_start: 0,
+            lifetime: 0,
+            prefix: String::new(),
+            objects: String::new(),
+            updates: false,
+            notify_path: ResourcePath {
+                object: 3,
+                instance: 0,
+                resource: 9,
+            },
+            format: Format::Tlv,
+            con_ratio: 0.0,
+            rebind_ratio: 0.0,
+            queue_ratio: 0.0,
+            awake_ms: 1,
+            pings: None,
+        }
+    }
+}
+
 /// Phase switches the scenario flips while the workers run.
 #[derive(Debug, Default)]
 pub struct Control {

@@ -80,7 +80,10 @@ impl Publisher {
 #[derive(Debug)]
 pub struct Reader {
     stream: TcpStream,
+    /// Bytes read and not yet decoded.
     buf: BytesMut,
+    /// What one `read` fills; reused so a read costs no zeroing.
+    scratch: Box<[u8]>,
     next_ping: Instant,
 }
 
@@ -96,22 +99,14 @@ impl Reader {
             publisher.send(|buf| PingReq.write(buf))?;
             self.next_ping = Instant::now() + KEEP_ALIVE / 2;
         }
-        let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
-        let n = match self.stream.read(&mut self.buf[start..]) {
-            Ok(0) => {
-                self.buf.truncate(start);
-                bail!("the MQTT broker closed the connection");
-            }
+        let n = match self.stream.read(&mut self.scratch) {
+            Ok(0) => bail!("the MQTT broker closed the connection"),
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
             Err(e) if e.kind() == ErrorKind::Interrupted => 0,
-            Err(e) => {
-                self.buf.truncate(start);
-                return Err(e).context("reading from the MQTT broker");
-            }
+            Err(e) => return Err(e).context("reading from the MQTT broker"),
         };
-        self.buf.truncate(start + n);
+        self.buf.extend_from_slice(&self.scratch[..n]);
         loop {
             match v4::read(&mut self.buf, MAX_PACKET) {
                 Ok(Packet::Publish(p)) => on(Incoming::Publish {
@@ -186,6 +181,7 @@ pub fn connect(
     let reader = Reader {
         stream,
         buf,
+        scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         next_ping: Instant::now() + KEEP_ALIVE / 2,
     };
     Ok((publisher, reader))

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use serde_json::json;
 
 use crate::app::{self, Shared, OBSERVE_ID_BASE};
-use crate::device::{Format, ResourcePath, WAKAAMA_OBJECTS};
+use crate::device::WAKAAMA_OBJECTS;
 use crate::engine::{run_worker, Control, Plan};
 use crate::metrics::{
     collect, fmt_ns, Clock, Counter, Counters, IntervalMsg, Metric, MetricTotal, Recorder,
@@ -140,26 +140,13 @@ fn device_plan(args: &DeviceArgs) -> anyhow::Result<Plan> {
         bail!("--prefix must be non-empty and free of '/', '+', '#', '&' and '?'");
     }
     Ok(Plan {
-        target,
-        devices: args.devices,
-        sockets: args.sockets,
         register_rate: args.rate,
-        register_start: 0,
         lifetime: args.lifetime,
         prefix: args.prefix.clone(),
         objects: WAKAAMA_OBJECTS.to_string(),
-        updates: false,
-        notify_path: ResourcePath {
-            object: 3,
-            instance: 0,
-            resource: 9,
-        },
-        format: Format::Tlv,
-        con_ratio: 0.0,
-        rebind_ratio: 0.0,
         queue_ratio: args.queue_ratio,
         awake_ms,
-        pings: None,
+        ..Plan::new(target, args.devices, args.sockets)
     })
 }
 
@@ -337,26 +324,8 @@ pub fn udp_baseline(args: &BaselineArgs) -> anyhow::Result<bool> {
     let sink = EchoSink::bind(addr).with_context(|| format!("binding the echo sink on {addr}"))?;
     let target = sink.local_addr().context("echo sink address")?;
     let plan = Plan {
-        target,
-        devices: args.devices,
-        sockets: args.sockets,
-        register_rate: 0.0,
-        register_start: 0,
-        lifetime: 0,
-        prefix: String::new(),
-        objects: String::new(),
-        updates: false,
-        notify_path: ResourcePath {
-            object: 3,
-            instance: 0,
-            resource: 9,
-        },
-        format: Format::Tlv,
-        con_ratio: 0.0,
-        rebind_ratio: 0.0,
-        queue_ratio: 0.0,
-        awake_ms: 1,
         pings: Some((args.rate, args.duration.as_nanos() as u64)),
+        ..Plan::new(target, args.devices, args.sockets)
     };
     execute(
         "udp-baseline",
