@@ -96,8 +96,15 @@ enum Decoded {
 
 /// What a matched response completes.
 enum Outcome {
+    /// The in-flight exchange's response.
     Response,
-    Notification(u32),
+    /// A notification with this sequence number for the observation found by its token.
+    Notification {
+        seq: u32,
+        echo: Arc<str>,
+        req_path: Arc<str>,
+        path: Option<Path>,
+    },
 }
 
 impl Shard {
@@ -426,7 +433,13 @@ impl Shard {
         }
         obs.last_seq = Some(seq);
         obs.last_at = now;
-        self.complete(now, location, msg, Outcome::Notification(seq));
+        let outcome = Outcome::Notification {
+            seq,
+            echo: obs.echo.clone(),
+            req_path: obs.req_path.clone(),
+            path: obs.path,
+        };
+        self.complete(now, location, msg, outcome);
     }
 
     /// Publishes a response or notification with its decoded content.
@@ -438,28 +451,26 @@ impl Shard {
         let Some(dl) = ep.downlink.as_mut() else {
             return;
         };
-        let (echo, req_path, path) = match &outcome {
+        // `seq` is `None` for the in-flight exchange's response.
+        let (echo, req_path, path, seq) = match outcome {
             Outcome::Response => match dl.in_flight.as_ref() {
                 Some(ex) => (
                     ex.echo.clone(),
                     ex.req_path.clone(),
                     Path::parse(&ex.req_path).ok(),
+                    None,
                 ),
                 None => return,
             },
-            Outcome::Notification(_) => {
-                match dl
-                    .observations
-                    .iter()
-                    .find(|o| Some(o.token) == msg.token().try_into().ok())
-                {
-                    Some(o) => (o.echo.clone(), o.req_path.clone(), o.path),
-                    None => return,
-                }
-            }
+            Outcome::Notification {
+                seq,
+                echo,
+                req_path,
+                path,
+            } => (echo, req_path, path, Some(seq)),
         };
         // A successful observe starts an observation; a cancel ends it.
-        if let (Outcome::Response, Some(ex)) = (&outcome, dl.in_flight.as_ref()) {
+        if let (None, Some(ex)) = (seq, dl.in_flight.as_ref()) {
             match ex.observe {
                 Some(true)
                     if code.class() == 2
@@ -471,7 +482,7 @@ impl Shard {
                         token: ex.token,
                         echo: ex.echo.clone(),
                         req_path: ex.req_path.clone(),
-                        path: Path::parse(&ex.req_path).ok(),
+                        path,
                         last_seq: msg.observe(),
                         last_at: now,
                     });
@@ -505,8 +516,8 @@ impl Shard {
                 payload: msg.payload(),
             }),
         };
-        match outcome {
-            Outcome::Response => {
+        match seq {
+            None => {
                 self.stats.command_responses += 1;
                 self.finish(now, location, |out, ex| {
                     translate::write_response(
@@ -519,7 +530,7 @@ impl Shard {
                     )
                 });
             }
-            Outcome::Notification(seq) => {
+            Some(seq) => {
                 self.stats.notifications += 1;
                 self.json.clear();
                 translate::write_notify(&mut self.json, &echo, seq, &req_path, code, content);
