@@ -206,6 +206,16 @@ pub struct PerfConfig {
     pub histogram_interval: Duration,
 }
 
+/// `[persistence]`.
+#[derive(Debug, Clone)]
+pub struct PersistenceConfig {
+    /// Journal directory; `None` disables persistence.
+    pub dir: Option<PathBuf>,
+    /// Longest time a change waits in a shard before it is handed to the journal: what a
+    /// crash can lose.
+    pub flush_interval: Duration,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -223,6 +233,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[perf]`.
     pub perf: PerfConfig,
+    /// `[persistence]`.
+    pub persistence: PersistenceConfig,
 }
 
 impl Config {
@@ -316,6 +328,7 @@ mod file {
         mqtt: Mqtt,
         api: Api,
         perf: Perf,
+        persistence: Persistence,
     }
 
     #[derive(Deserialize)]
@@ -492,6 +505,22 @@ mod file {
     struct Perf {
         histogram_dir: String,
         histogram_interval: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Persistence {
+        dir: String,
+        flush_interval: String,
+    }
+
+    impl Default for Persistence {
+        fn default() -> Self {
+            Persistence {
+                dir: "data".into(),
+                flush_interval: "1s".into(),
+            }
+        }
     }
 
     impl Default for Perf {
@@ -702,6 +731,22 @@ mod file {
                 histogram_interval,
             };
 
+            let flush_interval = duration(
+                "persistence.flush_interval",
+                &self.persistence.flush_interval,
+            )?;
+            if flush_interval < Duration::from_millis(10) || flush_interval > Duration::from_secs(60)
+            {
+                return Err(invalid(
+                    "persistence.flush_interval",
+                    "must be between 10ms and 60s",
+                ));
+            }
+            let persistence = PersistenceConfig {
+                dir: optional_path(self.persistence.dir),
+                flush_interval,
+            };
+
             Ok(Config {
                 gateway,
                 translators,
@@ -710,6 +755,7 @@ mod file {
                 mqtt,
                 api,
                 perf,
+                persistence,
             })
         }
     }

@@ -12,6 +12,7 @@
 //! | [`content`] | LwM2M content formats: TLV, SenML JSON/CBOR, OMA JSON, CBOR, text, opaque, link-format; the §5 `content` JSON |
 //! | [`translate`] | LwM2M ⇄ MQTT JSON (EMQX-compatible), topic templating |
 //! | [`session`] | the sans-IO shard core: endpoints, exchanges, timers; bytes and `now` in, datagrams and MQTT messages out |
+//! | [`persist`] | the registration journal: checksummed records, compaction, restore at start |
 //! | [`uplink`] | MQTT session per shard: batching, keepalive, reconnect, offline buffer; embedded broker |
 //! | [`runtime`] | glommio executors, SO_REUSEPORT sockets, BPF steering, `shard_for`, cross-shard channels |
 //!
@@ -23,6 +24,7 @@ pub mod coap;
 pub mod config;
 pub mod content;
 pub mod lwm2m;
+pub mod persist;
 pub mod runtime;
 pub mod session;
 pub mod translate;

@@ -496,7 +496,8 @@ impl Registration {
         }
     }
 
-    fn compute_queue_mode(&self) -> bool {
+    /// Whether the binding or parameters put the device in queue mode.
+    pub fn compute_queue_mode(&self) -> bool {
         self.binding.as_str().contains('Q') || self.params.iter().any(|(n, _)| n == "Q")
     }
 }
@@ -583,7 +584,7 @@ impl PartialEq<&str> for Binding {
 }
 
 /// The objects and object instances a device announces (Register/Update payload).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ObjectList {
     /// Root path of the LwM2M objects on the device, `"/"` unless a link with
     /// `rt="oma.lwm2m"` names another one (stored without a trailing slash).
@@ -595,7 +596,7 @@ pub struct ObjectList {
 }
 
 /// One link of an object list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectLink {
     /// Path with the alternate path removed, always starting with `/`, e.g. `/3/0`.
     pub path: String,

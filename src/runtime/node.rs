@@ -16,7 +16,8 @@ use super::histograms::{dump_loop, ShardHistograms};
 use super::steer::{bind_reuseport_group, Steering};
 use super::udp::{into_glommio, readable, RecvBatch, SendBatch};
 use crate::config::{Broker, Config};
-use crate::session::{Handoff, Shard, ShardConfig};
+use crate::persist::{self, JournalSender, JournalWriter};
+use crate::session::{directory_shard, Handoff, Shard, ShardConfig, ShardRestore};
 use crate::uplink::{self, EmbeddedBroker, Outgoing, UplinkHandle};
 
 /// io_uring memory per executor. glommio's default (10 MiB) exceeds the 8 MiB memlock limit
@@ -56,6 +57,9 @@ pub enum StartError {
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] uplink::BrokerError),
+    /// The journal directory could not be used.
+    #[error(transparent)]
+    Persist(#[from] persist::PersistError),
     /// An executor could not be created.
     #[error("cannot start shard executor {shard}: {reason} (io_uring must be available; as a non-root user raise `ulimit -l` above {} KiB per shard)", IO_MEMORY >> 10)]
     Executor {
@@ -76,6 +80,7 @@ pub struct Gateway {
     registered: Arc<Vec<AtomicUsize>>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
     broker: Option<EmbeddedBroker>,
+    journal: Option<JournalWriter>,
 }
 
 struct ShardIo {
@@ -165,6 +170,7 @@ impl Gateway {
             hint: "",
         })?;
         tracing::info!(%udp_addr, shards, ?steering, mqtt = %mqtt_addr, "gateway starting");
+        let (journal, mut restores) = open_journal(&config, shards)?;
 
         // channels[from][to]
         let mut senders: Vec<Vec<Option<shared_channel::SharedSender<Handoff>>>> = (0..shards)
@@ -207,6 +213,8 @@ impl Gateway {
                 mqtt_addr: mqtt_addr.clone(),
                 node: node.clone(),
                 ready: ready_tx.clone(),
+                journal: journal.as_ref().map(JournalWriter::sender),
+                restore: std::mem::take(&mut restores[i]),
             };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
                 .name(&format!("shard-{i}"))
@@ -232,6 +240,7 @@ impl Gateway {
             registered,
             executors,
             broker,
+            journal,
         })
     }
 
@@ -280,6 +289,9 @@ impl Gateway {
             }
         }
         drop(self.broker);
+        if let Some(journal) = self.journal {
+            journal.stop();
+        }
         tracing::info!("gateway stopped");
     }
 }
@@ -296,6 +308,60 @@ struct ShardContext {
     mqtt_addr: String,
     node: String,
     ready: std::sync::mpsc::Sender<usize>,
+    journal: Option<JournalSender>,
+    restore: ShardRestore,
+}
+
+/// Loads the journal directory (when persistence is on), shares its registrations out
+/// among the shards and starts the journal writer.
+fn open_journal(
+    config: &Config,
+    shards: usize,
+) -> Result<(Option<JournalWriter>, Vec<ShardRestore>), StartError> {
+    let mut restores: Vec<ShardRestore> = (0..shards).map(|_| ShardRestore::default()).collect();
+    let Some(dir) = &config.persistence.dir else {
+        return Ok((None, restores));
+    };
+    let mut loaded = persist::load(dir)?;
+    let merge = std::mem::take(&mut loaded.merge);
+    let tombstones = merge.tombstones();
+    let plan = persist::plan_restore(
+        merge.into_live(),
+        unix_now(),
+        shards,
+        |addr| super::steer::shard_for(addr, shards),
+        |ep| directory_shard(ep, shards),
+    );
+    tracing::info!(
+        dir = %dir.display(),
+        files = loaded.files,
+        bytes = loaded.bytes,
+        records = loaded.report.records,
+        restored = plan.restored,
+        expired = plan.expired,
+        superseded = plan.superseded.len(),
+        tombstones,
+        damaged_stretches = loaded.report.corrupt,
+        torn_tail_bytes = loaded.report.torn_tail,
+        elapsed_ms = loaded.elapsed.as_millis() as u64,
+        "journal loaded"
+    );
+    let writer = JournalWriter::start(loaded)?;
+    if !plan.superseded.is_empty() {
+        let mut buf = Vec::new();
+        for (key, generation) in &plan.superseded {
+            persist::encode_removed(&mut buf, *key, generation.wrapping_add(1), unix_now());
+        }
+        writer.sender().append(buf);
+    }
+    restores = plan.shards;
+    Ok((Some(writer), restores))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 async fn shard_main(ctx: ShardContext) {
@@ -329,11 +395,26 @@ async fn shard_main(ctx: ShardContext) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let shard = Shard::new(
+    let started = Instant::now();
+    let mut shard = Shard::new(
         ShardConfig::new(&ctx.config, index, ctx.registry.clone()),
-        Instant::now(),
+        started,
         seed,
     );
+    if ctx.journal.is_some() {
+        shard.enable_journal(unix_now());
+        let restoring = ctx.restore.endpoints.len();
+        shard.restore(started, ctx.restore);
+        if restoring > 0 {
+            tracing::info!(
+                shard = index,
+                endpoints = shard.registered(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "registrations restored"
+            );
+        }
+        ctx.registered[index].store(shard.registered(), Ordering::Relaxed);
+    }
     let io = Rc::new(RefCell::new(ShardIo {
         shard,
         send: SendBatch::new(),
@@ -374,6 +455,25 @@ async fn shard_main(ctx: ShardContext) {
         .detach();
     }
     let _ = ctx.ready.send(index);
+
+    let journaling = ctx.journal.clone().map(|journal| {
+        let (io, shutdown) = (io.clone(), ctx.shutdown.clone());
+        let interval = ctx.config.persistence.flush_interval;
+        glommio::spawn_local(async move {
+            let mut last = Instant::now();
+            while !shutdown.load(Ordering::Acquire) {
+                glommio::timer::sleep(interval.min(SHUTDOWN_POLL)).await;
+                if last.elapsed() < interval || io.borrow().shard.pending_journal() == 0 {
+                    continue;
+                }
+                last = Instant::now();
+                // At most one flush interval after a change, the bytes leave the shard.
+                let mut buf = Vec::with_capacity(io.borrow().shard.pending_journal());
+                io.borrow_mut().shard.take_journal(&mut buf);
+                journal.append(buf);
+            }
+        })
+    });
 
     for rx in inbound {
         let io = io.clone();
@@ -464,6 +564,14 @@ async fn shard_main(ctx: ShardContext) {
         let mut io = io.borrow_mut();
         io.shard.handle_timeout(now);
         io.flush(now);
+    }
+    if let Some(task) = journaling {
+        task.await;
+    }
+    if let Some(journal) = &ctx.journal {
+        let mut buf = Vec::new();
+        io.borrow_mut().shard.take_journal(&mut buf);
+        journal.append(buf);
     }
     uplink.flush(Instant::now() + FLUSH_DEADLINE).await;
     if let Some(task) = dumping {

@@ -11,6 +11,7 @@ use super::{directory_shard, ip_text, Location, Shard, TopicKind};
 use crate::coap::{Code, Message, MessageType};
 use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
 use crate::lwm2m::Path;
+use crate::persist;
 use crate::translate::{self, CoapRequest, Command, CommandKind};
 
 /// RFC 7252 ACK_TIMEOUT.
@@ -46,6 +47,36 @@ impl Downlink {
     /// Deadline of the in-flight exchange, for re-arming after a move between shards.
     pub(super) fn deadline(&self) -> Option<(Instant, u16)> {
         self.in_flight.as_ref().map(|e| (e.deadline, e.mid))
+    }
+
+    /// Downlink state holding only observations restored from the journal.
+    pub(super) fn restored(now: Instant, stored: Vec<persist::StoredObservation>) -> Downlink {
+        let observations = stored
+            .into_iter()
+            .take(MAX_OBSERVATIONS)
+            .map(|o| Observation {
+                token: o.token,
+                path: Path::parse(&o.req_path).ok(),
+                echo: o.echo.into(),
+                req_path: o.req_path.into(),
+                last_seq: o.last_seq,
+                last_at: now,
+            })
+            .collect();
+        Downlink {
+            observations,
+            ..Downlink::default()
+        }
+    }
+
+    /// The observations, as the journal records them.
+    pub(super) fn observation_refs(&self) -> impl Iterator<Item = persist::ObservationRef<'_>> {
+        self.observations.iter().map(|o| persist::ObservationRef {
+            token: o.token,
+            last_seq: o.last_seq,
+            echo: &o.echo,
+            req_path: &o.req_path,
+        })
     }
 }
 
@@ -470,7 +501,9 @@ impl Shard {
             } => (echo, req_path, path, Some(seq)),
         };
         // A successful observe starts an observation; a cancel ends it.
+        let mut observations_changed = false;
         if let (None, Some(ex)) = (seq, dl.in_flight.as_ref()) {
+            observations_changed = ex.observe.is_some();
             match ex.observe {
                 Some(true)
                     if code.class() == 2
@@ -504,6 +537,9 @@ impl Shard {
                 }
                 _ => {}
             }
+        }
+        if observations_changed {
+            self.journal_endpoint(location);
         }
         let mut values = content::reuse_entries(std::mem::take(&mut self.values));
         let decoded = self.decode_content(msg, &req_path, path, &mut values);

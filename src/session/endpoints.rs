@@ -16,6 +16,10 @@ use crate::lwm2m::Registration;
 
 /// A registered endpoint.
 pub(super) struct Endpoint {
+    /// Home shard of its location id (the key is the table's).
+    pub(super) home: u8,
+    /// Changes journaled for it so far; orders its records across shards' journals.
+    pub(super) generation: u32,
     /// Its registration parameters.
     pub(super) registration: Registration,
     /// Where its datagrams come from. Changed only through [`Endpoints::set_addr`], which
@@ -25,20 +29,25 @@ pub(super) struct Endpoint {
     pub(super) expires: u32,
     /// When the Register that created it arrived, seconds after the shard's epoch.
     pub(super) registered: u32,
-    /// Message id of that Register, to recognise its retransmissions.
-    pub(super) register_mid: u16,
+    /// Message id of that Register, to recognise its retransmissions (`None` once
+    /// restored from the journal: that Register was answered before the restart).
+    pub(super) register_mid: Option<u16>,
     /// Downlink state, while commands or observations exist.
     pub(super) downlink: Option<Box<Downlink>>,
 }
 
-/// Endpoints by location, with indexes by address and by name.
+/// Endpoints by location key, with indexes by address and by name.
 ///
-/// Invariant: every location in `by_addr` (`by_name`) is in `records`, and the index entry
+/// Tables hold the 64-bit key of a [`Location`] only; the home digit lives in the record
+/// and a lookup by a full location checks it, so an id with the right key and another
+/// home is as unknown as any other.
+///
+/// Invariant: every key in `by_addr` (`by_name`) is in `records`, and the index entry
 /// sits under the hash of that record's address (name).
 pub(super) struct Endpoints {
-    records: AHashMap<Location, Box<Endpoint>>,
-    by_addr: HashTable<Location>,
-    by_name: HashTable<Location>,
+    records: AHashMap<u64, Box<Endpoint>>,
+    by_addr: HashTable<u64>,
+    by_name: HashTable<u64>,
     hasher: ahash::RandomState,
 }
 
@@ -65,41 +74,60 @@ impl Endpoints {
     }
 
     pub(super) fn contains_key(&self, location: &Location) -> bool {
-        self.records.contains_key(location)
+        self.get(location).is_some()
+    }
+
+    /// Whether some endpoint, of whatever home, holds `key`.
+    pub(super) fn contains_raw_key(&self, key: u64) -> bool {
+        self.records.contains_key(&key)
     }
 
     pub(super) fn get(&self, location: &Location) -> Option<&Endpoint> {
-        self.records.get(location).map(|b| &**b)
+        self.records
+            .get(&location.key)
+            .map(|b| &**b)
+            .filter(|e| e.home == location.home)
     }
 
     /// The endpoint, mutably; its `addr` and `registration.ep` must not be changed here.
     pub(super) fn get_mut(&mut self, location: &Location) -> Option<&mut Endpoint> {
-        self.records.get_mut(location).map(|b| &mut **b)
+        self.records
+            .get_mut(&location.key)
+            .map(|b| &mut **b)
+            .filter(|e| e.home == location.home)
+    }
+
+    /// The location of the endpoint holding `key`.
+    pub(super) fn location_of(&self, key: u64) -> Option<Location> {
+        self.records
+            .get(&key)
+            .map(|e| Location { home: e.home, key })
     }
 
     /// The endpoint that last registered or updated from `addr`.
     pub(super) fn by_addr(&self, addr: SocketAddr) -> Option<Location> {
         let records = &self.records;
-        self.by_addr
-            .find(self.hasher.hash_one(addr), |l| {
-                records.get(l).is_some_and(|e| e.addr == addr)
-            })
-            .copied()
+        let key = self.by_addr.find(self.hasher.hash_one(addr), |k| {
+            records.get(k).is_some_and(|e| e.addr == addr)
+        })?;
+        self.location_of(*key)
     }
 
     /// The endpoint registered under `name`.
     pub(super) fn by_name(&self, name: &str) -> Option<Location> {
         let records = &self.records;
-        self.by_name
-            .find(self.hasher.hash_one(name), |l| {
-                records.get(l).is_some_and(|e| *e.registration.ep == *name)
-            })
-            .copied()
+        let key = self.by_name.find(self.hasher.hash_one(name), |k| {
+            records.get(k).is_some_and(|e| *e.registration.ep == *name)
+        })?;
+        self.location_of(*key)
     }
 
-    /// Adds an endpoint; it becomes the one indexed under its address and its name.
-    pub(super) fn insert(&mut self, location: Location, endpoint: Endpoint) {
-        self.remove(location);
+    /// Adds an endpoint; it becomes the one indexed under its address and its name. The
+    /// record's `home` is set from `location`.
+    pub(super) fn insert(&mut self, location: Location, mut endpoint: Endpoint) {
+        self.remove_key(location.key);
+        endpoint.home = location.home;
+        let location = location.key;
         let (addr, name) = (endpoint.addr, endpoint.registration.ep.clone());
         self.records.insert(location, Box::new(endpoint));
         self.index_addr(location, addr);
@@ -124,6 +152,11 @@ impl Endpoints {
 
     /// Removes an endpoint and the index entries that name it.
     pub(super) fn remove(&mut self, location: Location) -> Option<Box<Endpoint>> {
+        self.get(&location)?;
+        self.remove_key(location.key)
+    }
+
+    fn remove_key(&mut self, location: u64) -> Option<Box<Endpoint>> {
         let endpoint = self.records.get(&location)?;
         let addr_hash = self.hasher.hash_one(endpoint.addr);
         if let Ok(o) = self.by_addr.find_entry(addr_hash, |l| *l == location) {
@@ -138,6 +171,10 @@ impl Endpoints {
 
     /// Records that the endpoint's datagrams now come from `addr`.
     pub(super) fn set_addr(&mut self, location: Location, addr: SocketAddr) {
+        if self.get(&location).is_none() {
+            return;
+        }
+        let location = location.key;
         let Some(endpoint) = self.records.get(&location) else {
             return;
         };
@@ -151,7 +188,7 @@ impl Endpoints {
         self.index_addr(location, addr);
     }
 
-    fn index_addr(&mut self, location: Location, addr: SocketAddr) {
+    fn index_addr(&mut self, location: u64, addr: SocketAddr) {
         let (records, hasher) = (&self.records, &self.hasher);
         let slot = self.by_addr.entry(
             hasher.hash_one(addr),
@@ -170,7 +207,7 @@ impl Endpoints {
 /// A directory entry: which registration holds a name, and where it lives.
 struct Claim {
     ep: Arc<str>,
-    seq: u32,
+    key: u64,
     home: u8,
     owner: u8,
 }
@@ -198,7 +235,7 @@ impl Directory {
             .map(|c| {
                 let location = Location {
                     home: c.home,
-                    seq: c.seq,
+                    key: c.key,
                 };
                 (location, usize::from(c.owner))
             })
@@ -213,7 +250,7 @@ impl Directory {
     pub(super) fn insert(&mut self, ep: Arc<str>, location: Location, owner: usize) {
         let hasher = &self.hasher;
         let claim = Claim {
-            seq: location.seq,
+            key: location.key,
             home: location.home,
             // Shard indexes fit a location's home digit, so a byte.
             owner: u8::try_from(owner).unwrap_or(u8::MAX),
@@ -234,7 +271,7 @@ impl Directory {
     /// Forgets `ep` if `location` still holds it.
     pub(super) fn release(&mut self, ep: &str, location: Location) {
         if let Ok(o) = self.table.find_entry(self.hasher.hash_one(ep), |c| {
-            *c.ep == *ep && c.home == location.home && c.seq == location.seq
+            *c.ep == *ep && c.home == location.home && c.key == location.key
         }) {
             o.remove();
         }

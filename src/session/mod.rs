@@ -21,6 +21,7 @@ mod downlink;
 #[cfg(test)]
 mod downlink_tests;
 mod endpoints;
+mod journal;
 mod location;
 mod publish;
 mod registration;
@@ -45,7 +46,8 @@ use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 
 use endpoints::{Directory, Endpoint, Endpoints};
-pub use location::Location;
+pub use journal::{ShardRestore, EXPIRED_ON_RESTORE};
+pub use location::{KeyGen, Location, ID_LEN as LOCATION_ID_LEN, MAX_HOME as MAX_SHARDS_NAMED};
 use publish::PublishQueue;
 pub use publish::{Publish, PublishRef};
 
@@ -93,6 +95,8 @@ pub struct ShardConfig {
     pub max_queued_commands: usize,
     /// Object definitions that type decoded content; shared read-only by every shard.
     pub registry: Arc<Registry>,
+    /// Seed of the generator of location keys; the runtime draws it from the OS.
+    pub location_seed: [u8; 32],
 }
 
 impl ShardConfig {
@@ -113,8 +117,25 @@ impl ShardConfig {
             max_register_rate: config.udp.max_conn_rate.div_ceil(shards as u32),
             max_queued_commands: config.gateway.max_queued_commands,
             registry,
+            location_seed: os_seed(),
         }
     }
+}
+
+/// 32 bytes from the operating system's generator.
+///
+/// Falls back to std's per-process hash keys (themselves from the OS) if the call fails,
+/// which on Linux it does only before the entropy pool is initialised at boot.
+fn os_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if let Err(e) = getrandom::getrandom(&mut seed) {
+        tracing::error!("the OS random generator failed ({e}); seeding location ids from hash keys");
+        for chunk in seed.chunks_mut(8) {
+            let h = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            chunk.copy_from_slice(&h.to_le_bytes());
+        }
+    }
+    seed
 }
 
 fn secs(d: Duration) -> u32 {
@@ -182,9 +203,10 @@ pub struct Migrating {
     location: Location,
     registration: Registration,
     addr: SocketAddr,
+    generation: u32,
     expires: Instant,
     registered: Instant,
-    register_mid: u16,
+    register_mid: Option<u16>,
     downlink: Option<Box<downlink::Downlink>>,
 }
 
@@ -267,12 +289,13 @@ pub struct Shard {
     object_lists: ObjectLists,
     /// Time zero of the whole-second deadlines kept per endpoint.
     epoch: Instant,
-    /// Endpoints registered here that now live on another shard: seq → owner.
-    moved: AHashMap<u32, usize>,
-    next_seq: u32,
-    /// Lifetime deadlines `(seconds after epoch, endpoint)`; an Update does not push, the
-    /// entry is re-armed when it fires early.
-    expiry: BinaryHeap<Reverse<(u32, Location)>>,
+    /// Endpoints registered here that now live on another shard: location key → owner.
+    moved: AHashMap<u64, usize>,
+    /// Location keys of new registrations.
+    keys: KeyGen,
+    /// Lifetime deadlines `(seconds after epoch, location key)`; an Update does not push,
+    /// the entry is re-armed when it fires early.
+    expiry: BinaryHeap<Reverse<(u32, u64)>>,
     dedup: DedupCache,
     blocks: Block1Assembler,
     mids: MidGen,
@@ -295,6 +318,8 @@ pub struct Shard {
     /// Decoded values of the payload being published, reused by every response and
     /// notification (see [`crate::content::reuse_entries`]).
     values: Vec<crate::content::EntryRef<'static>>,
+    /// Changes to persist, when persistence is on.
+    journal: Option<journal::Journal>,
     stats: ShardStats,
 }
 
@@ -308,8 +333,14 @@ impl std::fmt::Debug for Shard {
     }
 }
 
+/// The shard that tracks where the endpoint of `location` lives: the shard that issued the
+/// id, or, after a restart with fewer shards, the one its digit now maps to.
+fn home_shard(location: Location, shards: usize) -> usize {
+    usize::from(location.home) % shards
+}
+
 /// Hash of an endpoint name that picks its directory shard; identical on every shard.
-fn directory_shard(ep: &str, shards: usize) -> usize {
+pub fn directory_shard(ep: &str, shards: usize) -> usize {
     let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
     h.write(ep.as_bytes());
     (h.finish() % shards as u64) as usize
@@ -325,7 +356,7 @@ impl Shard {
             object_lists: ObjectLists::new(),
             epoch: now,
             moved: AHashMap::new(),
-            next_seq: 0,
+            keys: KeyGen::new(cfg.location_seed),
             expiry: BinaryHeap::new(),
             dedup: DedupCache::new(DEDUP_CAPACITY),
             blocks: Block1Assembler::new(),
@@ -348,6 +379,7 @@ impl Shard {
             handoffs: VecDeque::new(),
             json: Vec::with_capacity(1024),
             values: Vec::with_capacity(16),
+            journal: None,
             stats: ShardStats::default(),
             cfg,
         }
@@ -386,13 +418,13 @@ impl Shard {
             Handoff::Adopt(m) => self.adopt(now, *m),
             Handoff::Moved { location, owner } => {
                 if owner == self.cfg.shard {
-                    self.moved.remove(&location.seq);
+                    self.moved.remove(&location.key);
                 } else {
-                    self.moved.insert(location.seq, owner);
+                    self.moved.insert(location.key, owner);
                 }
             }
             Handoff::Gone { location } => {
-                self.moved.remove(&location.seq);
+                self.moved.remove(&location.key);
             }
             Handoff::Claim {
                 ep,
@@ -408,17 +440,20 @@ impl Shard {
     /// Advances timers: lifetime expiry and housekeeping.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now_secs = self.secs(now);
-        while let Some(Reverse((at, location))) = self.expiry.peek().copied() {
+        while let Some(Reverse((at, key))) = self.expiry.peek().copied() {
             if at > now_secs {
                 break;
             }
             self.expiry.pop();
+            let Some(location) = self.endpoints.location_of(key) else {
+                continue;
+            };
             let Some(ep) = self.endpoints.get(&location) else {
                 continue;
             };
             if ep.expires > now_secs {
                 // Lifetime was extended by an Update: re-arm at the new deadline.
-                self.expiry.push(Reverse((ep.expires, location)));
+                self.expiry.push(Reverse((ep.expires, key)));
                 continue;
             }
             self.stats.expired += 1;
@@ -573,11 +608,11 @@ impl Shard {
         };
         let start = self.tx.len();
         let mut w = MessageWriter::new(&mut self.tx, ty, resp.code, mid, req.token());
-        let mut id = [0u8; 8];
+        let mut id = [0u8; location::ID_LEN];
         if let Some(location) = resp.location {
-            let n = location.encode(&mut id);
+            let id = location.encode(&mut id);
             w.option(option::LOCATION_PATH, b"rd")
-                .option(option::LOCATION_PATH, &id[..n]);
+                .option(option::LOCATION_PATH, id.as_bytes());
         }
         let mut block = [0u8; 3];
         if let Some(b) = resp.block1 {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    directory_shard, Endpoint, Handoff, Location, Migrating, Response, Shard, TopicKind, MAX_HOPS,
+    directory_shard, home_shard, Endpoint, Handoff, Location, Migrating, Response, Shard,
+    TopicKind, MAX_HOPS,
 };
 use crate::coap::{Block, BlockProgress, Code, Message, MessageType, EXCHANGE_LIFETIME};
 use crate::config::UpdatePublishCondition;
@@ -65,9 +66,7 @@ impl Shard {
                 }
             }
             (Some(b"rd"), Some(id), false) => {
-                let location =
-                    Location::parse(id).filter(|l| usize::from(l.home) < self.cfg.shards);
-                if let Some(location) = location {
+                if let Some(location) = Location::parse(id) {
                     if self.endpoints.contains_key(&location) {
                         if self.check_duplicate(now, from, msg) {
                             return;
@@ -75,11 +74,11 @@ impl Shard {
                         return self.registration_request(now, from, arrived_on, msg, location);
                     }
                     if hops < MAX_HOPS {
-                        let home = usize::from(location.home);
+                        let home = home_shard(location, self.cfg.shards);
                         let next = if home != self.cfg.shard {
                             Some(home)
                         } else {
-                            self.moved.get(&location.seq).copied()
+                            self.moved.get(&location.key).copied()
                         };
                         if let Some(next) = next {
                             return self.forward(next, from, arrived_on, hops, now, data);
@@ -217,11 +216,7 @@ impl Shard {
             self.stats.replaced += 1;
             self.remove_endpoint(now, old, Event::Replaced, false);
         }
-        let location = Location {
-            home: self.cfg.shard as u8,
-            seq: self.next_seq,
-        };
-        self.next_seq = self.next_seq.wrapping_add(1);
+        let location = self.new_location();
         let expires = self.deadline(now, registration.lifetime);
         let name = registration.ep.clone();
 
@@ -232,15 +227,18 @@ impl Shard {
         self.endpoints.insert(
             location,
             Endpoint {
+                home: location.home,
+                generation: 0,
                 registration,
                 addr: from,
                 expires,
                 registered: self.secs(now),
-                register_mid: msg.mid(),
+                register_mid: Some(msg.mid()),
                 downlink: None,
             },
         );
-        self.expiry.push(std::cmp::Reverse((expires, location)));
+        self.expiry.push(std::cmp::Reverse((expires, location.key)));
+        self.journal_endpoint(location);
         self.stats.registered += 1;
         self.respond(
             from,
@@ -278,7 +276,7 @@ impl Shard {
         msg.ty() == MessageType::Con
             && self.endpoints.get(&old).is_some_and(|ep| {
                 ep.addr == from
-                    && ep.register_mid == msg.mid()
+                    && ep.register_mid == Some(msg.mid())
                     && u64::from(self.secs(now).saturating_sub(ep.registered))
                         <= EXCHANGE_LIFETIME.as_secs()
             })
@@ -349,7 +347,9 @@ impl Shard {
             self.endpoints.set_addr(location, from);
             self.publish_event(&name, from, Event::Rebound);
         }
-        if arrived_on != self.cfg.shard {
+        if arrived_on == self.cfg.shard {
+            self.journal_endpoint(location);
+        } else {
             self.migrate(now, location, arrived_on);
         }
     }
@@ -367,6 +367,7 @@ impl Shard {
         }
         let m = Migrating {
             location,
+            generation: ep.generation,
             expires: self.instant(ep.expires),
             registered: self.instant(ep.registered),
             register_mid: ep.register_mid,
@@ -375,9 +376,9 @@ impl Shard {
             downlink: ep.downlink,
         };
         self.handoffs.push_back((to, Handoff::Adopt(Box::new(m))));
-        let home = usize::from(location.home);
+        let home = home_shard(location, self.cfg.shards);
         if home == self.cfg.shard {
-            self.moved.insert(location.seq, to);
+            self.moved.insert(location.key, to);
         } else {
             self.route(
                 now,
@@ -402,11 +403,11 @@ impl Shard {
     }
 
     pub(super) fn adopt(&mut self, _now: Instant, m: Migrating) {
-        if usize::from(m.location.home) == self.cfg.shard {
-            self.moved.remove(&m.location.seq);
+        if home_shard(m.location, self.cfg.shards) == self.cfg.shard {
+            self.moved.remove(&m.location.key);
         }
         let expires = self.deadline(m.expires, 0);
-        self.expiry.push(std::cmp::Reverse((expires, m.location)));
+        self.expiry.push(std::cmp::Reverse((expires, m.location.key)));
         if let Some(dl) = &m.downlink {
             for t in dl.tokens() {
                 self.token_owner.insert(t, m.location);
@@ -419,6 +420,8 @@ impl Shard {
         self.endpoints.insert(
             m.location,
             Endpoint {
+                home: m.location.home,
+                generation: m.generation,
                 registration: m.registration,
                 addr: m.addr,
                 expires,
@@ -427,6 +430,9 @@ impl Shard {
                 downlink: m.downlink,
             },
         );
+        // The state moved with a new owner: journal it here with a higher generation, so
+        // the record the previous owner wrote is superseded wherever it lies.
+        self.journal_endpoint(m.location);
     }
 
     /// Directory update: `location` on `owner` holds `ep`. A fresh registration evicts the
@@ -460,8 +466,8 @@ impl Shard {
         if self.endpoints.contains_key(&location) {
             self.stats.replaced += 1;
             self.remove_endpoint(now, location, Event::Replaced, false);
-        } else if usize::from(location.home) == self.cfg.shard {
-            if let Some(&owner) = self.moved.get(&location.seq) {
+        } else if home_shard(location, self.cfg.shards) == self.cfg.shard {
+            if let Some(&owner) = self.moved.get(&location.key) {
                 self.handoffs
                     .push_back((owner, Handoff::Evict { location }));
             }
@@ -487,7 +493,8 @@ impl Shard {
             return;
         };
         let name = ep.registration.ep.clone();
-        let home = usize::from(location.home);
+        self.journal_removed(now, location.key, ep.generation);
+        let home = home_shard(location, self.cfg.shards);
         if home != self.cfg.shard {
             self.route(now, home, Handoff::Gone { location });
         }

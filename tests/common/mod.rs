@@ -20,7 +20,7 @@ pub fn test_config(shards: usize) -> Config {
         extra = format!("broker = \"{url}\"\n");
     }
     let text = format!(
-        "[gateway]\nshards = {shards}\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\n{extra}embedded_bind = \"127.0.0.1:0\"\nkeep_alive = \"5s\"\nclient_id_prefix = \"{}\"\n[api]\nbind = \"\"\n",
+        "[gateway]\nshards = {shards}\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\n{extra}embedded_bind = \"127.0.0.1:0\"\nkeep_alive = \"5s\"\nclient_id_prefix = \"{}\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n",
         client_id_prefix()
     );
     Config::from_toml(&text).expect("test config is valid")
