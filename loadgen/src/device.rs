@@ -63,7 +63,7 @@ pub struct Device {
     /// Whether the gateway observes the notify path.
     pub observed: bool,
     /// Registration location (`rd/<location>`).
-    pub location: [u8; 8],
+    pub location: [u8; 16],
     /// Used bytes of `location`.
     pub location_len: u8,
     /// Token of the observe request.
@@ -89,7 +89,7 @@ impl Device {
             attempts: 0,
             life: Life::New,
             observed: false,
-            location: [0; 8],
+            location: [0; 16],
             location_len: 0,
             obs_token: [0; 8],
             obs_token_len: 0,

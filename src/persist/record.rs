@@ -752,4 +752,4 @@ pub fn scan(data: &[u8], mut each: impl FnMut(Record)) -> Result<ScanReport, New
 
 #[cfg(test)]
 #[path = "record_tests.rs"]
-mod tests;
+pub(crate) mod tests;

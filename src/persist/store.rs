@@ -476,6 +476,12 @@ impl WriterState {
         self.reap_compaction(true);
         self.start_compaction();
         self.reap_compaction(true);
+        if self.journal_bytes == 0 {
+            let path = self.dir.join(format!("{SEGMENT_PREFIX}{:08}", self.segment));
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), "cannot remove the empty journal segment: {e}");
+            }
+        }
     }
 
     fn append(&mut self, bytes: &[u8]) {
@@ -553,3 +559,7 @@ impl WriterState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -22,6 +22,8 @@ mod downlink;
 mod downlink_tests;
 mod endpoints;
 mod journal;
+#[cfg(test)]
+mod journal_tests;
 mod location;
 mod publish;
 mod registration;

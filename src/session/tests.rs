@@ -183,7 +183,7 @@ fn wakaama_register_is_acknowledged_and_published() {
     assert_eq!(reply.mid(), req.mid(), "piggybacked on the ACK");
     assert_eq!(reply.token(), req.token());
     let loc = location_of(&reply);
-    assert!(loc.len() <= 3, "short location id, got {loc}");
+    assert_eq!(loc.len(), 12, "12-character location id, got {loc}");
     assert!(loc.starts_with('0'), "names shard 0");
 
     let published = node.take_published();
