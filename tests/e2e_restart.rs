@@ -1,0 +1,264 @@
+//! Restarts of the real binary: registrations and observations survive SIGTERM and
+//! SIGKILL; an id of a boot that did not persist is 4.04; a damaged journal is survived.
+
+mod common;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{unique, Device, Subscriber};
+use lwm2m_gateway::coap::{option, Code, Message, MessageType, MessageWriter};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lwm2m-gateway");
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let t = std::net::TcpListener::bind(("127.0.0.1", s.local_addr().expect("addr").port()));
+    match t {
+        Ok(t) => t.local_addr().expect("addr").port(),
+        Err(_) => free_port(),
+    }
+}
+
+struct Run {
+    child: Child,
+    stderr: std::thread::JoinHandle<String>,
+    mqtt: String,
+}
+
+/// The gateway binary on `udp` with its own embedded broker, journaling into `dir`.
+fn start(dir: &Path, udp: u16, tag: &str) -> Run {
+    let mqtt = format!("127.0.0.1:{}", free_port());
+    let config = dir.with_extension(format!("{tag}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:{udp}\"\n[mqtt]\nembedded_bind = \"{mqtt}\"\nclient_id_prefix = \"{tag}\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"{}\"\nflush_interval = \"100ms\"\n",
+            dir.display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().expect("utf-8")])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    // Logs go to stdout, errors to stderr: keep both.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let stderr = std::thread::spawn(move || {
+        let out = std::thread::spawn(move || {
+            let mut all = String::new();
+            let _ = stdout.read_to_string(&mut all);
+            all
+        });
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        out.join().unwrap_or_default() + &all
+    });
+    // Ready when the broker accepts connections and the UDP port answers a ping.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    loop {
+        assert!(Instant::now() < deadline, "gateway did not come up");
+        if std::net::TcpStream::connect(&mqtt).is_ok() {
+            // CoAP ping: an empty CON, answered with a Reset.
+            let _ = probe.send_to(&[0x40, 0, 0x12, 0x34], ("127.0.0.1", udp));
+            let mut buf = [0u8; 16];
+            if probe.recv_from(&mut buf).is_ok() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Run {
+        child,
+        stderr,
+        mqtt,
+    }
+}
+
+impl Run {
+    fn signal(mut self, sig: i32) -> (Option<i32>, String) {
+        // SAFETY: signalling our own child by its PID.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("gateway did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status.code(), self.stderr.join().expect("stderr"))
+    }
+}
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lwm2m-gw-restart-{}", unique(test)));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Waits for the next CoAP request the gateway sends `device`.
+fn next_request(device: &Device) -> Vec<u8> {
+    let mut buf = [0u8; 2048];
+    let (n, _) = device.socket.recv_from(&mut buf).expect("a request from the gateway");
+    buf[..n].to_vec()
+}
+
+fn respond(device: &Device, req: &[u8], observe: Option<u32>, value: &str) {
+    let req = Message::parse(req).expect("request");
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CONTENT, req.mid(), req.token());
+    if let Some(seq) = observe {
+        w.uint_option(option::OBSERVE, seq);
+    }
+    w.uint_option(option::CONTENT_FORMAT, 0).payload(value.as_bytes());
+    w.finish();
+    device.socket.send_to(&buf, device.gateway).expect("send");
+}
+
+fn notify(device: &Device, token: &[u8], seq: u32, value: &str) {
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, MessageType::Non, Code::CONTENT, 4000 + seq as u16, token);
+    w.uint_option(option::OBSERVE, seq)
+        .uint_option(option::CONTENT_FORMAT, 0)
+        .payload(value.as_bytes());
+    w.finish();
+    device.socket.send_to(&buf, device.gateway).expect("send");
+}
+
+fn one(sub: &Subscriber, topic: &str) -> serde_json::Value {
+    let got = sub.collect(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "one message on {topic}");
+    assert_eq!(got[0].topic, topic);
+    got[0].json.clone()
+}
+
+/// Registers two devices, one observing, stops the gateway with `sig`, restarts it, and
+/// checks that both devices are served without registering again.
+fn survives(sig: i32, test: &str) {
+    let dir = temp_dir(test);
+    let udp = free_port();
+    let gateway: SocketAddr = format!("127.0.0.1:{udp}").parse().expect("addr");
+    let tag = unique(test);
+    let run = start(&dir, udp, &format!("{tag}-1"));
+    let sub = Subscriber::connect(&run.mqtt, "lwm2m/+/up/#", &format!("lwm2m/{tag}"));
+    let mut a = Device::bind("127.0.0.5", gateway);
+    let mut b = Device::bind("127.0.0.6", gateway);
+    let (ep_a, ep_b) = (format!("{tag}-a"), format!("{tag}-b"));
+    let loc_a = a.register(&ep_a, 3600);
+    let loc_b = b.register(&ep_b, 3600);
+    assert_eq!(sub.collect(2, Duration::from_secs(10)).len(), 2, "two registers");
+
+    sub.publish(
+        &format!("lwm2m/{ep_a}/dn"),
+        r#"{"requestID":77,"msgType":"observe","data":{"path":"/3/0/9"}}"#,
+    );
+    let observe = next_request(&a);
+    let token = Message::parse(&observe).expect("observe").token().to_vec();
+    respond(&a, &observe, Some(1), "90");
+    let resp = one(&sub, &format!("lwm2m/{ep_a}/up/resp"));
+    assert_eq!(resp["msgType"], "observe");
+    // Past one flush interval, so even SIGKILL keeps the observation.
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, log) = run.signal(sig);
+    if sig == libc::SIGTERM {
+        assert_eq!(code, Some(0), "{log}");
+    }
+    drop(sub);
+
+    let run = start(&dir, udp, &format!("{tag}-2"));
+    let sub = Subscriber::connect(&run.mqtt, "lwm2m/+/up/#", &format!("lwm2m/{tag}"));
+    // Updates to the ids handed out before the restart are accepted.
+    assert_eq!(a.request(Code::POST, &["rd", &loc_a], &[], b"").0, Code::CHANGED);
+    assert_eq!(b.request(Code::POST, &["rd", &loc_b], &[], b"").0, Code::CHANGED);
+    let updates = sub.collect(2, Duration::from_secs(10));
+    assert_eq!(updates.len(), 2);
+    assert!(updates.iter().all(|m| m.json["msgType"] == "update"));
+    // The observation still publishes, echoing the request that created it.
+    notify(&a, &token, 2, "55");
+    let n = one(&sub, &format!("lwm2m/{ep_a}/up/notify"));
+    assert_eq!(n["requestID"], 77);
+    assert_eq!(n["seqNum"], 2);
+    assert_eq!(n["data"]["content"][0]["value"], 55);
+    // A read of a device registered before the restart works.
+    sub.publish(
+        &format!("lwm2m/{ep_b}/dn"),
+        r#"{"requestID":78,"msgType":"read","data":{"path":"/3/0/0"}}"#,
+    );
+    let read = next_request(&b);
+    respond(&b, &read, None, "Vendor");
+    let r = one(&sub, &format!("lwm2m/{ep_b}/up/resp"));
+    assert_eq!(r["requestID"], 78);
+    assert_eq!(r["data"]["content"][0]["value"], "Vendor");
+    let (code, log) = run.signal(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("registrations restored"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn registrations_and_observations_survive_sigterm() {
+    survives(libc::SIGTERM, "sigterm");
+}
+
+#[test]
+fn registrations_and_observations_survive_sigkill() {
+    survives(libc::SIGKILL, "sigkill");
+}
+
+#[test]
+fn a_damaged_journal_is_survived_and_reported() {
+    let dir = temp_dir("damaged");
+    let udp = free_port();
+    let gateway: SocketAddr = format!("127.0.0.1:{udp}").parse().expect("addr");
+    let tag = unique("damaged");
+    let run = start(&dir, udp, &format!("{tag}-1"));
+    let mut devices: Vec<(Device, String)> = (0..3)
+        .map(|i| {
+            let mut d = Device::bind(&format!("127.0.0.{}", 10 + i), gateway);
+            let loc = d.register(&format!("{tag}-{i}"), 3600);
+            (d, loc)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let (_, log) = run.signal(libc::SIGKILL);
+    let segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().contains("journal-"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?} {log}");
+    // Tear the last write and damage a byte of the first record.
+    let mut bytes = std::fs::read(&segments[0]).expect("read");
+    bytes[20] ^= 0xff;
+    bytes.extend_from_slice(b"LW\x01\x01\x40\x00");
+    std::fs::write(&segments[0], &bytes).expect("write");
+
+    let run = start(&dir, udp, &format!("{tag}-2"));
+    let mut served = 0;
+    for (d, loc) in &mut devices {
+        if d.request(Code::POST, &["rd", loc], &[], b"").0 == Code::CHANGED {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 2, "the two intact registrations are kept");
+    let (code, log) = run.signal(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("journal damage skipped"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
