@@ -18,6 +18,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use std::sync::Arc;
+
+use ahash::AHashMap;
+
 use crate::lwm2m::{ObjectLink, ObjectList};
 
 /// Frame magic.
@@ -91,8 +95,8 @@ pub struct StoredEndpoint {
     pub binding: String,
     /// Other query parameters in arrival order.
     pub params: Vec<(String, String)>,
-    /// The object list, when one came.
-    pub object_list: Option<ObjectList>,
+    /// The object list, when one came; shared between the records that carry the same.
+    pub object_list: Option<Arc<ObjectList>>,
     /// Active observations.
     pub observations: Vec<StoredObservation>,
 }
@@ -158,7 +162,7 @@ impl Record {
                         version: &e.version,
                         binding: &e.binding,
                         params: &e.params,
-                        object_list: e.object_list.as_ref(),
+                        object_list: e.object_list.as_deref(),
                     },
                     &obs,
                 );
@@ -223,6 +227,9 @@ pub fn encode_endpoint(out: &mut Vec<u8>, e: &EndpointRef<'_>, observations: &[O
         None => out.push(0),
         Some(list) => {
             out.push(1);
+            // Length-prefixed, so a reader can share identical lists by their bytes.
+            let at = out.len();
+            put_u32(out, 0);
             put_str(out, &list.alternate_path);
             put_u32(out, list.content_formats.len() as u32);
             for cf in &list.content_formats {
@@ -233,6 +240,8 @@ pub fn encode_endpoint(out: &mut Vec<u8>, e: &EndpointRef<'_>, observations: &[O
                 put_str(out, &link.path);
                 put_opt_str(out, link.version.as_deref());
             }
+            let len = (out.len() - at - 4) as u32;
+            out[at..at + 4].copy_from_slice(&len.to_le_bytes());
         }
     }
     put_u32(out, observations.len() as u32);
@@ -408,11 +417,47 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Distinct object lists shared while decoding at most; a fleet registers a handful.
+const MAX_SHARED_LISTS: usize = 1024;
+
+/// Object lists by their encoded bytes, so a million records of one fleet decode into one
+/// shared list rather than a million copies.
+#[derive(Debug, Default)]
+pub struct ListCache {
+    by_bytes: AHashMap<Box<[u8]>, Arc<ObjectList>>,
+}
+
+impl ListCache {
+    fn get_or_decode(&mut self, bytes: &[u8]) -> Result<Arc<ObjectList>, DecodeError> {
+        if let Some(list) = self.by_bytes.get(bytes) {
+            return Ok(Arc::clone(list));
+        }
+        let mut r = Reader { data: bytes };
+        let list = Arc::new(decode_object_list(&mut r)?);
+        if !r.data.is_empty() {
+            return Err(DecodeError::Trailing);
+        }
+        if self.by_bytes.len() < MAX_SHARED_LISTS {
+            self.by_bytes.insert(bytes.into(), Arc::clone(&list));
+        }
+        Ok(list)
+    }
+}
+
 /// Decodes one frame's payload.
 pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
+    decode_payload_shared(kind, payload, &mut ListCache::default())
+}
+
+/// [`decode_payload`] sharing object lists through `lists`.
+pub fn decode_payload_shared(
+    kind: u8,
+    payload: &[u8],
+    lists: &mut ListCache,
+) -> Result<Record, DecodeError> {
     let mut r = Reader { data: payload };
     let record = match kind {
-        KIND_ENDPOINT => Record::Endpoint(Box::new(decode_endpoint(&mut r)?)),
+        KIND_ENDPOINT => Record::Endpoint(Box::new(decode_endpoint(&mut r, lists)?)),
         KIND_REMOVED => Record::Removed {
             key: r.u64()?,
             generation: r.u32()?,
@@ -426,7 +471,31 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
     Ok(record)
 }
 
-fn decode_endpoint(r: &mut Reader<'_>) -> Result<StoredEndpoint, DecodeError> {
+fn decode_object_list(r: &mut Reader<'_>) -> Result<ObjectList, DecodeError> {
+    let alternate_path = r.string()?;
+    let n = r.count()?;
+    let mut content_formats = Vec::with_capacity(n);
+    for _ in 0..n {
+        content_formats.push(r.u16()?);
+    }
+    let n = r.count()?;
+    let mut links = Vec::with_capacity(n);
+    for _ in 0..n {
+        let path = r.string()?;
+        let version = if r.flag()? { Some(r.string()?) } else { None };
+        links.push(ObjectLink { path, version });
+    }
+    Ok(ObjectList {
+        alternate_path,
+        content_formats,
+        links,
+    })
+}
+
+fn decode_endpoint(
+    r: &mut Reader<'_>,
+    lists: &mut ListCache,
+) -> Result<StoredEndpoint, DecodeError> {
     let key = r.u64()?;
     let home = r.u8()?;
     let generation = r.u32()?;
@@ -443,24 +512,8 @@ fn decode_endpoint(r: &mut Reader<'_>) -> Result<StoredEndpoint, DecodeError> {
         params.push((r.string()?, r.string()?));
     }
     let object_list = if r.flag()? {
-        let alternate_path = r.string()?;
-        let n = r.count()?;
-        let mut content_formats = Vec::with_capacity(n);
-        for _ in 0..n {
-            content_formats.push(r.u16()?);
-        }
-        let n = r.count()?;
-        let mut links = Vec::with_capacity(n);
-        for _ in 0..n {
-            let path = r.string()?;
-            let version = if r.flag()? { Some(r.string()?) } else { None };
-            links.push(ObjectLink { path, version });
-        }
-        Some(ObjectList {
-            alternate_path,
-            content_formats,
-            links,
-        })
+        let n = r.u32()? as usize;
+        Some(lists.get_or_decode(r.take(n)?)?)
     } else {
         None
     };
@@ -580,6 +633,11 @@ impl RawFrame<'_> {
     /// Decodes the record.
     pub fn decode(&self) -> Result<Record, DecodeError> {
         decode_payload(self.kind, self.payload())
+    }
+
+    /// Decodes the record, sharing object lists through `lists`.
+    pub fn decode_shared(&self, lists: &mut ListCache) -> Result<Record, DecodeError> {
+        decode_payload_shared(self.kind, self.payload(), lists)
     }
 
     /// The location key and generation, read without decoding the rest.
@@ -728,6 +786,7 @@ impl<R: std::io::Read> FrameReader<R> {
 /// Damaged stretches are skipped and counted; a torn tail ends the scan. Only a frame from
 /// a newer format is an error.
 pub fn scan(data: &[u8], mut each: impl FnMut(Record)) -> Result<ScanReport, NewerFormat> {
+    let mut lists = ListCache::default();
     let mut reader = FrameReader::new(data);
     loop {
         // Reading from a slice cannot fail.
@@ -742,7 +801,7 @@ pub fn scan(data: &[u8], mut each: impl FnMut(Record)) -> Result<ScanReport, New
             });
         }
         let len = frame.bytes.len();
-        match frame.decode() {
+        match frame.decode_shared(&mut lists) {
             Ok(record) => each(record),
             Err(_) => reader.count_undecodable(len),
         }

@@ -15,7 +15,7 @@ pub(crate) fn endpoint(key: u64, generation: u32, ep: &str) -> StoredEndpoint {
         version: "1.1".into(),
         binding: "UQ".into(),
         params: vec![("apn".into(), "nb.iot".into()), ("sms".into(), String::new())],
-        object_list: Some(ObjectList {
+        object_list: Some(Arc::new(ObjectList {
             alternate_path: "/".into(),
             content_formats: vec![110, 112],
             links: vec![
@@ -28,7 +28,7 @@ pub(crate) fn endpoint(key: u64, generation: u32, ep: &str) -> StoredEndpoint {
                     version: Some("1.1".into()),
                 },
             ],
-        }),
+        })),
         observations: vec![StoredObservation {
             token: [1, 2, 3, 4, 5, 6, 7, 8],
             last_seq: Some(17),

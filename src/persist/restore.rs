@@ -147,29 +147,38 @@ pub fn plan_restore(
         shards: (0..shards).map(|_| ShardRestore::default()).collect(),
         ..RestorePlan::default()
     };
-    let mut by_name: AHashMap<String, StoredEndpoint> = AHashMap::new();
+    let mut live = Vec::new();
     for e in endpoints {
         if e.expires_unix <= now_unix {
             plan.expired += 1;
             let owner = owner_of(&e.addr) % shards;
             plan.shards[owner].expired.push(e);
-            continue;
-        }
-        match by_name.get_mut(&e.ep) {
-            Some(held) => {
-                let newer = (e.registered_unix, e.generation) > (held.registered_unix, held.generation);
-                let loser = if newer {
-                    std::mem::replace(held, e)
-                } else {
-                    e
-                };
-                plan.superseded.push((loser.key, loser.generation));
-            }
-            None => {
-                by_name.insert(e.ep.clone(), e);
-            }
+        } else {
+            live.push(e);
         }
     }
+    // Of two registrations of one name, keep the later (a replacement whose tombstone a
+    // crash lost).
+    let mut keep = vec![true; live.len()];
+    let mut by_name: AHashMap<&str, usize> = AHashMap::with_capacity(live.len());
+    for (i, e) in live.iter().enumerate() {
+        if let Some(held) = by_name.insert(&e.ep, i) {
+            let h = &live[held];
+            let (loser, winner) = if (e.registered_unix, e.generation) > (h.registered_unix, h.generation) {
+                (held, i)
+            } else {
+                (i, held)
+            };
+            keep[loser] = false;
+            by_name.insert(&e.ep, winner);
+            plan.superseded.push((live[loser].key, live[loser].generation));
+        }
+    }
+    drop(by_name);
+    let by_name = live
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(e, keep)| keep.then_some(((), e)));
     for (_, e) in by_name {
         let owner = owner_of(&e.addr) % shards;
         let location = Location {

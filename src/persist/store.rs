@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ahash::AHashMap;
 
-use super::record::{FrameReader, NewerFormat, ScanReport, FORMAT_VERSION};
+use super::record::{FrameReader, ListCache, NewerFormat, ScanReport, FORMAT_VERSION};
 use super::restore::{Merge, TOMBSTONE_RETENTION_SECS};
 
 const SNAPSHOT: &str = "snapshot";
@@ -137,6 +137,7 @@ fn load_file(path: &Path, merge: &mut Merge) -> Result<(ScanReport, u64), Persis
     let file = File::open(path).map_err(io_err(path))?;
     let bytes = file.metadata().map_err(io_err(path))?.len();
     let mut reader = FrameReader::new(BufReader::with_capacity(0, file));
+    let mut lists = ListCache::default();
     loop {
         let Some(frame) = reader.next_frame().map_err(io_err(path))? else {
             break;
@@ -151,7 +152,7 @@ fn load_file(path: &Path, merge: &mut Merge) -> Result<(ScanReport, u64), Persis
             });
         }
         let len = frame.bytes.len();
-        match frame.decode() {
+        match frame.decode_shared(&mut lists) {
             Ok(record) => merge.apply(record),
             Err(_) => reader.count_undecodable(len),
         }

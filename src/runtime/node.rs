@@ -232,6 +232,9 @@ impl Gateway {
                 break;
             }
         }
+        if journal.is_some() {
+            release_freed_memory();
+        }
         Ok(Gateway {
             udp_addr,
             mqtt_addr,
@@ -356,6 +359,16 @@ fn open_journal(
     }
     restores = plan.shards;
     Ok((Some(writer), restores))
+}
+
+/// Hands the heap freed by a restore (the decoded records, gone once the shards built
+/// their own) back to the OS, so RSS reflects the registrations held, not the peak.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn unix_now() -> u64 {

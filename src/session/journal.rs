@@ -16,11 +16,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ahash::AHashMap;
-
 use super::downlink::Downlink;
 use super::{directory_shard, home_shard, Endpoint, Location, Shard};
-use crate::lwm2m::{Binding, ObjectList, Registration, Version};
+use crate::lwm2m::{Binding, Registration, Version};
 use crate::persist::{self, EndpointRef, StoredEndpoint};
 use crate::translate::Event;
 
@@ -142,7 +140,6 @@ impl Shard {
     /// records are on disk.
     pub fn restore(&mut self, now: Instant, restore: ShardRestore) {
         let now_unix = self.unix(now);
-        let mut lists: AHashMap<ObjectList, Arc<ObjectList>> = AHashMap::new();
         for (name, stored) in restore.endpoints {
             let location = Location {
                 home: stored.home,
@@ -153,14 +150,7 @@ impl Shard {
             let registered = now
                 .checked_sub(Duration::from_secs(now_unix.saturating_sub(stored.registered_unix)))
                 .map_or(0, |at| self.secs(at));
-            let object_list = stored.object_list.map(|list| match lists.get(&list) {
-                Some(shared) => Arc::clone(shared),
-                None => {
-                    let shared = Arc::new(list.clone());
-                    lists.insert(list, Arc::clone(&shared));
-                    shared
-                }
-            });
+            let object_list = stored.object_list;
             let mut registration = Registration {
                 ep: name,
                 lifetime: stored.lifetime,
