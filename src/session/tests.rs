@@ -758,7 +758,11 @@ fn object_list_is_taken_whatever_its_content_format() {
         let ep = format!("fmt{i}");
         let req = register_with_format(i as u16, cf, &ep, b"</1>, </2>, </3>, </4>, </5>");
         let reply = node.recv(0, DEVICE, &req);
-        assert_eq!(only_reply(&reply).code(), Code::CREATED, "content format {cf:?}");
+        assert_eq!(
+            only_reply(&reply).code(),
+            Code::CREATED,
+            "content format {cf:?}"
+        );
         let published = node.take_published();
         assert_eq!(
             published[0].1["data"]["objectList"],
@@ -802,7 +806,13 @@ fn object_list_is_taken_whatever_its_content_format() {
 fn delete_without_path_is_bad_request() {
     let mut node = Node::new(1, |_| {});
     let req = request(MessageType::Con, Code::DELETE, 1, &[], &[], b"");
-    assert_eq!(only_reply(&node.recv(0, DEVICE, &req)).code(), Code::BAD_REQUEST);
+    assert_eq!(
+        only_reply(&node.recv(0, DEVICE, &req)).code(),
+        Code::BAD_REQUEST
+    );
     let req = request(MessageType::Con, Code::POST, 2, &[], &[], b"");
-    assert_eq!(only_reply(&node.recv(0, DEVICE, &req)).code(), Code::NOT_FOUND);
+    assert_eq!(
+        only_reply(&node.recv(0, DEVICE, &req)).code(),
+        Code::NOT_FOUND
+    );
 }
