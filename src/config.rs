@@ -752,8 +752,6 @@ mod tests {
             .dm_notify
             .expect("on by default, as EMQX");
         assert_eq!((dm.topic.as_str(), dm.qos), ("v1/up/dm", Qos::AtMostOnce));
-        let off = Config::from_toml("[translators]\ndm_notify = false").expect("valid");
-        assert_eq!(off.translators.dm_notify, None);
         assert_eq!(built_in.mqtt.broker, Broker::Embedded);
         assert_eq!(built_in.mqtt.max_batch, 128);
         assert!(built_in.gateway.shards >= 1);

@@ -574,7 +574,10 @@ fn firmware_notifications_follow_dm_notify() {
     for dm_notify in [true, false] {
         let mut t = Emqx::start("fw", |c| {
             if !dm_notify {
-                c.translators.dm_notify = None;
+                let off = Config::from_toml("[translators]\ndm_notify = false")
+                    .expect("dm_notify = false is accepted");
+                assert_eq!(off.translators.dm_notify, None);
+                c.translators = off.translators;
             }
         });
         t.register("</5/0>");

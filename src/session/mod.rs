@@ -20,6 +20,8 @@
 mod downlink;
 #[cfg(test)]
 mod downlink_tests;
+#[cfg(test)]
+mod emqx_compat_tests;
 mod endpoints;
 mod location;
 mod publish;
