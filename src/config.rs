@@ -80,6 +80,9 @@ pub struct Translators {
     pub update: Translator,
     /// Lifecycle events (deregister, expired, replaced, rebound).
     pub event: Translator,
+    /// Notifications of the Firmware Update object (5), as EMQX publishes them (`v1/up/dm`);
+    /// `None` (`dm_notify = false`) sends them to `notify` like any other.
+    pub dm_notify: Option<Translator>,
 }
 
 /// When an Update is published (`update_msg_publish_condition`).
@@ -378,6 +381,14 @@ mod file {
         qos: i64,
     }
 
+    /// `dm_notify`: `false`, or a translator (`true` is the default one).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum DmNotifyFile {
+        Flag(bool),
+        Topic(TranslatorFile),
+    }
+
     fn tr(topic: &str, qos: i64) -> TranslatorFile {
         TranslatorFile {
             topic: topic.into(),
@@ -394,6 +405,7 @@ mod file {
         register: TranslatorFile,
         update: TranslatorFile,
         event: TranslatorFile,
+        dm_notify: DmNotifyFile,
     }
 
     impl Default for TranslatorsFile {
@@ -405,6 +417,7 @@ mod file {
                 register: tr("up/resp", 0),
                 update: tr("up/update", 0),
                 event: tr("up/event", 1),
+                dm_notify: DmNotifyFile::Flag(true),
             }
         }
     }
@@ -656,6 +669,13 @@ mod file {
                 register: translator("translators.register", t.register)?,
                 update: translator("translators.update", t.update)?,
                 event: translator("translators.event", t.event)?,
+                dm_notify: match t.dm_notify {
+                    DmNotifyFile::Flag(false) => None,
+                    DmNotifyFile::Flag(true) => Some(tr("v1/up/dm", 0)),
+                    DmNotifyFile::Topic(t) => Some(t),
+                }
+                .map(|t| translator("translators.dm_notify", t))
+                .transpose()?,
             };
 
             let u = self.listeners.udp;
@@ -773,6 +793,11 @@ mod tests {
         assert_eq!(built_in.gateway.lifetime_max, Duration::from_secs(86400));
         assert_eq!(built_in.translators.event.qos, Qos::AtLeastOnce);
         assert_eq!(built_in.translators.command.topic, "dn/#");
+        let dm = built_in
+            .translators
+            .dm_notify
+            .expect("on by default, as EMQX");
+        assert_eq!((dm.topic.as_str(), dm.qos), ("v1/up/dm", Qos::AtMostOnce));
         assert_eq!(built_in.mqtt.broker, Broker::Embedded);
         assert_eq!(built_in.mqtt.max_batch, 128);
         assert!(built_in.gateway.shards >= 1);

@@ -34,9 +34,10 @@ struct Record<'a> {
     ov: Option<Cow<'a, str>>,
 }
 
-/// Decodes an OMA JSON payload returned for `base`. Names are `bn` + `n`; without `bn`
-/// they are relative to `base` (or absolute when they start with `/`). Records without
-/// a value are skipped.
+/// Decodes an OMA JSON payload returned for `base`. Names are `bn` + `n`, joined by one
+/// `/` whether or not `bn` ends with one (devices send `"bn":"/3/0"` as well as the
+/// spec's `"/3/0/"`, and EMQX reads both); without `bn` they are relative to `base` (or
+/// absolute when they start with `/`). Records without a value are skipped.
 pub fn decode(
     payload: &[u8],
     base: &Path,
@@ -80,7 +81,17 @@ pub fn decode(
         if doc.bn.is_some() || !n.starts_with('/') {
             name.push_str(&base_name);
         }
-        name.push_str(n);
+        if n.is_empty() {
+            // The value of the base name itself.
+        } else if name.is_empty() {
+            name.push_str(n);
+        } else {
+            while name.ends_with('/') {
+                name.pop();
+            }
+            name.push('/');
+            name.push_str(n.trim_start_matches('/'));
+        }
         let path = match Path::parse(&name) {
             Ok(p) if name.starts_with('/') && p.depth() >= 3 => p,
             _ => {

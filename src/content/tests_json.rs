@@ -254,6 +254,31 @@ fn oma_json_device_read() {
             entry("/3/0/99", Value::Boolean(true)),
         ]
     );
+    // A base name without the trailing slash (EMQX's case11): joined with one `/`, as is
+    // a name that starts with one.
+    let payload = br#"{"bn":"/3/0","e":[{"n":"0","sv":"Open Mobile Alliance"},
+        {"n":"13","v":1700000000},{"n":"6","bv":true},{"n":"/22","ov":"1:2"}]}"#;
+    let got = entries(decode(format::OMA_JSON, payload, &path("/3/0"), &reg).expect("decodes"));
+    assert_eq!(
+        got,
+        vec![
+            entry("/3/0/0", Value::String("Open Mobile Alliance".into())),
+            entry("/3/0/13", Value::Time(1_700_000_000)),
+            entry("/3/0/6", Value::Boolean(true)),
+            entry("/3/0/22", Value::Objlnk(1, 2)),
+        ]
+    );
+    // A record without `n` is the base name's own value.
+    let got = entries(
+        decode(
+            format::OMA_JSON,
+            br#"{"bn":"/3/0/9","e":[{"v":80}]}"#,
+            &path("/3/0/9"),
+            &reg,
+        )
+        .expect("decodes"),
+    );
+    assert_eq!(got, vec![entry("/3/0/9", Value::Integer(80))]);
     // No bn: names are relative to the request path; Opaque travels as base64 in sv.
     let got = entries(
         decode(

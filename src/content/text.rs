@@ -4,17 +4,22 @@ use std::io::Write as _;
 
 use super::value::{Value, ValueRef};
 use super::{format, Borrowed, Content, ContentError, Entry, EntryRef};
-use crate::lwm2m::{Path, Registry};
+use crate::lwm2m::{Path, Registry, ResourceType};
 
 /// Decodes a text payload returned for `base`, typed by the definition of the resource;
-/// a resource without a definition reads as a String. A payload that cannot be placed
-/// at a resource (a request above resource level, or text that is not UTF-8 for a
-/// resource without a definition) is kept as [`Content::Undecoded`].
+/// a resource without a definition reads as a String, an Opaque resource is the payload's
+/// bytes. A payload that cannot be placed at a resource (a request above resource level,
+/// or text that is not UTF-8 for a resource without a definition) is kept as
+/// [`Content::Undecoded`].
 pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Content, ContentError> {
     let (Some(object), Some(resource)) = (base.object(), base.resource()) else {
         return Ok(undecoded(payload, base));
     };
     let kind = registry.resource(object, resource).map(|r| r.kind);
+    if kind == Some(ResourceType::Opaque) {
+        let value = Value::Opaque(payload.to_vec());
+        return Ok(Content::Entries(vec![Entry { path: *base, value }]));
+    }
     let Ok(text) = std::str::from_utf8(payload) else {
         if kind.is_none() {
             return Ok(undecoded(payload, base));
@@ -36,15 +41,18 @@ pub(crate) fn decode_borrowed<'a>(
         return Ok(Borrowed::Undecoded);
     };
     let kind = registry.resource(object, resource).map(|r| r.kind);
+    if kind == Some(ResourceType::Opaque) {
+        let value = ValueRef::Opaque(payload);
+        out.push(EntryRef { path: *base, value });
+        return Ok(Borrowed::Values);
+    }
     let Ok(text) = std::str::from_utf8(payload) else {
         if kind.is_none() {
             return Ok(Borrowed::Undecoded);
         }
         return Err(ContentError::invalid(format::TEXT, "payload is not UTF-8"));
     };
-    let Some(value) = ValueRef::from_text(kind, text, base)? else {
-        return Ok(Borrowed::Owned);
-    };
+    let value = ValueRef::from_text(kind, text, base)?;
     out.push(EntryRef { path: *base, value });
     Ok(Borrowed::Values)
 }
@@ -58,9 +66,8 @@ fn undecoded(payload: &[u8], base: &Path) -> Content {
 
 /// text/plain encoding of one value (for a single-resource write to a text-only device,
 /// or the arguments of an execute): decimal numbers, Boolean `0`/`1`, Objlnk `A:B`,
-/// Opaque as base64.
+/// Opaque as its own bytes (what [`decode`] reads back).
 pub fn encode_text(value: &Value, out: &mut Vec<u8>) {
-    use base64::Engine as _;
     // Writing to a Vec<u8> cannot fail.
     let _ = match value {
         Value::Integer(n) | Value::Time(n) => write!(out, "{n}"),
@@ -72,15 +79,7 @@ pub fn encode_text(value: &Value, out: &mut Vec<u8>) {
             Ok(())
         }
         Value::Opaque(bytes) => {
-            let start = out.len();
-            out.resize(
-                start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
-                0,
-            );
-            let written = base64::engine::general_purpose::STANDARD
-                .encode_slice(bytes, &mut out[start..])
-                .unwrap_or(0);
-            out.truncate(start + written);
+            out.extend_from_slice(bytes);
             Ok(())
         }
         Value::Objlnk(o, i) => write!(out, "{o}:{i}"),

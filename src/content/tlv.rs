@@ -131,9 +131,11 @@ impl<'a> Iterator for TlvReader<'a> {
 /// resources the definition lacks are Opaque; an object without a definition gives
 /// [`Content::Undecoded`].
 ///
-/// Top-level TLVs sit one level below `base`, or at `base` itself when they carry its own
-/// ID (a read of `/3/0/7` answered with a multiple resource TLV 7, of `/3/0` with an
-/// object instance TLV 0). Below the top they nest strictly, so recursion is at most
+/// Top-level TLVs sit one level below `base`, or at the level of `base` or of one of its
+/// ancestors, under the path `base` shares down to there: a read of `/3/0/7` answered
+/// with a multiple resource TLV 7, of `/3/0` with an object instance TLV 0, of `/3/0/6/0`
+/// with a list of object instance TLVs 0 and 1 (every value inside is published at its
+/// own path, as EMQX does). Below the top they nest strictly, so recursion is at most
 /// three levels deep.
 pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Content, ContentError> {
     let Some(object) = base.object() else {
@@ -187,8 +189,8 @@ fn walk<'a>(
         let depth = tlv.kind.depth();
         let path = if parent.depth() + 1 == depth {
             parent.child(tlv.id)
-        } else if top && parent.depth() == depth && parent.ids().last() == Some(&tlv.id) {
-            Some(*parent)
+        } else if top && depth <= parent.depth() {
+            Path::from_ids(&parent.ids()[..depth - 1]).and_then(|p| p.child(tlv.id))
         } else {
             None
         };

@@ -116,14 +116,12 @@ impl<'a> ValueRef<'a> {
         })
     }
 
-    /// Types a text/plain value as [`Value::from_text`] does, for every type whose value
-    /// can borrow the text: `None` for an Opaque resource, whose base64 text must be
-    /// decoded into new bytes.
+    /// Types a text/plain value as [`Value::from_text`] does, borrowing the text.
     pub(crate) fn from_text(
         kind: Option<ResourceType>,
         text: &'a str,
         path: &Path,
-    ) -> Result<Option<ValueRef<'a>>, ContentError> {
+    ) -> Result<ValueRef<'a>, ContentError> {
         let mismatch = |kind, reason| ContentError::TypeMismatch {
             path: *path,
             kind,
@@ -131,9 +129,9 @@ impl<'a> ValueRef<'a> {
         };
         let t = text.trim();
         let Some(kind) = kind else {
-            return Ok(Some(ValueRef::String(text)));
+            return Ok(ValueRef::String(text));
         };
-        Ok(Some(match kind {
+        Ok(match kind {
             ResourceType::Integer => ValueRef::Integer(
                 t.parse()
                     .map_err(|_| mismatch(kind, "not a decimal integer"))?,
@@ -157,10 +155,12 @@ impl<'a> ValueRef<'a> {
                 let (o, i) = parse_objlnk(t).ok_or_else(|| mismatch(kind, "not A:B"))?;
                 ValueRef::Objlnk(o, i)
             }
-            ResourceType::Opaque => return Ok(None),
+            // The bytes as sent, as EMQX reads them: `abc` publishes as `YWJj`. (LwM2M 1.1
+            // would have the text be base64, but decoding it loses whatever is not.)
+            ResourceType::Opaque => ValueRef::Opaque(text.as_bytes()),
             ResourceType::CoreLink => ValueRef::CoreLink(text),
             ResourceType::String | ResourceType::None => ValueRef::String(text),
-        }))
+        })
     }
 
     /// An owned copy.
@@ -190,25 +190,14 @@ impl Value {
     }
 
     /// Types a text/plain value by the definition's type (LwM2M 1.1 §7.4.1): decimal
-    /// numbers, Boolean `0`/`1` (or `true`/`false`), Objlnk `A:B`, Opaque as base64.
-    /// Without a definition the text is a String.
+    /// numbers, Boolean `0`/`1` (or `true`/`false`), Objlnk `A:B`, Opaque as the text's
+    /// own bytes. Without a definition the text is a String.
     pub fn from_text(
         kind: Option<ResourceType>,
         text: &str,
         path: &Path,
     ) -> Result<Value, ContentError> {
-        match ValueRef::from_text(kind, text, path)? {
-            Some(v) => Ok(v.to_value()),
-            None => {
-                decode_base64(text.trim())
-                    .map(Value::Opaque)
-                    .ok_or(ContentError::TypeMismatch {
-                        path: *path,
-                        kind: ResourceType::Opaque,
-                        reason: "not base64",
-                    })
-            }
-        }
+        ValueRef::from_text(kind, text, path).map(ValueRef::to_value)
     }
 
     /// The value borrowed.

@@ -64,10 +64,11 @@ impl Version {
         }
     }
 
-    /// Parses the value of the `lwm2m` parameter; `None` for any other version.
+    /// Parses the value of the `lwm2m` parameter; `None` for any other version. `1` is
+    /// 1.0, as EMQX reads it (devices built against its gateway send it).
     pub fn parse(s: &str) -> Option<Version> {
         match s {
-            "1.0" => Some(Version::V1_0),
+            "1" | "1.0" => Some(Version::V1_0),
             "1.1" => Some(Version::V1_1),
             "1.2" => Some(Version::V1_2),
             _ => None,

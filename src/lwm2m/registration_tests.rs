@@ -227,6 +227,23 @@ fn query_errors() {
     let err = parse(&[b"lwm2m=2.0"]).expect_err("2.0");
     assert_eq!(err, RegistrationError::UnsupportedVersion("2.0".into()));
     assert_eq!(err.response_class(), (4, 12));
+    // Every spelling EMQX accepts, and 1.2.
+    for (spelling, version) in [
+        ("1", Version::V1_0),
+        ("1.0", Version::V1_0),
+        ("1.1", Version::V1_1),
+        ("1.2", Version::V1_2),
+    ] {
+        let q = format!("lwm2m={spelling}");
+        assert_eq!(parse(&[q.as_bytes()]).map(|q| q.version), Ok(Some(version)));
+    }
+    for refused in ["8.3", "1.3", "2", "", "1.", "v1.0"] {
+        let q = format!("lwm2m={refused}");
+        assert_eq!(
+            parse(&[q.as_bytes()]),
+            Err(RegistrationError::UnsupportedVersion(refused.into()))
+        );
+    }
     let many = vec![&b"x=1"[..]; MAX_QUERY_PARAMS + 1];
     assert_eq!(parse(&many), Err(RegistrationError::TooManyParams));
 }

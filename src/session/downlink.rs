@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{directory_shard, ip_text, Location, Shard, TopicKind};
-use crate::coap::{Code, Message, MessageType};
+use crate::coap::{Code, Message, MessageType, MAX_BODY};
 use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
 use crate::lwm2m::Path;
 use crate::persist;
@@ -26,6 +26,10 @@ const MAX_OBSERVATIONS: usize = 64;
 /// A notification older than the last one by more than this is not "stale" but a new
 /// sequence (RFC 7641 §3.4: 128 s).
 const OBSERVE_FRESHNESS: Duration = Duration::from_secs(128);
+/// The Firmware Update object: its notifications go to `translators.dm_notify` (EMQX
+/// publishes them to `v1/up/dm` for the device-management callbacks of an NB-IoT
+/// firmware upgrade).
+const FIRMWARE_OBJECT: u16 = 5;
 
 /// Per-endpoint downlink state, boxed so idle endpoints pay one pointer.
 #[derive(Debug, Default)]
@@ -93,6 +97,12 @@ struct Exchange {
     echo: Arc<str>,
     msg_type: String,
     req_path: Arc<str>,
+    /// The LwM2M path of the request.
+    path: Path,
+    /// The request, for asking for the next Block2 block of its response.
+    request: CoapRequest,
+    /// The response body so far, while the device sends it in Block2 blocks.
+    block2: Option<Block2Body>,
     /// `Some(true)` for observe, `Some(false)` for cancel-observe.
     observe: Option<bool>,
     token: [u8; 8],
@@ -104,13 +114,35 @@ struct Exchange {
     acked: bool,
 }
 
+/// A response body arriving in Block2 blocks (RFC 7959 §2.4).
+#[derive(Debug)]
+struct Block2Body {
+    body: Vec<u8>,
+    /// The block asked for next.
+    next: u32,
+    /// The block size exponent the device chose.
+    szx: u8,
+}
+
+/// What [`Shard::take_block2`] made of a response.
+enum Block2Step {
+    /// Not block-wise (or a single block): the response is complete as it is.
+    Whole,
+    /// A block that is not the last: the next one was asked for.
+    Asked,
+    /// The last block: the whole body.
+    Assembled(Vec<u8>),
+    /// Blocks out of sequence or too many: the exchange ends with this code.
+    Failed(Code),
+}
+
 #[derive(Debug)]
 struct Observation {
     token: [u8; 8],
     echo: Arc<str>,
     req_path: Arc<str>,
-    /// `req_path` parsed once for every notification's content.
-    path: Option<Path>,
+    /// The observed path, for every notification's content.
+    path: Path,
     last_seq: Option<u32>,
     last_at: Instant,
 }
@@ -134,7 +166,7 @@ enum Outcome {
         seq: u32,
         echo: Arc<str>,
         req_path: Arc<str>,
-        path: Option<Path>,
+        path: Path,
     },
 }
 
@@ -153,15 +185,16 @@ impl Shard {
                 && !self.directory.contains_key(ep)
             {
                 self.stats.commands_rejected += 1;
-                let (echo, msg_type) = match translate::parse_command(payload) {
-                    Ok(c) => (c.echo, Some(c.msg_type)),
-                    Err(e) => (e.echo, e.msg_type),
+                let (echo, msg_type, req_path) = match translate::parse_command(payload) {
+                    Ok(c) => (c.echo, Some(c.msg_type), Some(c.req_path)),
+                    Err(e) => (e.echo, e.msg_type, e.req_path),
                 };
                 self.json.clear();
                 translate::write_error(
                     &mut self.json,
                     &echo,
                     msg_type.as_deref(),
+                    req_path.as_deref(),
                     Code::NOT_FOUND,
                     "endpoint is not registered",
                 );
@@ -197,7 +230,12 @@ impl Shard {
             CommandKind::CancelObserve { .. } => Some(false),
             _ => None,
         };
-        let Command { echo, msg_type, .. } = command;
+        let Command {
+            echo,
+            msg_type,
+            req_path,
+            ..
+        } = command;
         let max = self.cfg.max_queued_commands;
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
@@ -209,6 +247,7 @@ impl Shard {
                 location,
                 &echo,
                 &msg_type,
+                &req_path,
                 Code::SERVICE_UNAVAILABLE,
                 "command queue is full",
             );
@@ -228,11 +267,19 @@ impl Shard {
         location: Location,
         echo: &str,
         msg_type: &str,
+        req_path: &str,
         code: Code,
         reason: &str,
     ) {
         self.json.clear();
-        translate::write_error(&mut self.json, echo, Some(msg_type), code, reason);
+        translate::write_error(
+            &mut self.json,
+            echo,
+            Some(msg_type),
+            Some(req_path),
+            code,
+            reason,
+        );
         self.publish_for(TopicKind::Response, location);
     }
 
@@ -276,7 +323,7 @@ impl Shard {
             Some(false) => dl
                 .observations
                 .iter()
-                .find(|o| *o.req_path == q.request.req_path)
+                .find(|o| o.path == q.request.path)
                 .map_or(token, |o| o.token),
             _ => token,
         };
@@ -289,7 +336,10 @@ impl Shard {
         dl.in_flight = Some(Exchange {
             echo: q.echo,
             msg_type: q.msg_type,
-            req_path: q.request.req_path.into(),
+            req_path: q.request.req_path.as_str().into(),
+            path: q.request.path,
+            request: q.request,
+            block2: None,
             observe: q.observe,
             token,
             mid,
@@ -473,9 +523,32 @@ impl Shard {
         self.complete(now, location, msg, outcome);
     }
 
-    /// Publishes a response or notification with its decoded content.
+    /// Publishes a response or notification with its decoded content; a response that
+    /// comes in Block2 blocks is published once its last block arrived.
     fn complete(&mut self, now: Instant, location: Location, msg: &Message<'_>, outcome: Outcome) {
         let code = msg.code();
+        let mut assembled = None;
+        if let Outcome::Response = outcome {
+            match self.take_block2(now, location, msg) {
+                Block2Step::Whole => {}
+                Block2Step::Asked => return,
+                Block2Step::Assembled(body) => assembled = Some(body),
+                Block2Step::Failed(failed) => {
+                    self.stats.command_responses += 1;
+                    return self.finish(now, location, |out, ex| {
+                        translate::write_response(
+                            out,
+                            &ex.echo,
+                            &ex.msg_type,
+                            &ex.req_path,
+                            failed,
+                            None,
+                        )
+                    });
+                }
+            }
+        }
+        let payload = assembled.as_deref().unwrap_or(msg.payload());
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
@@ -485,12 +558,7 @@ impl Shard {
         // `seq` is `None` for the in-flight exchange's response.
         let (echo, req_path, path, seq) = match outcome {
             Outcome::Response => match dl.in_flight.as_ref() {
-                Some(ex) => (
-                    ex.echo.clone(),
-                    ex.req_path.clone(),
-                    Path::parse(&ex.req_path).ok(),
-                    None,
-                ),
+                Some(ex) => (ex.echo.clone(), ex.req_path.clone(), ex.path, None),
                 None => return,
             },
             Outcome::Notification {
@@ -510,7 +578,7 @@ impl Shard {
                         && msg.observe().is_some()
                         && dl.observations.len() < MAX_OBSERVATIONS =>
                 {
-                    dl.observations.retain(|o| o.req_path != ex.req_path);
+                    dl.observations.retain(|o| o.path != ex.path);
                     dl.observations.push(Observation {
                         token: ex.token,
                         echo: ex.echo.clone(),
@@ -521,14 +589,14 @@ impl Shard {
                     });
                 }
                 Some(false) => {
-                    let path = ex.req_path.clone();
+                    let path = ex.path;
                     let gone: Vec<[u8; 8]> = dl
                         .observations
                         .iter()
-                        .filter(|o| o.req_path == path)
+                        .filter(|o| o.path == path)
                         .map(|o| o.token)
                         .collect();
-                    dl.observations.retain(|o| o.req_path != path);
+                    dl.observations.retain(|o| o.path != path);
                     for t in gone {
                         if t != ex.token {
                             self.token_owner.remove(&t);
@@ -542,14 +610,15 @@ impl Shard {
             self.journal_endpoint(location);
         }
         let mut values = content::reuse_entries(std::mem::take(&mut self.values));
-        let decoded = self.decode_content(msg, &req_path, path, &mut values);
+        let format = msg.content_format();
+        let decoded = self.decode_content(payload, format, &req_path, path, &mut values);
         let content = match &decoded {
             None => None,
             Some(Decoded::Values) => Some(ContentRef::Values(&values)),
             Some(Decoded::Content(c)) => Some(ContentRef::Content(c)),
             Some(Decoded::Undecoded(path)) => Some(ContentRef::Undecoded {
                 path: *path,
-                payload: msg.payload(),
+                payload,
             }),
         };
         match seq {
@@ -570,27 +639,31 @@ impl Shard {
                 self.stats.notifications += 1;
                 self.json.clear();
                 translate::write_notify(&mut self.json, &echo, seq, &req_path, code, content);
-                self.publish_for(TopicKind::Notify, location);
+                let kind = if path.object() == Some(FIRMWARE_OBJECT) {
+                    TopicKind::DmNotify
+                } else {
+                    TopicKind::Notify
+                };
+                self.publish_for(kind, location);
             }
         }
         self.values = content::reuse_entries(values);
     }
 
-    /// Decodes a response payload into `values` where it can borrow from the message,
-    /// else into owned content; whatever cannot be decoded is kept undecoded.
+    /// Decodes a response payload into `values` where it can borrow from it, else into
+    /// owned content; whatever cannot be decoded is kept undecoded.
     fn decode_content<'m>(
         &mut self,
-        msg: &Message<'m>,
+        payload: &'m [u8],
+        format: Option<u16>,
         req_path: &str,
-        path: Option<Path>,
+        path: Path,
         values: &mut Vec<EntryRef<'m>>,
     ) -> Option<Decoded> {
-        let payload = msg.payload();
         if payload.is_empty() {
             return None;
         }
-        let path = path?;
-        let format = msg.content_format().unwrap_or(content::format::TEXT);
+        let format = format.unwrap_or(content::format::TEXT);
         let registry = &self.cfg.registry;
         let decoded = match content::decode_borrowed(format, payload, &path, registry, values) {
             Ok(Borrowed::Values) => Ok(Decoded::Values),
@@ -621,15 +694,80 @@ impl Shard {
         for t in dl.tokens() {
             self.token_owner.remove(&t);
         }
-        let pending: Vec<(Arc<str>, String)> = dl
+        let pending: Vec<(Arc<str>, String, String)> = dl
             .in_flight
             .take()
-            .map(|e| (e.echo, e.msg_type))
+            .map(|e| (e.echo, e.msg_type, e.request.req_path))
             .into_iter()
-            .chain(dl.queue.drain(..).map(|q| (q.echo, q.msg_type)))
+            .chain(
+                dl.queue
+                    .drain(..)
+                    .map(|q| (q.echo, q.msg_type, q.request.req_path)),
+            )
             .collect();
-        for (echo, msg_type) in pending {
-            self.command_error(location, &echo, &msg_type, Code::NOT_FOUND, reason);
+        for (echo, msg_type, req_path) in pending {
+            self.command_error(
+                location,
+                &echo,
+                &msg_type,
+                &req_path,
+                Code::NOT_FOUND,
+                reason,
+            );
         }
+    }
+
+    /// Follows a response to the in-flight request that comes in Block2 blocks: each
+    /// block but the last is kept and the next one asked for (the same request without
+    /// payload, RFC 7959 §3.3, with a new MID and the same token), so that a device
+    /// answering a read or a write in blocks is never left waiting.
+    fn take_block2(&mut self, now: Instant, location: Location, msg: &Message<'_>) -> Block2Step {
+        let Some(block) = msg.block2().filter(|_| msg.code().class() == 2) else {
+            return Block2Step::Whole;
+        };
+        let mid = self.mids.next();
+        let jitter = self.jitter();
+        let Some(ep) = self.endpoints.get_mut(&location) else {
+            return Block2Step::Whole;
+        };
+        let addr = ep.addr;
+        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
+            return Block2Step::Whole;
+        };
+        let mut body = match ex.block2.take() {
+            // Not a transfer this exchange started: taken as it is.
+            None if block.num != 0 || !block.more => return Block2Step::Whole,
+            None => Vec::new(),
+            Some(rx) if block.num == rx.next && block.szx == rx.szx => rx.body,
+            Some(_) => return Block2Step::Failed(Code::REQUEST_ENTITY_INCOMPLETE),
+        };
+        if body.len() + msg.payload().len() > MAX_BODY {
+            return Block2Step::Failed(Code::REQUEST_ENTITY_TOO_LARGE);
+        }
+        body.extend_from_slice(msg.payload());
+        if !block.more {
+            return Block2Step::Assembled(body);
+        }
+        let next = block.num + 1;
+        let mut datagram = Vec::with_capacity(64);
+        let request = ex.request.next_block(next, block.szx);
+        translate::write_coap_request(&request, MessageType::Con, mid, &ex.token, &mut datagram);
+        ex.block2 = Some(Block2Body {
+            body,
+            next,
+            szx: block.szx,
+        });
+        ex.mid = mid;
+        ex.attempts = 0;
+        ex.acked = false;
+        ex.timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
+        ex.deadline = now + ex.timeout;
+        let start = self.tx.len();
+        self.tx.extend_from_slice(&datagram);
+        self.tx_list.push((addr, start, datagram.len()));
+        ex.datagram = datagram;
+        self.retransmit
+            .push(std::cmp::Reverse((ex.deadline, location, mid)));
+        Block2Step::Asked
     }
 }

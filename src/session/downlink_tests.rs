@@ -288,3 +288,163 @@ fn deregistering_fails_pending_commands_instead_of_dropping_them() {
     assert_eq!(ids, [1, 2], "{published:?}");
     let _ = registry();
 }
+
+/// A device answering in Block2 blocks (here a read answered in 16-byte blocks) is asked
+/// for each next block — same method and token, no payload, a new MID — and the response
+/// is published once, with the whole body.
+#[test]
+fn block2_response_is_followed_up_and_published_whole() {
+    let (mut node, ep) = registered(1);
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":5,"msgType":"read","data":{"path":"/3/0/0"}}"#,
+    );
+    let sent = sent_to_device(&mut node);
+    let req = Message::parse(&sent[0]).expect("request");
+    let token = req.token().to_vec();
+    let body = b"Open Mobile Alliance, block by block".to_vec();
+    let mut mid = req.mid();
+    for (num, chunk) in body.chunks(16).enumerate() {
+        let more = (num + 1) * 16 < body.len();
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CONTENT, mid, &token);
+        w.uint_option(option::CONTENT_FORMAT, 0).block_option(
+            option::BLOCK2,
+            crate::coap::Block {
+                num: num as u32,
+                more,
+                szx: 0,
+            },
+        );
+        w.payload(chunk);
+        w.finish();
+        let next = node.recv(0, DEVICE, &buf);
+        let published = node.take_published();
+        if !more {
+            assert_eq!(published.len(), 1, "published once, at the last block");
+            assert_eq!(published[0].1["data"]["code"], "2.05");
+            assert_eq!(
+                published[0].1["data"]["content"][0]["value"],
+                "Open Mobile Alliance, block by block"
+            );
+            assert!(next.is_empty(), "nothing more asked");
+            break;
+        }
+        assert!(published.is_empty(), "block {num} is not the whole answer");
+        assert_eq!(next.len(), 1, "block {} asked for", num + 1);
+        let next = Message::parse(&next[0]).expect("next block request");
+        assert_eq!(next.code(), Code::GET);
+        assert_eq!(next.token(), token.as_slice(), "same token");
+        assert_ne!(next.mid(), mid, "new MID");
+        assert!(next.payload().is_empty());
+        let asked = next.block2().expect("Block2");
+        assert_eq!(
+            (asked.num, asked.more, asked.szx),
+            (num as u32 + 1, false, 0)
+        );
+        mid = next.mid();
+    }
+    // The queue moves on.
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":6,"msgType":"read","data":{"path":"/3/0/1"}}"#,
+    );
+    assert_eq!(sent_to_device(&mut node).len(), 1);
+}
+
+/// A write that does not fit one datagram is answered at once with 4.13 and a reason,
+/// is never sent, and does not hold up the commands behind it.
+#[test]
+fn oversized_write_is_answered_at_once_and_never_blocks_the_queue() {
+    let (mut node, ep) = registered(1);
+    let big = "x".repeat(3000);
+    let json = format!(
+        r#"{{"requestID":1,"msgType":"write","data":{{"path":"/3/0/14","type":"String","value":"{big}"}}}}"#
+    );
+    command(&mut node, &ep, &json);
+    assert!(sent_to_device(&mut node).is_empty(), "not sent");
+    let published = node.take_published();
+    assert_eq!(published.len(), 1);
+    let data = &published[0].1["data"];
+    assert_eq!(
+        (&data["code"], &data["codeMsg"], &data["reqPath"]),
+        (
+            &serde_json::json!("4.13"),
+            &serde_json::json!("request_entity_too_large"),
+            &serde_json::json!("/3/0/14")
+        )
+    );
+    assert!(data["reason"].as_str().is_some_and(|r| r.contains("block")));
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":2,"msgType":"read","data":{"path":"/3/0/0"}}"#,
+    );
+    assert_eq!(
+        sent_to_device(&mut node).len(),
+        1,
+        "the next command goes out"
+    );
+}
+
+/// Notifications of the Firmware Update object go to `translators.dm_notify`
+/// (`v1/up/dm` by default, as EMQX), other objects' to `notify`; with `dm_notify`
+/// off they all go to `notify`.
+#[test]
+fn firmware_notifications_go_to_dm_notify() {
+    for (dm_on, firmware_topic) in [
+        (true, "lwm2m/dev1/v1/up/dm"),
+        (false, "lwm2m/dev1/up/notify"),
+    ] {
+        let (mut node, ep) = registered(1);
+        if !dm_on {
+            for s in &mut node.shards {
+                s.cfg.translators.dm_notify = None;
+            }
+        }
+        for (i, (path, topic)) in [
+            ("/5/0/3", firmware_topic),
+            ("/3/0/9", "lwm2m/dev1/up/notify"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let json =
+                format!(r#"{{"requestID":{i},"msgType":"observe","data":{{"path":"{path}"}}}}"#);
+            command(&mut node, &ep, &json);
+            let sent = sent_to_device(&mut node);
+            let req = Message::parse(&sent[0]).expect("observe");
+            let (mid, token) = (req.mid(), req.token().to_vec());
+            let mut buf = Vec::new();
+            let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CONTENT, mid, &token);
+            w.uint_option(option::OBSERVE, 1)
+                .uint_option(option::CONTENT_FORMAT, 0)
+                .payload(b"1");
+            w.finish();
+            node.recv(0, DEVICE, &buf);
+            assert_eq!(node.take_published()[0].0, "lwm2m/dev1/up/resp");
+            let mut buf = Vec::new();
+            let mut w = MessageWriter::new(
+                &mut buf,
+                MessageType::Non,
+                Code::CONTENT,
+                900 + i as u16,
+                &token,
+            );
+            w.uint_option(option::OBSERVE, 2)
+                .uint_option(option::CONTENT_FORMAT, 0)
+                .payload(b"2");
+            w.finish();
+            node.recv(0, DEVICE, &buf);
+            let published = node.take_published();
+            assert_eq!(published.len(), 1);
+            assert_eq!(
+                (published[0].0.as_str(), &published[0].1["msgType"]),
+                (topic, &serde_json::json!("notify")),
+                "{path}"
+            );
+        }
+    }
+}

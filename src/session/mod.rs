@@ -20,6 +20,8 @@
 mod downlink;
 #[cfg(test)]
 mod downlink_tests;
+#[cfg(test)]
+mod emqx_compat_tests;
 mod endpoints;
 mod journal;
 #[cfg(test)]
@@ -707,11 +709,14 @@ enum TopicKind {
     Event,
     Response,
     Notify,
+    /// A notification of the Firmware Update object: `dm_notify`, else `notify`.
+    DmNotify,
 }
 
 impl TopicKind {
     fn translator(self, t: &Translators) -> &crate::config::Translator {
         match self {
+            TopicKind::DmNotify => t.dm_notify.as_ref().unwrap_or(&t.notify),
             TopicKind::Register => &t.register,
             TopicKind::Update => &t.update,
             TopicKind::Event => &t.event,

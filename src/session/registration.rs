@@ -16,25 +16,31 @@ use crate::config::UpdatePublishCondition;
 use crate::lwm2m::{parse_query, Registration, RegistrationError};
 use crate::translate::{Event, RegMsgType};
 
-/// CoRE link format (RFC 6690), the only payload a Register or Update may carry.
+/// CoRE link format (RFC 6690), what a Register or Update payload should be labelled.
 const CONTENT_FORMAT_LINK: u16 = 40;
 
-/// The object list a Register or Update carries: `None` without a payload, 4.15 for a
-/// payload that is not link-format.
-fn object_list_payload<'b>(msg: &Message<'_>, body: &'b [u8]) -> Result<Option<&'b [u8]>, Code> {
-    if body.is_empty() {
-        return Ok(None);
-    }
-    if msg
-        .content_format()
-        .is_some_and(|cf| cf != CONTENT_FORMAT_LINK)
-    {
-        return Err(Code::UNSUPPORTED_CONTENT_FORMAT);
-    }
-    Ok(Some(body))
+/// The object list a Register or Update carries, `None` without a payload. The
+/// Content-Format is not checked here: devices label object lists text/plain or not at
+/// all (EMQX accepts them), so any payload that parses as links is taken.
+fn object_list_payload(body: &[u8]) -> Option<&[u8]> {
+    (!body.is_empty()).then_some(body)
 }
 
-fn error_code(e: &RegistrationError) -> Code {
+/// The code a refused Register or Update gets: an object list that does not parse and was
+/// labelled with a Content-Format other than link-format gets 4.15 (the format is what is
+/// wrong), every other refusal the error's own code.
+fn error_code(msg: &Message<'_>, e: &RegistrationError) -> Code {
+    let list_error = matches!(
+        e,
+        RegistrationError::MalformedLink { .. } | RegistrationError::ObjectListNotUtf8
+    );
+    if list_error
+        && msg
+            .content_format()
+            .is_some_and(|cf| cf != CONTENT_FORMAT_LINK)
+    {
+        return Code::UNSUPPORTED_CONTENT_FORMAT;
+    }
     let (class, detail) = e.response_class();
     Code::new(class, detail)
 }
@@ -91,7 +97,13 @@ impl Shard {
             }
             _ => {
                 if !self.check_duplicate(now, from, msg) {
-                    self.respond(from, msg, Response::code(Code::NOT_FOUND));
+                    // A DELETE without a path cannot name a registration: 4.00, as EMQX.
+                    let code = if first.is_none() && msg.code() == Code::DELETE {
+                        Code::BAD_REQUEST
+                    } else {
+                        Code::NOT_FOUND
+                    };
+                    self.respond(from, msg, Response::code(code));
                 }
             }
         }
@@ -178,17 +190,14 @@ impl Shard {
         body: &[u8],
         block1: Option<Block>,
     ) {
-        let payload = match object_list_payload(msg, body) {
-            Ok(p) => p,
-            Err(code) => return self.respond(from, msg, Response::code(code)),
-        };
+        let payload = object_list_payload(body);
         let registration = match parse_query(msg.uri_query()).and_then(|q| {
             Registration::from_register_shared(q, payload, &self.cfg.limits, &mut self.object_lists)
         }) {
             Ok(r) => r,
             Err(e) => {
                 self.log_peer_error(now, from, &e);
-                return self.respond(from, msg, Response::code(error_code(&e)));
+                return self.respond(from, msg, Response::code(error_code(msg, &e)));
             }
         };
         let replacing = self.endpoints.by_name(&registration.ep);
@@ -293,10 +302,7 @@ impl Shard {
         body: &[u8],
         block1: Option<Block>,
     ) {
-        let payload = match object_list_payload(msg, body) {
-            Ok(p) => p,
-            Err(code) => return self.respond(from, msg, Response::code(code)),
-        };
+        let payload = object_list_payload(body);
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return self.respond(from, msg, Response::code(Code::NOT_FOUND));
         };
@@ -311,7 +317,7 @@ impl Shard {
             Ok(o) => o,
             Err(e) => {
                 self.log_peer_error(now, from, &e);
-                return self.respond(from, msg, Response::code(error_code(&e)));
+                return self.respond(from, msg, Response::code(error_code(msg, &e)));
             }
         };
         let lifetime = ep.registration.lifetime;

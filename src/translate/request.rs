@@ -6,11 +6,19 @@
 //! execute and create are POST, delete is DELETE, cancel-observe is GET with Observe 1.
 //! Values are encoded as TLV for LwM2M 1.0 devices and SenML JSON for 1.1 and later.
 
-use crate::coap::{option, Code, MessageType, MessageWriter};
+use crate::coap::{option, Block, Code, MessageType, MessageWriter};
 use crate::content::{self, Entry};
 use crate::lwm2m::{Path, Version};
 
 use super::command::{Command, CommandError, CommandErrorKind, CommandKind, Target};
+
+/// Largest request sent in one datagram. RFC 7252 §4.6: without a known path MTU a
+/// message should stay within 1152 bytes; bigger writes need Block1 downlink, which is not
+/// implemented yet, so they are refused with 4.13 instead of being sent and lost.
+pub const MAX_REQUEST_LEN: usize = 1152;
+
+/// Token length every request is sized for (the shard's tokens are 8 bytes).
+const TOKEN_LEN: usize = 8;
 
 /// Observe option value that registers an observation (RFC 7641 §2).
 pub const OBSERVE_REGISTER: u32 = 0;
@@ -60,11 +68,34 @@ pub struct CoapRequest {
     pub accept: Option<u16>,
     /// Observe.
     pub observe: Option<u32>,
+    /// Block2 (RFC 7959): which block of the response to send, when continuing a
+    /// response the device sent in blocks.
+    pub block2: Option<Block>,
     /// The payload; empty for none.
     pub payload: Vec<u8>,
-    /// The LwM2M path without alternate path or query, e.g. `"/3/0/13"`: the `reqPath` of
-    /// the response.
+    /// The LwM2M path without alternate path or query, e.g. `/3/0/13`.
+    pub path: Path,
+    /// The path as the command wrote it (see [`Command::req_path`]): the `reqPath` of the
+    /// response.
     pub req_path: String,
+}
+
+impl CoapRequest {
+    /// The request for the next block of a response that came in Block2 blocks: the same
+    /// method, path and query without payload (RFC 7959 §3.3), asking for block `num` of
+    /// size exponent `szx`.
+    pub fn next_block(&self, num: u32, szx: u8) -> CoapRequest {
+        CoapRequest {
+            content_format: None,
+            payload: Vec::new(),
+            block2: Some(Block {
+                num,
+                more: false,
+                szx,
+            }),
+            ..self.clone()
+        }
+    }
 }
 
 /// Builds the request for `cmd` to a device of `version` registered with
@@ -92,8 +123,10 @@ pub fn build_request_as(
         content_format: None,
         accept: None,
         observe: None,
+        block2: None,
         payload: Vec::new(),
-        req_path: target.path.to_string(),
+        path: target.path,
+        req_path: cmd.req_path.clone(),
     };
     match &cmd.kind {
         CommandKind::Read { accept, .. } => req.accept = *accept,
@@ -128,6 +161,20 @@ pub fn build_request_as(
         }
         CommandKind::Delete { .. } => req.method = Code::DELETE,
     }
+    if !req.payload.is_empty() {
+        let len = write_coap_request(&req, MessageType::Con, 0, &[0; TOKEN_LEN], &mut Vec::new());
+        if len > MAX_REQUEST_LEN {
+            return Err(CommandError {
+                echo: cmd.echo.clone(),
+                msg_type: Some(cmd.msg_type.clone()),
+                req_path: Some(cmd.req_path.clone()),
+                kind: CommandErrorKind::RequestTooLarge,
+                reason: format!(
+                    "request of {len} bytes does not fit one datagram ({MAX_REQUEST_LEN} bytes) and block-wise writes are not supported yet"
+                ),
+            });
+        }
+    }
     Ok(req)
 }
 
@@ -158,6 +205,7 @@ fn encode(
     result.map_err(|e| CommandError {
         echo: cmd.echo.clone(),
         msg_type: Some(cmd.msg_type.clone()),
+        req_path: Some(cmd.req_path.clone()),
         kind: CommandErrorKind::Encode,
         reason: format!("cannot encode the values: {e}"),
     })?;
@@ -199,6 +247,9 @@ pub fn write_coap_request(
     }
     if let Some(accept) = req.accept {
         w.uint_option(option::ACCEPT, u32::from(accept));
+    }
+    if let Some(block2) = req.block2 {
+        w.block_option(option::BLOCK2, block2);
     }
     w.payload(&req.payload);
     w.finish()

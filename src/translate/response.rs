@@ -108,13 +108,16 @@ pub fn write_coap_reset(out: &mut Vec<u8>, echo: &str, path: &str) {
 }
 
 /// Appends an error about a command that was not sent:
-/// `{"requestID":7,"msgType":"frobnicate","data":{"code":"4.00","codeMsg":"bad_request","reason":"unknown msgType"}}`.
+/// `{"requestID":7,"msgType":"write","data":{"code":"4.00","codeMsg":"bad_request","reqPath":"/3/0/1","reason":"bad hex in data.value"}}`.
 ///
-/// `msg_type` is omitted when the command had none that could be read.
+/// `msg_type` is omitted when the command had none that could be read; `reqPath` is
+/// always there, `null` when the command had no path that could be read (EMQX writes
+/// `null` then too).
 pub fn write_error(
     out: &mut Vec<u8>,
     echo: &str,
     msg_type: Option<&str>,
+    req_path: Option<&str>,
     code: Code,
     reason: &str,
 ) {
@@ -125,7 +128,14 @@ pub fn write_error(
     }
     let mut data = ObjectWriter::begin(msg.key("data"));
     write_code(data.key("code"), code);
-    data.str("codeMsg", code.name()).str("reason", reason);
+    data.str("codeMsg", code.name());
+    match req_path {
+        Some(path) => {
+            data.str("reqPath", path);
+        }
+        None => data.key("reqPath").extend_from_slice(b"null"),
+    }
+    data.str("reason", reason);
     data.end();
     msg.end();
 }
@@ -136,6 +146,7 @@ pub fn write_command_error(out: &mut Vec<u8>, err: &CommandError) {
         out,
         &err.echo,
         err.msg_type.as_deref(),
+        err.req_path.as_deref(),
         err.code(),
         &err.reason,
     );
@@ -252,20 +263,22 @@ mod tests {
                 o,
                 ECHO,
                 Some("frobnicate"),
+                Some("/3/0/"),
                 Code::BAD_REQUEST,
                 "unknown msgType"
             )),
-            r#"{"requestID":7,"msgType":"frobnicate","data":{"code":"4.00","codeMsg":"bad_request","reason":"unknown msgType"}}"#
+            r#"{"requestID":7,"msgType":"frobnicate","data":{"code":"4.00","codeMsg":"bad_request","reqPath":"/3/0/","reason":"unknown msgType"}}"#
         );
         assert_eq!(
             text(|o| write_error(
                 o,
                 "",
                 None,
+                None,
                 Code::NOT_FOUND,
                 "endpoint \"x\" is not registered"
             )),
-            r#"{"data":{"code":"4.04","codeMsg":"not_found","reason":"endpoint \"x\" is not registered"}}"#
+            r#"{"data":{"code":"4.04","codeMsg":"not_found","reqPath":null,"reason":"endpoint \"x\" is not registered"}}"#
         );
         let err = parse_command(
             br#"{"requestID":7,"cacheID":"c","msgType":"read","data":{"path":"/3/x"}}"#,
@@ -273,13 +286,13 @@ mod tests {
         .expect_err("bad path");
         assert_eq!(
             text(|o| write_command_error(o, &err)),
-            r#"{"requestID":7,"cacheID":"c","msgType":"read","data":{"code":"4.00","codeMsg":"bad_request","reason":"bad path \"/3/x\""}}"#
+            r#"{"requestID":7,"cacheID":"c","msgType":"read","data":{"code":"4.00","codeMsg":"bad_request","reqPath":"/3/x","reason":"bad path \"/3/x\""}}"#
         );
         // A msgType that is not a string is not echoed, and none is written.
         let err = parse_command(br#"{"msgType":[1],"requestID":7}"#).expect_err("no msgType");
         assert_eq!(
             text(|o| write_command_error(o, &err)),
-            r#"{"requestID":7,"data":{"code":"4.00","codeMsg":"bad_request","reason":"missing msgType"}}"#
+            r#"{"requestID":7,"data":{"code":"4.00","codeMsg":"bad_request","reqPath":null,"reason":"missing msgType"}}"#
         );
     }
 
@@ -346,7 +359,7 @@ mod tests {
                 text(|o| write_response(o, &echo, mt, "/3/0", Code::CHANGED, None)),
                 text(|o| write_notify(o, &echo, 1, "/3/0", Code::CONTENT, None)),
                 text(|o| write_ack(o, &echo, "/3/0")),
-                text(|o| write_error(o, &echo, msg_type.as_deref(), Code::BAD_REQUEST, "r")),
+                text(|o| write_error(o, &echo, msg_type.as_deref(), None, Code::BAD_REQUEST, "r")),
             ] {
                 let mut keys = top_keys(&s);
                 let n = keys.len();

@@ -144,7 +144,10 @@ fn parse_write(data: &Map<String, Json>, top_hex: bool) -> Result<CommandKind, F
 }
 
 /// Reads `data.content` as entries under `base`, each item's relative path having at
-/// least `min_rel` levels.
+/// least `min_rel` levels; an item without `path` is at `base` itself (EMQX's single
+/// value under a `basePath` naming the resource). Items at the same path: the last one
+/// wins, as in EMQX; items at overlapping paths (a resource and one of its instances)
+/// are an error.
 fn entries(
     data: &Map<String, Json>,
     base: &Path,
@@ -169,17 +172,20 @@ fn entries(
         let Json::Object(item) = item else {
             return Err(wrong_type(&field, "an object"));
         };
-        let rel = match item.get("path") {
-            None | Some(Json::Null) => return Err(missing(&format!("{field}.path"))),
-            Some(Json::String(s)) => s,
+        let path = match item.get("path") {
+            None | Some(Json::Null) => at_base(base, &field)?,
+            Some(Json::String(rel)) => relative_path(base, rel, min_rel)?,
             Some(_) => return Err(wrong_type(&format!("{field}.path"), "a string")),
         };
-        let path = relative_path(base, rel, min_rel)?;
         let hex = data_hex || is_hex_encoding(&item.get("encoding").cloned());
         let value = typed_value(item, &field, hex)?;
         entries.push(Entry { path, value });
     }
+    // Reversed, then a stable sort: of the items at one path the last comes first, and
+    // `dedup` keeps the first of a run.
+    entries.reverse();
     entries.sort_by_key(|e| e.path);
+    entries.dedup_by_key(|e| e.path);
     for pair in entries.windows(2) {
         if pair[0].path.contains(&pair[1].path) {
             return Err((
@@ -192,6 +198,18 @@ fn entries(
         }
     }
     Ok(entries)
+}
+
+/// The path of a content item (`field`) without `path`: `base` itself, which must be a
+/// resource or resource instance.
+fn at_base(base: &Path, field: &str) -> Result<Path, Failure> {
+    if base.depth() < 3 {
+        return Err((
+            CommandErrorKind::MissingField,
+            format!("missing {field}.path (basePath {base} is not a resource)"),
+        ));
+    }
+    Ok(*base)
 }
 
 /// `rel` ("14", "/20/1") appended to `base`; the result must be a resource or resource

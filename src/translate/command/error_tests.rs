@@ -229,7 +229,7 @@ fn bad_input_is_explained() {
             MissingField,
             "",
             Some("write"),
-            "missing data.content[0].path",
+            "missing data.content[0].path (basePath /3/0 is not a resource)",
         ),
         (
             r#"{"msgType":"write","data":{"basePath":"/3/0","content":[{"path":"x","type":"Integer","value":1}]}}"#,
@@ -421,4 +421,31 @@ fn oversized_and_non_utf8_commands() {
         "{}",
         e.reason
     );
+}
+
+/// Every error about a command whose `data` holds a path reports it as `reqPath`, as
+/// written (EMQX's `data.reqPath` on its error responses), and `None` otherwise.
+#[test]
+fn errors_carry_the_req_path() {
+    let cases: &[(&str, Option<&str>)] = &[
+        (
+            r#"{"msgType":"write","encoding":"hex","data":{"path":"/3/0/1","type":"String","value":"ZZ"}}"#,
+            Some("/3/0/1"),
+        ),
+        (
+            r#"{"msgType":"frobnicate","data":{"path":"/3/0/"}}"#,
+            Some("/3/0/"),
+        ),
+        (
+            r#"{"msgType":"write","data":{"basePath":"/3/0?x=1","content":"no"}}"#,
+            Some("/3/0"),
+        ),
+        (r#"{"msgType":"read","data":{"path":"/3/x"}}"#, Some("/3/x")),
+        (r#"{"msgType":"read","data":{"path":7}}"#, None),
+        (r#"{"msgType":"read"}"#, None),
+        ("not json", None),
+    ];
+    for &(json, req_path) in cases {
+        assert_eq!(fail(json).req_path.as_deref(), req_path, "{json}");
+    }
 }

@@ -64,16 +64,12 @@ pub struct Command {
     pub echo: String,
     /// The `msgType` as sent, e.g. `"read"`.
     pub msg_type: String,
+    /// The path as the command wrote it (`data.path`, else `data.basePath`) without its
+    /// `?query`, e.g. `"/3/0/"`: the `reqPath` of every response about the command,
+    /// echoed verbatim as EMQX does.
+    pub req_path: String,
     /// What to do.
     pub kind: CommandKind,
-}
-
-impl Command {
-    /// The path the command acts on, without alternate path or query: `"/3/0/13"`; the
-    /// `reqPath` of every response about it.
-    pub fn req_path(&self) -> String {
-        self.kind.target().path.to_string()
-    }
 }
 
 /// An LwM2M path with the extra Uri-Query parameters given after `?` in the command.
@@ -174,6 +170,9 @@ pub struct CommandError {
     pub echo: String,
     /// The `msgType`, when it was read and is a string.
     pub msg_type: Option<String>,
+    /// The `reqPath` to report, as in [`Command::req_path`], when `data` held a string
+    /// path; `null` in the response otherwise.
+    pub req_path: Option<String>,
     /// The class of error, for metrics.
     pub kind: CommandErrorKind,
     /// One sentence saying what is wrong, e.g. `unknown msgType`.
@@ -181,10 +180,13 @@ pub struct CommandError {
 }
 
 impl CommandError {
-    /// The response code to report: 4.13 for an oversized command, 4.00 otherwise.
+    /// The response code to report: 4.13 for an oversized command or request, 4.00
+    /// otherwise.
     pub fn code(&self) -> Code {
         match self.kind {
-            CommandErrorKind::TooLarge => Code::REQUEST_ENTITY_TOO_LARGE,
+            CommandErrorKind::TooLarge | CommandErrorKind::RequestTooLarge => {
+                Code::REQUEST_ENTITY_TOO_LARGE
+            }
             _ => Code::BAD_REQUEST,
         }
     }
@@ -229,6 +231,9 @@ pub enum CommandErrorKind {
     TooManyEntries,
     /// The values could not be encoded for the device.
     Encode,
+    /// The CoAP request would not fit one datagram (block-wise downlink is not supported
+    /// yet).
+    RequestTooLarge,
 }
 
 impl CommandErrorKind {
@@ -253,6 +258,7 @@ impl CommandErrorKind {
             CommandErrorKind::DuplicatePath => "duplicate_path",
             CommandErrorKind::TooManyEntries => "too_many_entries",
             CommandErrorKind::Encode => "encode",
+            CommandErrorKind::RequestTooLarge => "request_too_large",
         }
     }
 }
@@ -265,6 +271,7 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
     let fail = |kind, reason: String| CommandError {
         echo: String::new(),
         msg_type: None,
+        req_path: None,
         kind,
         reason,
     };
@@ -286,6 +293,7 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
     let with_echo = |(kind, reason): Failure| CommandError {
         echo: top.echo.clone(),
         msg_type: top.msg_type.clone(),
+        req_path: top.data.and_then(data_req_path),
         kind,
         reason,
     };
@@ -322,11 +330,29 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
     }
     .map_err(with_echo)?;
     let kind = parse_kind(op, &data, top.hex).map_err(with_echo)?;
+    let req_path = top.data.and_then(data_req_path).unwrap_or_default();
     Ok(Command {
         echo: top.echo,
         msg_type,
+        req_path,
         kind,
     })
+}
+
+/// The `reqPath` of a command whose `data` is `raw`: `path`, else `basePath` (EMQX's
+/// choice), as written up to any `?query`; `None` when neither is a string.
+fn data_req_path(raw: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Paths<'a> {
+        #[serde(borrow, default)]
+        path: Option<Cow<'a, str>>,
+        #[serde(borrow, default, rename = "basePath")]
+        base_path: Option<Cow<'a, str>>,
+    }
+    let paths: Paths<'_> = serde_json::from_str(raw.get()).ok()?;
+    let path = paths.path.or(paths.base_path)?;
+    let path = path.split_once('?').map_or(&*path, |(p, _)| p);
+    Some(path.to_owned())
 }
 
 /// Reads the top-level members of `text` into `members`; on a syntax error the members

@@ -62,7 +62,7 @@ fn read() {
             accept: None
         }
     );
-    assert_eq!(cmd.req_path(), "/3/0/0");
+    assert_eq!(cmd.req_path, "/3/0/0");
     let json = r#"{"requestID":1,"msgType":"read","data":{"path":"/3/0/0"}}"#;
     assert_eq!(datagram(json, "/", V10), expect("01", "b1 33 01 30 01 30"));
     let req = request(json, "/", V10);
@@ -212,6 +212,73 @@ fn batch_write_is_a_partial_update() {
         replace.kind,
         CommandKind::Write { replace: true, .. }
     ));
+}
+
+/// EMQX's case20_write: a content item without `path` writes the `basePath` resource,
+/// here a Float as an 8-byte TLV value, and reqPath is the basePath.
+#[test]
+fn content_item_without_path_writes_the_base_path() {
+    let json = r#"{"requestID":307,"msgType":"write","data":{"basePath":"/3/0/13","content":[{"type":"Float","value":"12345.0"}]}}"#;
+    let cmd = parse(json);
+    assert_eq!(cmd.req_path, "/3/0/13");
+    // PUT /3/0/13, TLV resource 13 holding 12345.0 as a float (EMQX sends the same bytes).
+    assert_eq!(
+        datagram(json, "/", V10),
+        expect("03", "b1 33 01 30 02 31 33 12 2d 16 ff c4 0d 46 40 e4 00")
+    );
+}
+
+/// EMQX's case23 and case26: items at one path — the last one wins; reqPath keeps the
+/// trailing slash of EMQX's case21.
+#[test]
+fn duplicate_content_paths_last_one_wins() {
+    let json = r#"{"msgType":"write","data":{"basePath":"/3/0/22","content":[{"path":"0","type":"Objlnk","value":"1:2"},{"path":"1","type":"Objlnk","value":"1:3"},{"path":"1","type":"Objlnk","value":"1:4"}]}}"#;
+    let CommandKind::Write { entries, .. } = parse(json).kind else {
+        panic!("write")
+    };
+    let got: Vec<(String, Value)> = entries
+        .iter()
+        .map(|e| (e.path.to_string(), e.value.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/3/0/22/0".to_owned(), Value::Objlnk(1, 2)),
+            ("/3/0/22/1".to_owned(), Value::Objlnk(1, 4)),
+        ]
+    );
+    let json = r#"{"msgType":"write","data":{"basePath":"/3/0/","content":[{"path":"13","type":"Time","value":10},{"path":"/6/0","type":"Integer","value":1},{"path":"13","type":"Time","value":11}]}}"#;
+    let cmd = parse(json);
+    assert_eq!(cmd.req_path, "/3/0/");
+    let CommandKind::Write { entries, .. } = cmd.kind else {
+        panic!("write")
+    };
+    assert_eq!(
+        entries.iter().map(|e| &e.value).collect::<Vec<_>>(),
+        [&Value::Integer(1), &Value::Time(11)]
+    );
+}
+
+/// A request that would not fit one datagram is refused with 4.13 before anything is
+/// sent (until Block1 downlink exists), naming the size.
+#[test]
+fn write_larger_than_a_datagram_is_refused() {
+    let big = "A".repeat(3000);
+    let json = format!(
+        r#"{{"requestID":9,"msgType":"write","data":{{"path":"/3/0/1","type":"String","value":"{big}"}}}}"#
+    );
+    let err = build_request(&parse(&json), "/", V10).expect_err("too large");
+    assert_eq!(err.kind, CommandErrorKind::RequestTooLarge);
+    assert_eq!(err.code(), Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(err.req_path.as_deref(), Some("/3/0/1"));
+    assert_eq!(err.echo, r#""requestID":9"#);
+    assert!(err.reason.contains("1152"), "{}", err.reason);
+    // Up to the limit, it is sent.
+    let fits = "A".repeat(1100);
+    let json = format!(
+        r#"{{"msgType":"write","data":{{"path":"/3/0/1","type":"String","value":"{fits}"}}}}"#
+    );
+    assert!(build_request(&parse(&json), "/", V10).is_ok());
 }
 
 #[test]
@@ -430,7 +497,8 @@ fn echo_is_verbatim() {
         cmd.echo,
         r#""requestID":7,"reqID":"a\"b","cacheID":"x","mheaders":{"ttl":5, "k":[1, 2]},"z":null"#
     );
-    assert_eq!(cmd.req_path(), "/3/0/0");
+    // reqPath is the path as written, up to its query (EMQX echoes it verbatim).
+    assert_eq!(cmd.req_path, "3/0/0/");
     // Duplicates keep the last value; seqNum is written by notify itself.
     let dup = parse(
         r#"{"requestID":1,"seqNum":4,"msgType":"x","msgType":"read","requestID":2,"data":{"path":"/3"}}"#,
