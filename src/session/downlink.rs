@@ -58,13 +58,15 @@ impl Downlink {
         let observations = stored
             .into_iter()
             .take(MAX_OBSERVATIONS)
-            .map(|o| Observation {
-                token: o.token,
-                path: Path::parse(&o.req_path).ok(),
-                echo: o.echo.into(),
-                req_path: o.req_path.into(),
-                last_seq: o.last_seq,
-                last_at: now,
+            .filter_map(|o| {
+                Some(Observation {
+                    token: o.token,
+                    path: Path::parse(&o.req_path).ok()?,
+                    echo: o.echo.into(),
+                    req_path: o.req_path.into(),
+                    last_seq: o.last_seq,
+                    last_at: now,
+                })
             })
             .collect();
         Downlink {
