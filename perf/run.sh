@@ -12,7 +12,8 @@
 # STORM_RATE (P3, 50000), NOTIFY_RATE (P2 latency, 100000), NOTIFY_MAX_RATE (P2
 # capacity: offered beyond what the box carries, 200000), NOTIFY_DEVICES (10000),
 # COMMAND_RATE (P5, 10000), BASELINE_RATE (offered beyond the box's UDP limit, 400000),
-# DURATION (each timed phase, 20s), SHARDS (gateway shards, 2).
+# DURATION (each timed phase, 20s), SHARDS (gateway shards, 2), PERSIST (1: the gateway
+# journals registrations into a fresh directory per scenario, as by default; 0: off).
 #
 # P2 compares capacities: `baseline` and `p2max` both offer more than the box carries, so
 # what arrives per second is each path's limit on this machine in this run.
@@ -28,6 +29,7 @@ COMMAND_RATE=${COMMAND_RATE:-10000}
 BASELINE_RATE=${BASELINE_RATE:-400000}
 DURATION=${DURATION:-20s}
 SHARDS=${SHARDS:-2}
+PERSIST=${PERSIST:-1}
 STEPS=("$@")
 [ ${#STEPS[@]} -gt 0 ] || STEPS=(baseline p3 p4 p2 p2max p5)
 
@@ -73,7 +75,12 @@ MOSQ_PID=$!
 start_gateway() {
     local dir=$1
     mkdir -p "$dir"
-    sed -e "s|^shards = .*|shards = $SHARDS|" \
+    local journal=""
+    if [ "$PERSIST" = 1 ]; then
+        journal="$WORK/journal-$(basename "$dir")"
+    fi
+    sed -e "s|^dir = \"data\"|dir = \"$journal\"|" \
+        -e "s|^shards = .*|shards = $SHARDS|" \
         -e "s|^bind = \"0.0.0.0:5683\"|bind = \"127.0.0.1:$COAP_PORT\"|" \
         -e "s|^broker = \"embedded\"|broker = \"mqtt://127.0.0.1:$MQTT_PORT\"|" \
         -e "s|^histogram_dir = \"\"|histogram_dir = \"$dir\"|" \
