@@ -147,7 +147,7 @@ fn captured_wakaama_register_over_real_udp() {
     let mut dev = Device::bind("127.0.0.1", gw.udp_addr());
     let raw = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/captures/register.hex"
+        "/tests/data/captures/register.hex"
     ))
     .expect("capture");
     let raw: Vec<u8> = (0..raw.trim().len())
