@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::histograms::{dump_loop, ShardHistograms};
 use super::steer::{bind_reuseport_group, Steering};
-use super::udp::{into_glommio, readable, RecvBatch, SendBatch};
+use super::udp::{into_glommio, readable, RecvBatch, SendBatch, MAX_DATAGRAM};
 use crate::config::{Broker, Config};
 use crate::session::{Handoff, Shard, ShardConfig};
 use crate::uplink::{self, EmbeddedBroker, Outgoing, UplinkHandle};
@@ -74,6 +74,8 @@ pub struct Gateway {
     steering: Steering,
     shutdown: Arc<AtomicBool>,
     registered: Arc<Vec<AtomicUsize>>,
+    /// Datagrams each shard dropped as truncated.
+    truncated: Arc<Vec<AtomicU64>>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
     broker: Option<EmbeddedBroker>,
 }
@@ -185,6 +187,8 @@ impl Gateway {
         let shutdown = Arc::new(AtomicBool::new(false));
         let registered: Arc<Vec<AtomicUsize>> =
             Arc::new((0..shards).map(|_| AtomicUsize::new(0)).collect());
+        let truncated: Arc<Vec<AtomicU64>> =
+            Arc::new((0..shards).map(|_| AtomicU64::new(0)).collect());
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -204,6 +208,7 @@ impl Gateway {
                 receivers,
                 shutdown: shutdown.clone(),
                 registered: registered.clone(),
+                truncated: truncated.clone(),
                 mqtt_addr: mqtt_addr.clone(),
                 node: node.clone(),
                 ready: ready_tx.clone(),
@@ -230,6 +235,7 @@ impl Gateway {
             steering,
             shutdown,
             registered,
+            truncated,
             executors,
             broker,
         })
@@ -271,6 +277,15 @@ impl Gateway {
         }
     }
 
+    /// Datagrams dropped because they were longer than the receive slot
+    /// ([`MAX_DATAGRAM`]), summed over the shards. Refreshed by each shard's timer task.
+    pub fn truncated(&self) -> u64 {
+        self.truncated
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Graceful stop: shards stop reading, flush their uplinks, then the broker stops.
     pub fn stop(self) {
         self.shutdown.store(true, Ordering::Release);
@@ -293,6 +308,7 @@ struct ShardContext {
     receivers: Vec<shared_channel::SharedReceiver<Handoff>>,
     shutdown: Arc<AtomicBool>,
     registered: Arc<Vec<AtomicUsize>>,
+    truncated: Arc<Vec<AtomicU64>>,
     mqtt_addr: String,
     node: String,
     ready: std::sync::mpsc::Sender<usize>,
@@ -391,6 +407,7 @@ async fn shard_main(ctx: ShardContext) {
         let io = io.clone();
         let shutdown = ctx.shutdown.clone();
         let registered = ctx.registered.clone();
+        let truncated = ctx.truncated.clone();
         glommio::spawn_local(async move {
             while !shutdown.load(Ordering::Acquire) {
                 let now = Instant::now();
@@ -399,6 +416,7 @@ async fn shard_main(ctx: ShardContext) {
                     io.shard.handle_timeout(now);
                     io.flush(now);
                     registered[index].store(io.shard.registered(), Ordering::Relaxed);
+                    truncated[index].store(io.shard.stats().truncated, Ordering::Relaxed);
                     io.shard
                         .poll_timeout()
                         .map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now))
@@ -446,7 +464,11 @@ async fn shard_main(ctx: ShardContext) {
             let mut io = io.borrow_mut();
             for i in 0..n {
                 let (from, data) = recv.get(i);
-                io.shard.handle_datagram(now, from, data);
+                if recv.is_truncated(i) {
+                    io.shard.handle_truncated(now, from, MAX_DATAGRAM);
+                } else {
+                    io.shard.handle_datagram(now, from, data);
+                }
             }
             io.flush(now);
         }

@@ -233,6 +233,9 @@ pub struct ShardStats {
     pub stale_notifications: u64,
     /// Payloads published undecoded because they did not decode.
     pub undecodable: u64,
+    /// Datagrams longer than the runtime's receive slot, dropped unread
+    /// ([`Shard::handle_truncated`]).
+    pub truncated: u64,
 }
 
 /// Token bucket for `max_conn_rate`.
@@ -371,6 +374,18 @@ impl Shard {
     /// Handles one datagram received on this shard's socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.dispatch(now, from, self.cfg.shard, 0, data);
+    }
+
+    /// Drops a datagram from `from` that arrived truncated because it was longer than the
+    /// runtime's `limit`-byte receive slot: a CoAP message cut short would parse as a
+    /// different, shorter message, so it is counted and logged (rate limited), not handled.
+    pub fn handle_truncated(&mut self, now: Instant, from: SocketAddr, limit: usize) {
+        self.stats.truncated += 1;
+        self.log_peer_error(
+            now,
+            from,
+            &format_args!("longer than the {limit}-byte receive slot, truncated"),
+        );
     }
 
     /// Handles work from another shard.
