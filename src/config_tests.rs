@@ -1,0 +1,81 @@
+//! Tests of [`super`]: defaults, validation messages, the forms a key may take.
+
+use super::*;
+
+#[test]
+fn default_file_equals_built_in_defaults() {
+    let from_file = Config::from_toml(DEFAULT_CONFIG).expect("default file is valid");
+    let built_in = Config::default_config();
+    assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+    assert_eq!(built_in.gateway.lifetime_max, Duration::from_secs(86400));
+    assert_eq!(built_in.translators.event.qos, Qos::AtLeastOnce);
+    assert_eq!(built_in.translators.command.topic, "dn/#");
+    assert_eq!(built_in.mqtt.broker, Broker::Embedded);
+    assert_eq!(built_in.mqtt.max_batch, 128);
+    assert!(built_in.gateway.shards >= 1);
+}
+
+fn problem(text: &str) -> String {
+    Config::from_toml(text)
+        .expect_err("config must be rejected")
+        .to_string()
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    assert!(problem("[gateway]\nlifetime_min = \"soon\"").starts_with("gateway.lifetime_min:"));
+    assert!(problem("[mqtt]\nbroker = \"tcp://x\"").starts_with("mqtt.broker:"));
+    assert!(problem("[translators]\nevent = { topic = \"e\", qos = 2 }")
+        .starts_with("translators.event:"));
+    assert!(problem("[listeners.udp]\nbind = \"nowhere\"").starts_with("listeners.udp.bind:"));
+    assert!(problem("[gateway]\nmountpoint = \"x/${nope}/\"").contains("${nope}"));
+    assert!(problem("[gateway]\nshards = 99").starts_with("gateway.shards:"));
+    assert!(
+        problem("[gateway]\nlifetime_min = \"10s\"\nlifetime_max = \"5s\"")
+            .starts_with("gateway.lifetime_max:")
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_rejected() {
+    assert!(problem("[gateway]\nshardz = 2").contains("shardz"));
+    assert!(problem("[mqtt]\nmax_batch = \"many\"").contains("max_batch"));
+}
+
+#[test]
+fn broker_urls() {
+    assert_eq!(
+        broker("mqtt://127.0.0.1:1999").expect("valid"),
+        Broker::External {
+            host: "127.0.0.1".into(),
+            port: 1999
+        }
+    );
+    assert_eq!(
+        broker("mqtt://broker.example").expect("valid"),
+        Broker::External {
+            host: "broker.example".into(),
+            port: 1883
+        }
+    );
+    assert_eq!(
+        broker("mqtt://[::1]:1884").expect("valid"),
+        Broker::External {
+            host: "::1".into(),
+            port: 1884
+        }
+    );
+    assert!(broker("mqtt://:1883").is_err());
+    assert!(broker("mqtt://h:0").is_err());
+}
+
+#[test]
+fn auto_observe_forms() {
+    let c = Config::from_toml("[gateway]\nauto_observe = [\"/3/0\"]").expect("valid");
+    assert_eq!(
+        c.gateway.auto_observe,
+        AutoObserve::Paths(vec!["/3/0".into()])
+    );
+    let c = Config::from_toml("[gateway]\nauto_observe = true").expect("valid");
+    assert_eq!(c.gateway.auto_observe, AutoObserve::All);
+}
