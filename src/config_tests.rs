@@ -79,3 +79,42 @@ fn auto_observe_forms() {
     let c = Config::from_toml("[gateway]\nauto_observe = true").expect("valid");
     assert_eq!(c.gateway.auto_observe, AutoObserve::All);
 }
+
+#[test]
+fn api_bind_is_refused_until_the_http_api_exists() {
+    let err = problem("[api]\nbind = \"127.0.0.1:8080\"");
+    assert!(err.starts_with("api.bind:"), "{err}");
+    assert!(err.contains("not built yet"), "{err}");
+    Config::from_toml("[api]\nbind = \"\"").expect("empty is accepted");
+}
+
+#[test]
+fn password_is_redacted_in_debug_output() {
+    let c = Config::from_toml("[mqtt]\nusername = \"gw\"\npassword = \"hunter2-s3cret\"")
+        .expect("valid");
+    assert_eq!(
+        c.mqtt.password.as_ref().map(Secret::expose),
+        Some("hunter2-s3cret")
+    );
+    let debug = format!("{c:?} {:?} {c:#?}", c.mqtt);
+    assert!(!debug.contains("hunter2-s3cret"), "{debug}");
+    assert!(debug.contains("redacted"), "{debug}");
+}
+
+#[test]
+fn idle_timeout_and_log_filter_are_checked() {
+    assert!(problem("[gateway]\nidle_timeout = \"0s\"").starts_with("gateway.idle_timeout:"));
+    assert!(problem("[log]\nfilter = \"info,=[\"").starts_with("log.filter:"));
+    let c = Config::from_toml("[log]\nfilter = \"debug\"").expect("valid");
+    assert_eq!(c.log.filter, "debug");
+}
+
+#[test]
+fn restart_needed_names_changed_sections_but_not_log() {
+    let old = Config::default_config();
+    let new = Config::from_toml("[log]\nfilter = \"debug\"").expect("valid");
+    assert!(old.restart_needed(&new).is_empty());
+    let new = Config::from_toml("[mqtt]\npassword = \"x\"\n[gateway]\nlifetime_min = \"2s\"")
+        .expect("valid");
+    assert_eq!(old.restart_needed(&new), vec!["gateway", "mqtt"]);
+}

@@ -91,6 +91,9 @@ pub struct ShardConfig {
     pub max_register_rate: u32,
     /// Commands queued per device behind the one in flight.
     pub max_queued_commands: usize,
+    /// How long an unfinished Block1 request body waits for its next block
+    /// (`gateway.idle_timeout`).
+    pub idle_timeout: Duration,
     /// Object definitions that type decoded content; shared read-only by every shard.
     pub registry: Arc<Registry>,
 }
@@ -112,6 +115,7 @@ impl ShardConfig {
             max_endpoints: config.udp.max_connections.div_ceil(shards),
             max_register_rate: config.udp.max_conn_rate.div_ceil(shards as u32),
             max_queued_commands: config.gateway.max_queued_commands,
+            idle_timeout: config.gateway.idle_timeout,
             registry,
         }
     }
@@ -331,7 +335,7 @@ impl Shard {
             next_seq: 0,
             expiry: BinaryHeap::new(),
             dedup: DedupCache::new(DEDUP_CAPACITY),
-            blocks: Block1Assembler::new(),
+            blocks: Block1Assembler::new(cfg.idle_timeout),
             mids: MidGen::new((seed ^ (seed >> 16) ^ cfg.shard as u64) as u16),
             tokens: TokenGen::new(seed ^ (cfg.shard as u64).rotate_left(32)),
             token_owner: AHashMap::new(),
