@@ -13,6 +13,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::histograms::{dump_loop, ShardHistograms};
+use super::port::{self, Holder};
 use super::steer::{bind_reuseport_group, Steering};
 use super::udp::{into_glommio, readable, RecvBatch, SendBatch, MAX_DATAGRAM};
 use crate::config::{Broker, Config};
@@ -49,6 +50,15 @@ pub enum StartError {
         source: std::io::Error,
         /// What to do about it.
         hint: &'static str,
+    },
+    /// Another process holds the UDP port: joining its SO_REUSEPORT group would take over
+    /// some of its devices (see [`super::port`]).
+    #[error("listeners.udp.bind: UDP port {} ({addr}) is already in use by {holder}; a second gateway on it would join its SO_REUSEPORT group and take over some of its devices: stop that process or change listeners.udp.bind", addr.port())]
+    PortHeld {
+        /// `listeners.udp.bind`.
+        addr: SocketAddr,
+        /// The socket found on the port, and its process where readable.
+        holder: Holder,
     },
     /// The object definitions in `gateway.xml_dir` did not load.
     #[error("gateway.xml_dir: {0}")]
@@ -141,6 +151,11 @@ impl Gateway {
     /// executor per shard. Returns once every shard is running.
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         let shards = config.gateway.shards;
+        // Before anything else binds (the embedded broker would fail on its own port first).
+        let bind = config.udp.bind;
+        if let Some(holder) = port::other_holder(bind, &[]) {
+            return Err(StartError::PortHeld { addr: bind, holder });
+        }
         let registry = Arc::new(crate::lwm2m::Registry::load_dir(&config.gateway.xml_dir)?);
         tracing::info!(objects = registry.len(), dir = %config.gateway.xml_dir.display(), "object definitions loaded");
         let broker = match &config.mqtt.broker {
@@ -152,15 +167,26 @@ impl Gateway {
             (Broker::External { host, port }, None) => format!("{host}:{port}"),
             (Broker::Embedded, None) => unreachable!("embedded broker started above"),
         };
-        let bind = config.udp.bind;
+        let held = |holder| StartError::PortHeld { addr: bind, holder };
         let (sockets, steering) = bind_reuseport_group(bind, shards).map_err(|source| {
-            let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
-                "; another process holds this port without SO_REUSEPORT: stop it or change listeners.udp.bind"
-            } else {
-                ""
-            };
-            StartError::Bind { addr: bind, source, hint }
+            let in_use = source.kind() == std::io::ErrorKind::AddrInUse;
+            match port::other_holder(bind, &[]).filter(|_| in_use) {
+                Some(holder) => held(holder),
+                None => StartError::Bind {
+                    addr: bind,
+                    source,
+                    hint: if in_use {
+                        "; another process holds this port: stop it or change listeners.udp.bind"
+                    } else {
+                        ""
+                    },
+                },
+            }
         })?;
+        // Another gateway may have bound between the check and our bind.
+        if let Some(holder) = port::other_holder(bind, &port::inodes(&sockets)) {
+            return Err(held(holder));
+        }
         let udp_addr = sockets[0].local_addr().map_err(|source| StartError::Bind {
             addr: bind,
             source,
@@ -517,26 +543,38 @@ fn node_name() -> String {
     }
 }
 
-/// Runs the gateway until SIGINT or SIGTERM, then stops it gracefully.
-pub fn run(config: Config) -> anyhow::Result<()> {
-    let signals = block_stop_signals()?;
+/// Runs the gateway until SIGINT or SIGTERM, then stops it gracefully. SIGHUP (logrotate,
+/// `systemctl reload`) never ends the process: it calls `on_hangup`, which reloads what can
+/// change while running, and the gateway goes on serving.
+pub fn run(config: Config, mut on_hangup: impl FnMut()) -> anyhow::Result<()> {
+    let signals = block_signals()?;
     let gateway = Gateway::start(config)?;
-    tracing::info!(udp = %gateway.udp_addr(), mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it");
-    let signal = wait_for(&signals)?;
+    tracing::info!(udp = %gateway.udp_addr(), mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
+    let signal = loop {
+        match wait_for(&signals)? {
+            libc::SIGHUP => {
+                tracing::info!("SIGHUP: reloading");
+                on_hangup();
+            }
+            libc::SIGTERM => break "SIGTERM",
+            _ => break "SIGINT",
+        }
+    };
     tracing::info!(signal, "stopping: flushing the uplink");
     gateway.stop();
     Ok(())
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and the threads it starts) so that
-/// [`wait_for`] can take them synchronously.
-fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads it starts) so that
+/// [`wait_for`] takes them synchronously and none of them ends the process by default.
+fn block_signals() -> std::io::Result<libc::sigset_t> {
     // SAFETY: plain libc signal-set manipulation on a local, initialised set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));
@@ -545,16 +583,13 @@ fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
     }
 }
 
-fn wait_for(set: &libc::sigset_t) -> std::io::Result<&'static str> {
+/// Waits for one of the signals in `set`; returns its number.
+fn wait_for(set: &libc::sigset_t) -> std::io::Result<libc::c_int> {
     let mut sig: libc::c_int = 0;
     // SAFETY: `set` is initialised; `sig` is a valid out pointer.
     let rc = unsafe { libc::sigwait(set, &mut sig) };
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
-    Ok(if sig == libc::SIGTERM {
-        "SIGTERM"
-    } else {
-        "SIGINT"
-    })
+    Ok(sig)
 }
