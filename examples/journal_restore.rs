@@ -69,7 +69,11 @@ fn shards(devices: usize, skewed: bool) -> Vec<Shard> {
     let now = Instant::now();
     (0..SHARDS)
         .map(|i| {
-            let mut s = Shard::new(ShardConfig::new(&config, i, registry.clone()), now, i as u64);
+            let mut s = Shard::new(
+                ShardConfig::new(&config, i, registry.clone()),
+                now,
+                i as u64,
+            );
             s.enable_journal(unix_now());
             s
         })

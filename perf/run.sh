@@ -85,7 +85,6 @@ start_gateway() {
         -e "s|^broker = \"embedded\"|broker = \"mqtt://127.0.0.1:$MQTT_PORT\"|" \
         -e "s|^histogram_dir = \"\"|histogram_dir = \"$dir\"|" \
         -e "s|^histogram_interval = .*|histogram_interval = \"1s\"|" \
-        -e "s|^bind = \"127.0.0.1:8080\"|bind = \"\"|" \
         config/gateway.toml >"$WORK/gateway.toml"
     "$GW" --config "$WORK/gateway.toml" >"$dir/gateway.log" 2>&1 &
     GW_PID=$!

@@ -14,7 +14,7 @@
 //! | [`session`] | the sans-IO shard core: endpoints, exchanges, timers; bytes and `now` in, datagrams and MQTT messages out |
 //! | [`persist`] | the registration journal: checksummed records, compaction, restore at start |
 //! | [`uplink`] | MQTT session per shard: batching, keepalive, reconnect, offline buffer; embedded broker |
-//! | [`runtime`] | glommio executors, SO_REUSEPORT sockets, BPF steering, `shard_for`, cross-shard channels |
+//! | [`runtime`] | glommio executors, SO_REUSEPORT sockets (one owner per port), BPF steering, `shard_for`, cross-shard channels, signals |
 //!
 //! Everything above `runtime` and the socket half of `uplink` is sans-IO: it takes bytes
 //! and the current time and returns what to send. Only the runtime touches sockets or

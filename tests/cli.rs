@@ -1,8 +1,14 @@
 //! The binary as an operator runs it: flags, configuration errors, port conflicts, signals.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+mod common;
+
+use std::io::{BufRead, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::Device;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lwm2m-gateway");
 
@@ -64,6 +70,8 @@ fn bad_config_exits_2_naming_the_key() {
             "[listeners.udp]\nbind = \"localhost\"\n",
             "listeners.udp.bind",
         ),
+        ("[api]\nbind = \"127.0.0.1:8080\"\n", "api.bind"),
+        ("[log]\nfilter = \"info,=[\"\n", "log.filter"),
         ("not toml at all [", "TOML"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
@@ -86,7 +94,7 @@ fn embedded_broker_port_in_use_says_what_to_do() {
     let port = taken.local_addr().expect("addr").port();
     let path = write_config(
         "busy.toml",
-        &format!("[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:{port}\"\n[api]\nbind = \"\"\n"),
+        &format!("[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:{port}\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n"),
     );
     let (code, _, err) = run(&["--config", path.to_str().expect("utf-8")]);
     assert_eq!(code, 1, "{err}");
@@ -101,7 +109,7 @@ fn embedded_broker_port_in_use_says_what_to_do() {
 fn sigterm_stops_gracefully_with_exit_0() {
     let path = write_config(
         "run.toml",
-        "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[api]\nbind = \"\"\n",
+        "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n",
     );
     let mut child = Command::new(BIN)
         .args(["--config", path.to_str().expect("utf-8")])
@@ -141,4 +149,170 @@ fn sigterm_stops_gracefully_with_exit_0() {
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("gateway running"), "{log}");
     assert!(log.contains("gateway stopped"), "{log}");
+}
+
+/// The binary running in the background, its stdout and stderr read line by line.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: String,
+}
+
+impl Running {
+    /// Starts `--config path` with `RUST_LOG` unset, so the file's `[log] filter` applies.
+    fn start(path: &std::path::Path) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["--config", path.to_str().expect("utf-8")])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            log: String::new(),
+        }
+    }
+
+    /// The first line containing `needle` within 15 s; panics with the log so far.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push_str(&line);
+                    self.log.push('\n');
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {needle:?} within 15 s:\n{}", self.log);
+    }
+
+    /// The UDP address from the "gateway running" line.
+    fn udp_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for("gateway running");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("udp="))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("udp= in {line:?}"))
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: signalling our own child by its PID.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits (bounded) for the process to exit; returns its status and the whole log.
+    fn exit(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("gateway did not exit within 15 s:\n{}", self.log);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.log.push_str(&line);
+            self.log.push('\n');
+        }
+        (status, std::mem::take(&mut self.log))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn a_second_gateway_on_a_held_port_exits_2_naming_the_port_and_pid() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let text = format!(
+        "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:{port}\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[persistence]\ndir = \"\"\n"
+    );
+    let path = write_config(&format!("held-{port}.toml"), &text);
+    let mut first = Running::start(&path);
+    let addr = first.udp_addr();
+    assert_eq!(addr.port(), port, "both shards of the first share the port");
+
+    let (code, _, err) = run(&["--config", path.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("UDP port {port}")),
+        "names the port: {err}"
+    );
+    assert!(
+        err.contains(&format!("PID {}", first.child.id())),
+        "names the holder: {err}"
+    );
+    assert!(err.contains("listeners.udp.bind"), "{err}");
+
+    // The first one still owns its devices.
+    Device::bind("127.0.0.1", addr).register("held-port-ep", 60);
+    first.signal(libc::SIGTERM);
+    let (status, log) = first.exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+#[test]
+fn sighup_reloads_the_log_filter_and_keeps_serving() {
+    let base = "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[persistence]\ndir = \"\"\n";
+    let path = write_config(
+        "hup.toml",
+        &format!("{base}[log]\nfilter = \"info,rumqttd=off\"\n"),
+    );
+    let mut gw = Running::start(&path);
+    let addr = gw.udp_addr();
+
+    std::fs::write(&path, "[gateway]\nshards = \"many\"\n").expect("rewrite");
+    gw.signal(libc::SIGHUP);
+    gw.wait_for("running configuration is kept");
+
+    let debug = "info,rumqttd=off,lwm2m_gateway=debug";
+    let changed = base.replace("shards = 2", "shards = 1");
+    std::fs::write(&path, format!("{changed}[log]\nfilter = \"{debug}\"\n")).expect("rewrite");
+    gw.signal(libc::SIGHUP);
+    gw.wait_for("log filter applied");
+    gw.wait_for("take effect only after a restart");
+
+    Device::bind("127.0.0.1", addr).register("hup-ep", 60);
+    gw.signal(libc::SIGTERM);
+    let (status, log) = gw.exit();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("gateway stopped"), "{log}");
+    assert!(
+        log.contains("shard stopped"),
+        "debug lines appear once the reloaded filter allows them: {log}"
+    );
 }

@@ -107,7 +107,7 @@ fn broker_outage_loses_no_qos1_message() {
         "[gateway]\nshards = 2\n\
          [translators]\nregister = {{ topic = \"up/resp\", qos = 1 }}\nevent = {{ topic = \"up/event\", qos = 1 }}\n\
          [listeners.udp]\nbind = \"127.0.0.1:0\"\n\
-         [mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\nkeep_alive = \"2s\"\nclient_id_prefix = \"{}\"\n[api]\nbind = \"\"\n",
+         [mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\nkeep_alive = \"2s\"\nclient_id_prefix = \"{}\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n",
         proxy.port,
         common::client_id_prefix()
     ))

@@ -50,6 +50,9 @@ fn shards_dump_pipeline_command_and_batch_histograms() {
     );
     let got = sub.collect(2, Duration::from_secs(10));
     assert_eq!(got.len(), 2, "register and the 4.04 response: {got:?}");
+    // The response came from one shard; the broker's copy to the other shard may still be
+    // on its way, and a stop now would leave it untimed.
+    std::thread::sleep(Duration::from_millis(500));
     gw.stop();
 
     let sum = |name: &str| -> u64 {

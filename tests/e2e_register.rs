@@ -147,7 +147,7 @@ fn captured_wakaama_register_over_real_udp() {
     let mut dev = Device::bind("127.0.0.1", gw.udp_addr());
     let raw = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/captures/register.hex"
+        "/tests/data/captures/register.hex"
     ))
     .expect("capture");
     let raw: Vec<u8> = (0..raw.trim().len())
@@ -193,5 +193,61 @@ fn garbage_datagrams_do_not_stall_a_shard() {
         dev.register(&format!("{tag}-{i}"), 60);
     }
     assert_eq!(sub.collect(20, Duration::from_secs(10)).len(), 20);
+    gw.stop();
+}
+
+#[test]
+fn datagram_longer_than_the_receive_slot_is_dropped_and_counted() {
+    use lwm2m_gateway::coap::{option, MessageType, MessageWriter};
+    use lwm2m_gateway::runtime::udp::MAX_DATAGRAM;
+
+    let tag = unique("oversized");
+    let (gw, sub) = start(1, &tag);
+    let mut dev = Device::bind("127.0.0.1", gw.udp_addr());
+    // A Register whose object list is valid link format at any cut, so a truncated copy
+    // would still register if it were handled as complete.
+    let mut links = common::WAKAAMA_OBJECTS.to_owned();
+    let mut n = 0;
+    while links.len() <= MAX_DATAGRAM + 500 {
+        links.push_str(&format!(",</31024/{n}>"));
+        n += 1;
+    }
+    let ep = format!("ep={tag}-big");
+    let mut datagram = Vec::new();
+    let mut w = MessageWriter::new(&mut datagram, MessageType::Con, Code::POST, 7, &[7]);
+    w.option(option::URI_PATH, b"rd");
+    w.uint_option(option::CONTENT_FORMAT, 40);
+    for q in ["lwm2m=1.1", ep.as_str(), "lt=60"] {
+        w.option(option::URI_QUERY, q.as_bytes());
+    }
+    w.payload(links.as_bytes());
+    w.finish();
+    assert!(datagram.len() > MAX_DATAGRAM);
+    dev.socket
+        .send_to(&datagram, gw.udp_addr())
+        .expect("send oversized");
+    dev.socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    assert!(
+        dev.socket.recv_from(&mut buf).is_err(),
+        "a truncated datagram is not answered"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gw.truncated() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(gw.truncated(), 1);
+    assert_eq!(gw.registered(), vec![0], "nothing registered");
+    // The shard goes on serving; the only publish is the normal Register's.
+    dev.socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    dev.register(&format!("{tag}-small"), 60);
+    let got = sub.collect(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json["data"]["ep"], format!("{tag}-small"));
+    assert!(sub.drain(Duration::from_millis(300)).is_empty());
     gw.stop();
 }

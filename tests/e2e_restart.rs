@@ -115,25 +115,41 @@ fn temp_dir(test: &str) -> PathBuf {
 /// Waits for the next CoAP request the gateway sends `device`.
 fn next_request(device: &Device) -> Vec<u8> {
     let mut buf = [0u8; 2048];
-    let (n, _) = device.socket.recv_from(&mut buf).expect("a request from the gateway");
+    let (n, _) = device
+        .socket
+        .recv_from(&mut buf)
+        .expect("a request from the gateway");
     buf[..n].to_vec()
 }
 
 fn respond(device: &Device, req: &[u8], observe: Option<u32>, value: &str) {
     let req = Message::parse(req).expect("request");
     let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CONTENT, req.mid(), req.token());
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::Ack,
+        Code::CONTENT,
+        req.mid(),
+        req.token(),
+    );
     if let Some(seq) = observe {
         w.uint_option(option::OBSERVE, seq);
     }
-    w.uint_option(option::CONTENT_FORMAT, 0).payload(value.as_bytes());
+    w.uint_option(option::CONTENT_FORMAT, 0)
+        .payload(value.as_bytes());
     w.finish();
     device.socket.send_to(&buf, device.gateway).expect("send");
 }
 
 fn notify(device: &Device, token: &[u8], seq: u32, value: &str) {
     let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, MessageType::Non, Code::CONTENT, 4000 + seq as u16, token);
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::Non,
+        Code::CONTENT,
+        4000 + seq as u16,
+        token,
+    );
     w.uint_option(option::OBSERVE, seq)
         .uint_option(option::CONTENT_FORMAT, 0)
         .payload(value.as_bytes());
@@ -162,7 +178,11 @@ fn survives(sig: i32, test: &str) {
     let (ep_a, ep_b) = (format!("{tag}-a"), format!("{tag}-b"));
     let loc_a = a.register(&ep_a, 3600);
     let loc_b = b.register(&ep_b, 3600);
-    assert_eq!(sub.collect(2, Duration::from_secs(10)).len(), 2, "two registers");
+    assert_eq!(
+        sub.collect(2, Duration::from_secs(10)).len(),
+        2,
+        "two registers"
+    );
 
     sub.publish(
         &format!("lwm2m/{ep_a}/dn"),
@@ -184,8 +204,14 @@ fn survives(sig: i32, test: &str) {
     let run = start(&dir, udp, &format!("{tag}-2"));
     let sub = Subscriber::connect(&run.mqtt, "lwm2m/+/up/#", &format!("lwm2m/{tag}"));
     // Updates to the ids handed out before the restart are accepted.
-    assert_eq!(a.request(Code::POST, &["rd", &loc_a], &[], b"").0, Code::CHANGED);
-    assert_eq!(b.request(Code::POST, &["rd", &loc_b], &[], b"").0, Code::CHANGED);
+    assert_eq!(
+        a.request(Code::POST, &["rd", &loc_a], &[], b"").0,
+        Code::CHANGED
+    );
+    assert_eq!(
+        b.request(Code::POST, &["rd", &loc_b], &[], b"").0,
+        Code::CHANGED
+    );
     let updates = sub.collect(2, Duration::from_secs(10));
     assert_eq!(updates.len(), 2);
     assert!(updates.iter().all(|m| m.json["msgType"] == "update"));

@@ -2,12 +2,11 @@
 //! request bodies a device sends in Block1 blocks.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
 use super::code::Code;
-use super::dedup::EXCHANGE_LIFETIME;
 
 /// Largest block number the 20-bit NUM field holds.
 pub const MAX_BLOCK_NUM: u32 = (1 << 20) - 1;
@@ -137,16 +136,22 @@ struct Assembly {
 /// (a hash of method, Uri-Path and Uri-Query), not by token: clients such as wakaama may
 /// send each block with a fresh token. Block 0 (re)starts an assembly; each further block
 /// must start exactly where the body received so far ends, which also allows a client to
-/// switch to a smaller block size mid-transfer.
-#[derive(Debug, Default)]
+/// switch to a smaller block size mid-transfer. An assembly that receives no block for
+/// `idle` (`gateway.idle_timeout`) is forgotten: the next block of it is
+/// [`BlockError::Incomplete`].
+#[derive(Debug)]
 pub struct Block1Assembler {
     assemblies: AHashMap<(SocketAddr, u64), Assembly>,
+    idle: Duration,
 }
 
 impl Block1Assembler {
-    /// An assembler with nothing in progress.
-    pub fn new() -> Self {
-        Self::default()
+    /// An assembler with nothing in progress that forgets assemblies idle for `idle`.
+    pub fn new(idle: Duration) -> Self {
+        Block1Assembler {
+            assemblies: AHashMap::default(),
+            idle,
+        }
     }
 
     /// Adds one block received at `now`.
@@ -191,7 +196,9 @@ impl Block1Assembler {
         let Some(assembly) = self.assemblies.get_mut(&id) else {
             return Err(BlockError::Incomplete { num: block.num });
         };
-        if block.offset() != assembly.body.len() {
+        if block.offset() != assembly.body.len()
+            || now.saturating_duration_since(assembly.last) > self.idle
+        {
             self.assemblies.remove(&id);
             return Err(BlockError::Incomplete { num: block.num });
         }
@@ -212,11 +219,12 @@ impl Block1Assembler {
         Ok(BlockProgress::Complete(body))
     }
 
-    /// Drops assemblies idle for longer than [`EXCHANGE_LIFETIME`]; O(assemblies), at most
-    /// [`MAX_ASSEMBLIES`].
+    /// Drops assemblies idle for longer than the `idle` given to [`Block1Assembler::new`];
+    /// O(assemblies), at most [`MAX_ASSEMBLIES`].
     pub fn expire(&mut self, now: Instant) {
+        let idle = self.idle;
         self.assemblies
-            .retain(|_, a| now.saturating_duration_since(a.last) <= EXCHANGE_LIFETIME);
+            .retain(|_, a| now.saturating_duration_since(a.last) <= idle);
     }
 
     /// Assemblies in progress.
@@ -233,7 +241,9 @@ impl Block1Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    /// `gateway.idle_timeout`'s default.
+    const IDLE: Duration = Duration::from_secs(30);
 
     fn block(num: u32, more: bool, szx: u8) -> Block {
         Block { num, more, szx }
@@ -268,7 +278,7 @@ mod tests {
 
     #[test]
     fn single_block_completes_at_once() {
-        let mut asm = Block1Assembler::new();
+        let mut asm = Block1Assembler::new(IDLE);
         let t = Instant::now();
         assert_eq!(
             asm.push(t, peer(), 1, block(0, false, 2), b"abc"),
@@ -279,7 +289,7 @@ mod tests {
 
     #[test]
     fn out_of_order_is_incomplete() {
-        let mut asm = Block1Assembler::new();
+        let mut asm = Block1Assembler::new(IDLE);
         let t = Instant::now();
         assert_eq!(
             asm.push(t, peer(), 1, block(1, true, 0), &[0; 16])
@@ -300,7 +310,7 @@ mod tests {
 
     #[test]
     fn block_zero_restarts() {
-        let mut asm = Block1Assembler::new();
+        let mut asm = Block1Assembler::new(IDLE);
         let t = Instant::now();
         asm.push(t, peer(), 1, block(0, true, 0), &[1; 16])
             .expect("accepted");
@@ -318,7 +328,7 @@ mod tests {
 
     #[test]
     fn assemblies_are_keyed_by_peer_and_key() {
-        let mut asm = Block1Assembler::new();
+        let mut asm = Block1Assembler::new(IDLE);
         let t = Instant::now();
         let other = SocketAddr::from(([10, 0, 0, 2], 56833));
         asm.push(t, peer(), 1, block(0, true, 0), &[1; 16])
@@ -339,7 +349,7 @@ mod tests {
 
     #[test]
     fn size_mismatch_is_bad_request() {
-        let mut asm = Block1Assembler::new();
+        let mut asm = Block1Assembler::new(IDLE);
         let t = Instant::now();
         let err = asm
             .push(t, peer(), 1, block(0, true, 2), &[0; 63])
@@ -353,7 +363,7 @@ mod tests {
 
     #[test]
     fn too_large_body() {
-        let mut asm = Block1Assembler::new();
+        let mut asm = Block1Assembler::new(IDLE);
         let t = Instant::now();
         let chunk = [0u8; 1024];
         for num in 0..(MAX_BODY / 1024) as u32 {
@@ -372,7 +382,7 @@ mod tests {
 
     #[test]
     fn idle_assemblies_expire() {
-        let mut asm = Block1Assembler::new();
+        let mut asm = Block1Assembler::new(IDLE);
         let t = Instant::now();
         asm.push(t, peer(), 1, block(0, true, 0), &[0; 16])
             .expect("accepted");
@@ -384,19 +394,39 @@ mod tests {
             &[0; 16],
         )
         .expect("accepted");
-        asm.expire(t + EXCHANGE_LIFETIME);
+        asm.expire(t + IDLE);
         assert_eq!(asm.len(), 2);
-        asm.expire(t + EXCHANGE_LIFETIME + Duration::from_secs(1));
+        asm.expire(t + IDLE + Duration::from_secs(1));
         assert_eq!(asm.len(), 1);
         let err = asm
-            .push(t + EXCHANGE_LIFETIME, peer(), 1, block(1, false, 0), &[0])
+            .push(t + IDLE, peer(), 1, block(1, false, 0), &[0])
             .expect_err("refused");
         assert_eq!(err, BlockError::Incomplete { num: 1 });
     }
 
     #[test]
+    fn a_block_after_the_idle_timeout_finds_nothing_to_continue() {
+        let mut asm = Block1Assembler::new(IDLE);
+        let t = Instant::now();
+        asm.push(t, peer(), 1, block(0, true, 0), &[0; 16])
+            .expect("accepted");
+        assert_eq!(
+            asm.push(t + IDLE, peer(), 1, block(1, true, 0), &[0; 16]),
+            Ok(BlockProgress::Continue),
+            "within the timeout"
+        );
+        let late = t + IDLE + IDLE + Duration::from_millis(1);
+        assert_eq!(
+            asm.push(late, peer(), 1, block(2, false, 0), &[0]),
+            Err(BlockError::Incomplete { num: 2 }),
+            "forgotten without waiting for expire()"
+        );
+        assert!(asm.is_empty());
+    }
+
+    #[test]
     fn bounded_number_of_assemblies() {
-        let mut asm = Block1Assembler::new();
+        let mut asm = Block1Assembler::new(IDLE);
         let t = Instant::now();
         for key in 0..MAX_ASSEMBLIES as u64 {
             asm.push(t, peer(), key, block(0, true, 0), &[0; 16])
@@ -406,7 +436,7 @@ mod tests {
             .push(t, peer(), u64::MAX, block(0, true, 0), &[0; 16])
             .expect_err("refused");
         assert_eq!(err.code(), Code::SERVICE_UNAVAILABLE);
-        let later = t + EXCHANGE_LIFETIME + Duration::from_secs(1);
+        let later = t + IDLE + Duration::from_secs(1);
         assert_eq!(
             asm.push(later, peer(), u64::MAX, block(0, true, 0), &[0; 16]),
             Ok(BlockProgress::Continue)

@@ -288,7 +288,7 @@ fn parse_bootstrap_flow() {
 fn parse_block64_exchange_and_reassemble() {
     let d: Vec<Vec<u8>> = BLOCK64_EXCHANGE.iter().map(|h| hex(h)).collect();
     let q = &["lwm2m=1.1", "ep=peer-ep-b64", "b=U", "lt=300"];
-    let mut asm = Block1Assembler::new();
+    let mut asm = Block1Assembler::new(std::time::Duration::from_secs(30));
     let peer = SocketAddr::from(([127, 0, 0, 1], 56833));
     let t = Instant::now();
     let mut body = None;

@@ -78,7 +78,7 @@ fn project_definitions_load() {
 
 #[test]
 fn oma_registry_loads() {
-    let path = dir("../shared/lwm2m_registry");
+    let path = dir("tests/data/lwm2m_registry");
     let reg = Registry::load_dir(&path).expect("registry loads");
     assert!(reg.len() >= 320, "{} objects", reg.len());
     assert_eq!(reg.get(3303).map(|d| d.version.as_str()), Some("1.1"));
@@ -100,7 +100,7 @@ fn oma_registry_loads() {
 
 #[test]
 fn emqx_definitions_load() {
-    let reg = Registry::load_dir(&dir("../shared/lwm2m_xml")).expect("loads");
+    let reg = Registry::load_dir(&dir("tests/data/lwm2m_xml_emqx")).expect("loads");
     let device = reg.get(3).expect("/3");
     assert_eq!(device.version, "1.0", "ObjectVersion absent means 1.0");
     assert_eq!(

@@ -13,7 +13,7 @@
 //!   then deletes those segments. A crash at any point leaves either the old or the new
 //!   snapshot, plus segments whose replay is harmless.
 //! * At start, [`load`] reads the snapshot and every segment, skipping damaged records
-//!   (see [`record`]), and [`plan_restore`] hands each shard its endpoints.
+//!   (see [`FrameReader`]), and [`plan_restore`] hands each shard its endpoints.
 //!
 //! # Files
 //!
@@ -24,13 +24,15 @@
 //! | `snapshot.tmp` | a compaction in progress; removed at start |
 //! | `LOCK` | held (`flock`) by the running gateway, so two never share a directory |
 
+mod frame;
 pub mod record;
 mod restore;
 mod store;
 
+pub use frame::{scan, FrameReader, NewerFormat, RawFrame, ScanReport};
 pub use record::{
-    encode_endpoint, encode_removed, scan, EndpointRef, NewerFormat, ObservationRef, Record,
-    ScanReport, StoredEndpoint, StoredObservation, FORMAT_VERSION,
+    encode_endpoint, encode_removed, EndpointRef, ObservationRef, Record, StoredEndpoint,
+    StoredObservation, FORMAT_VERSION,
 };
 pub use restore::{plan_restore, Merge, RestorePlan};
 pub use store::{compact, load, JournalSender, JournalWriter, Loaded, PersistError};

@@ -164,14 +164,16 @@ pub fn plan_restore(
     for (i, e) in live.iter().enumerate() {
         if let Some(held) = by_name.insert(&e.ep, i) {
             let h = &live[held];
-            let (loser, winner) = if (e.registered_unix, e.generation) > (h.registered_unix, h.generation) {
-                (held, i)
-            } else {
-                (i, held)
-            };
+            let (loser, winner) =
+                if (e.registered_unix, e.generation) > (h.registered_unix, h.generation) {
+                    (held, i)
+                } else {
+                    (i, held)
+                };
             keep[loser] = false;
             by_name.insert(&e.ep, winner);
-            plan.superseded.push((live[loser].key, live[loser].generation));
+            plan.superseded
+                .push((live[loser].key, live[loser].generation));
         }
     }
     drop(by_name);

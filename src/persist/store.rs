@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ahash::AHashMap;
 
-use super::record::{FrameReader, ListCache, NewerFormat, ScanReport, FORMAT_VERSION};
+use super::frame::{FrameReader, NewerFormat, ScanReport};
+use super::record::{ListCache, FORMAT_VERSION};
 use super::restore::{Merge, TOMBSTONE_RETENTION_SECS};
 
 const SNAPSHOT: &str = "snapshot";
@@ -138,10 +139,7 @@ fn load_file(path: &Path, merge: &mut Merge) -> Result<(ScanReport, u64), Persis
     let bytes = file.metadata().map_err(io_err(path))?.len();
     let mut reader = FrameReader::new(BufReader::with_capacity(0, file));
     let mut lists = ListCache::default();
-    loop {
-        let Some(frame) = reader.next_frame().map_err(io_err(path))? else {
-            break;
-        };
+    while let Some(frame) = reader.next_frame().map_err(io_err(path))? {
         if frame.version > FORMAT_VERSION {
             return Err(PersistError::NewerFormat {
                 path: path.to_owned(),
@@ -447,7 +445,10 @@ impl WriterState {
             };
             let mut stop = false;
             let mut wrote = false;
-            for msg in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            for msg in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            {
                 match msg {
                     Msg::Append(bytes) => {
                         self.append(&bytes);
@@ -478,7 +479,9 @@ impl WriterState {
         self.start_compaction();
         self.reap_compaction(true);
         if self.journal_bytes == 0 {
-            let path = self.dir.join(format!("{SEGMENT_PREFIX}{:08}", self.segment));
+            let path = self
+                .dir
+                .join(format!("{SEGMENT_PREFIX}{:08}", self.segment));
             if let Err(e) = fs::remove_file(&path) {
                 tracing::warn!(file = %path.display(), "cannot remove the empty journal segment: {e}");
             }

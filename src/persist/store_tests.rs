@@ -36,7 +36,7 @@ fn bytes_of(records: &[Record]) -> Vec<u8> {
 
 #[test]
 fn merge_keeps_the_highest_generation_in_any_order() {
-    let records = vec![
+    let records = [
         Record::Endpoint(Box::new(endpoint(1, 1, "a"))),
         Record::Endpoint(Box::new(endpoint(1, 3, "a"))),
         Record::Endpoint(Box::new(endpoint(2, 1, "b"))),
@@ -87,12 +87,23 @@ fn load_keeps_intact_records_of_damaged_files_and_locks_the_directory() {
     assert_eq!(loaded.report.corrupt, 1);
     assert_eq!(loaded.report.torn_tail, torn.len() / 2);
     assert_eq!(loaded.next_segment, 4);
-    assert!(!dir.join(SNAPSHOT_TMP).exists(), "an unfinished compaction is discarded");
+    assert!(
+        !dir.join(SNAPSHOT_TMP).exists(),
+        "an unfinished compaction is discarded"
+    );
 
     // A second gateway on the same directory is refused, naming the holder.
     let err = load(&dir).expect_err("locked");
-    assert!(err.to_string().contains("in use by another running gateway"), "{err}");
-    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+    assert!(
+        err.to_string()
+            .contains("in use by another running gateway"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
 
     assert_eq!(live_keys(loaded), vec![(1, 2), (3, 1), (5, 1)]);
     fs::remove_dir_all(&dir).expect("cleanup");
@@ -150,7 +161,11 @@ fn writer_appends_and_compaction_folds_everything_into_the_snapshot() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n != LOCK)
         .collect();
-    assert_eq!(names, vec![SNAPSHOT.to_owned()], "one file after a clean stop");
+    assert_eq!(
+        names,
+        vec![SNAPSHOT.to_owned()],
+        "one file after a clean stop"
+    );
     let loaded = load(&dir).expect("loads");
     assert_eq!(loaded.merge.tombstones(), 1, "the recent tombstone is kept");
     assert_eq!(live_keys(loaded), vec![(1, 2), (3, 1)]);

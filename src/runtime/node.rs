@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,9 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::histograms::{dump_loop, ShardHistograms};
+use super::port::{self, Holder};
 use super::steer::{bind_reuseport_group, Steering};
-use super::udp::{into_glommio, readable, RecvBatch, SendBatch};
+use super::udp::{into_glommio, readable, RecvBatch, SendBatch, MAX_DATAGRAM};
 use crate::config::{Broker, Config};
 use crate::persist::{self, JournalSender, JournalWriter};
 use crate::session::{directory_shard, Handoff, Shard, ShardConfig, ShardRestore};
@@ -51,6 +52,15 @@ pub enum StartError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// Another process holds the UDP port: joining its SO_REUSEPORT group would take over
+    /// some of its devices (see [`super::port`]).
+    #[error("listeners.udp.bind: UDP port {} ({addr}) is already in use by {holder}; a second gateway on it would join its SO_REUSEPORT group and take over some of its devices: stop that process or change listeners.udp.bind", addr.port())]
+    PortHeld {
+        /// `listeners.udp.bind`.
+        addr: SocketAddr,
+        /// The socket found on the port, and its process where readable.
+        holder: Holder,
+    },
     /// The object definitions in `gateway.xml_dir` did not load.
     #[error("gateway.xml_dir: {0}")]
     Objects(#[from] crate::lwm2m::ObjectError),
@@ -78,6 +88,8 @@ pub struct Gateway {
     steering: Steering,
     shutdown: Arc<AtomicBool>,
     registered: Arc<Vec<AtomicUsize>>,
+    /// Datagrams each shard dropped as truncated.
+    truncated: Arc<Vec<AtomicU64>>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
     broker: Option<EmbeddedBroker>,
     journal: Option<JournalWriter>,
@@ -144,6 +156,11 @@ impl Gateway {
     /// executor per shard. Returns once every shard is running.
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         let shards = config.gateway.shards;
+        // Before anything else binds (the embedded broker would fail on its own port first).
+        let bind = config.udp.bind;
+        if let Some(holder) = port::other_holder(bind, &[]) {
+            return Err(StartError::PortHeld { addr: bind, holder });
+        }
         let registry = Arc::new(crate::lwm2m::Registry::load_dir(&config.gateway.xml_dir)?);
         tracing::info!(objects = registry.len(), dir = %config.gateway.xml_dir.display(), "object definitions loaded");
         let broker = match &config.mqtt.broker {
@@ -155,15 +172,26 @@ impl Gateway {
             (Broker::External { host, port }, None) => format!("{host}:{port}"),
             (Broker::Embedded, None) => unreachable!("embedded broker started above"),
         };
-        let bind = config.udp.bind;
+        let held = |holder| StartError::PortHeld { addr: bind, holder };
         let (sockets, steering) = bind_reuseport_group(bind, shards).map_err(|source| {
-            let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
-                "; another process holds this port without SO_REUSEPORT: stop it or change listeners.udp.bind"
-            } else {
-                ""
-            };
-            StartError::Bind { addr: bind, source, hint }
+            let in_use = source.kind() == std::io::ErrorKind::AddrInUse;
+            match port::other_holder(bind, &[]).filter(|_| in_use) {
+                Some(holder) => held(holder),
+                None => StartError::Bind {
+                    addr: bind,
+                    source,
+                    hint: if in_use {
+                        "; another process holds this port: stop it or change listeners.udp.bind"
+                    } else {
+                        ""
+                    },
+                },
+            }
         })?;
+        // Another gateway may have bound between the check and our bind.
+        if let Some(holder) = port::other_holder(bind, &port::inodes(&sockets)) {
+            return Err(held(holder));
+        }
         let udp_addr = sockets[0].local_addr().map_err(|source| StartError::Bind {
             addr: bind,
             source,
@@ -191,6 +219,8 @@ impl Gateway {
         let shutdown = Arc::new(AtomicBool::new(false));
         let registered: Arc<Vec<AtomicUsize>> =
             Arc::new((0..shards).map(|_| AtomicUsize::new(0)).collect());
+        let truncated: Arc<Vec<AtomicU64>> =
+            Arc::new((0..shards).map(|_| AtomicU64::new(0)).collect());
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -210,6 +240,7 @@ impl Gateway {
                 receivers,
                 shutdown: shutdown.clone(),
                 registered: registered.clone(),
+                truncated: truncated.clone(),
                 mqtt_addr: mqtt_addr.clone(),
                 node: node.clone(),
                 ready: ready_tx.clone(),
@@ -241,6 +272,7 @@ impl Gateway {
             steering,
             shutdown,
             registered,
+            truncated,
             executors,
             broker,
             journal,
@@ -283,6 +315,15 @@ impl Gateway {
         }
     }
 
+    /// Datagrams dropped because they were longer than the receive slot
+    /// ([`MAX_DATAGRAM`]), summed over the shards. Refreshed by each shard's timer task.
+    pub fn truncated(&self) -> u64 {
+        self.truncated
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Graceful stop: shards stop reading, flush their uplinks, then the broker stops.
     pub fn stop(self) {
         self.shutdown.store(true, Ordering::Release);
@@ -308,6 +349,7 @@ struct ShardContext {
     receivers: Vec<shared_channel::SharedReceiver<Handoff>>,
     shutdown: Arc<AtomicBool>,
     registered: Arc<Vec<AtomicUsize>>,
+    truncated: Arc<Vec<AtomicU64>>,
     mqtt_addr: String,
     node: String,
     ready: std::sync::mpsc::Sender<usize>,
@@ -504,6 +546,7 @@ async fn shard_main(ctx: ShardContext) {
         let io = io.clone();
         let shutdown = ctx.shutdown.clone();
         let registered = ctx.registered.clone();
+        let truncated = ctx.truncated.clone();
         glommio::spawn_local(async move {
             while !shutdown.load(Ordering::Acquire) {
                 let now = Instant::now();
@@ -512,6 +555,7 @@ async fn shard_main(ctx: ShardContext) {
                     io.shard.handle_timeout(now);
                     io.flush(now);
                     registered[index].store(io.shard.registered(), Ordering::Relaxed);
+                    truncated[index].store(io.shard.stats().truncated, Ordering::Relaxed);
                     io.shard
                         .poll_timeout()
                         .map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now))
@@ -559,7 +603,11 @@ async fn shard_main(ctx: ShardContext) {
             let mut io = io.borrow_mut();
             for i in 0..n {
                 let (from, data) = recv.get(i);
-                io.shard.handle_datagram(now, from, data);
+                if recv.is_truncated(i) {
+                    io.shard.handle_truncated(now, from, MAX_DATAGRAM);
+                } else {
+                    io.shard.handle_datagram(now, from, data);
+                }
             }
             io.flush(now);
         }
@@ -616,26 +664,38 @@ fn node_name() -> String {
     }
 }
 
-/// Runs the gateway until SIGINT or SIGTERM, then stops it gracefully.
-pub fn run(config: Config) -> anyhow::Result<()> {
-    let signals = block_stop_signals()?;
+/// Runs the gateway until SIGINT or SIGTERM, then stops it gracefully. SIGHUP (logrotate,
+/// `systemctl reload`) never ends the process: it calls `on_hangup`, which reloads what can
+/// change while running, and the gateway goes on serving.
+pub fn run(config: Config, mut on_hangup: impl FnMut()) -> anyhow::Result<()> {
+    let signals = block_signals()?;
     let gateway = Gateway::start(config)?;
-    tracing::info!(udp = %gateway.udp_addr(), mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it");
-    let signal = wait_for(&signals)?;
+    tracing::info!(udp = %gateway.udp_addr(), mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
+    let signal = loop {
+        match wait_for(&signals)? {
+            libc::SIGHUP => {
+                tracing::info!("SIGHUP: reloading");
+                on_hangup();
+            }
+            libc::SIGTERM => break "SIGTERM",
+            _ => break "SIGINT",
+        }
+    };
     tracing::info!(signal, "stopping: flushing the uplink");
     gateway.stop();
     Ok(())
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and the threads it starts) so that
-/// [`wait_for`] can take them synchronously.
-fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads it starts) so that
+/// [`wait_for`] takes them synchronously and none of them ends the process by default.
+fn block_signals() -> std::io::Result<libc::sigset_t> {
     // SAFETY: plain libc signal-set manipulation on a local, initialised set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));
@@ -644,16 +704,13 @@ fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
     }
 }
 
-fn wait_for(set: &libc::sigset_t) -> std::io::Result<&'static str> {
+/// Waits for one of the signals in `set`; returns its number.
+fn wait_for(set: &libc::sigset_t) -> std::io::Result<libc::c_int> {
     let mut sig: libc::c_int = 0;
     // SAFETY: `set` is initialised; `sig` is a valid out pointer.
     let rc = unsafe { libc::sigwait(set, &mut sig) };
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
-    Ok(if sig == libc::SIGTERM {
-        "SIGTERM"
-    } else {
-        "SIGINT"
-    })
+    Ok(sig)
 }

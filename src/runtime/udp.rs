@@ -10,7 +10,11 @@
 //!         readable(&sock).await?;         // sleep in the io_uring until a datagram is queued
 //!         continue;
 //!     }
-//!     for i in 0..n { let (src, bytes) = recv.get(i); /* sans-IO core */ }
+//!     for i in 0..n {
+//!         let (src, bytes) = recv.get(i);
+//!         if recv.is_truncated(i) { /* count and drop: Shard::handle_truncated */ }
+//!         else { /* sans-IO core: Shard::handle_datagram */ }
+//!     }
 //!     send.flush(&sock)?;                 // one sendmmsg for every reply of the batch
 //! }
 //! ```

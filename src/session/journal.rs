@@ -148,7 +148,9 @@ impl Shard {
             let remaining = stored.expires_unix.saturating_sub(now_unix);
             let expires = self.deadline(now, u32::try_from(remaining).unwrap_or(u32::MAX));
             let registered = now
-                .checked_sub(Duration::from_secs(now_unix.saturating_sub(stored.registered_unix)))
+                .checked_sub(Duration::from_secs(
+                    now_unix.saturating_sub(stored.registered_unix),
+                ))
                 .map_or(0, |at| self.secs(at));
             let object_list = stored.object_list;
             let mut registration = Registration {
@@ -181,8 +183,7 @@ impl Shard {
                     downlink,
                 },
             );
-            self.expiry
-                .push(std::cmp::Reverse((expires, location.key)));
+            self.expiry.push(std::cmp::Reverse((expires, location.key)));
         }
         for (key, owner) in restore.moved {
             self.moved.insert(key, owner);

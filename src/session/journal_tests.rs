@@ -98,7 +98,13 @@ fn sent_to(node: &mut Node, to: &str) -> Vec<Vec<u8>> {
 
 fn notify(node: &mut Node, shard: usize, from: &str, token: &[u8], seq: u32, value: &str) {
     let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, MessageType::Non, Code::CONTENT, 900 + seq as u16, token);
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::Non,
+        Code::CONTENT,
+        900 + seq as u16,
+        token,
+    );
     w.uint_option(option::OBSERVE, seq)
         .uint_option(option::CONTENT_FORMAT, 0)
         .payload(value.as_bytes());
@@ -131,7 +137,10 @@ fn registrations_and_observations_survive_a_restart() {
     w.finish();
     node.recv(0, DEV_A, &buf);
     // dev-b rebinds to a port the other shard receives.
-    assert_eq!(update(&mut node, 0, "127.0.0.3:40001", &loc_b, 2), Code::CHANGED);
+    assert_eq!(
+        update(&mut node, 0, "127.0.0.3:40001", &loc_b, 2),
+        Code::CHANGED
+    );
     node.take_published();
 
     // Ten minutes later the gateway restarts, with three shards this time.
@@ -146,10 +155,19 @@ fn registrations_and_observations_survive_a_restart() {
     // The same location ids work, from wherever the devices' datagrams arrive (the last
     // Update on the shard the address steers to, where the endpoint then lives).
     let owner = crate::runtime::shard_for(&DEV_A.parse().expect("addr"), 3);
-    for (i, shard) in [(owner + 1) % 3, (owner + 2) % 3, owner].into_iter().enumerate() {
-        assert_eq!(update(&mut node, shard, DEV_A, &loc_a, 10 + i as u16), Code::CHANGED);
+    for (i, shard) in [(owner + 1) % 3, (owner + 2) % 3, owner]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            update(&mut node, shard, DEV_A, &loc_a, 10 + i as u16),
+            Code::CHANGED
+        );
     }
-    assert_eq!(update(&mut node, 2, "127.0.0.3:40001", &loc_b, 20), Code::CHANGED);
+    assert_eq!(
+        update(&mut node, 2, "127.0.0.3:40001", &loc_b, 20),
+        Code::CHANGED
+    );
     let published = node.take_published();
     let update_a = published
         .iter()
@@ -202,14 +220,30 @@ fn unknown_and_forged_ids_get_not_found_and_change_nothing() {
         let id = id.to_string();
         // From another address: a hijack attempt; from the device's own: a stale id.
         for from in ["127.0.0.9:1000", DEV_A] {
-            assert_eq!(update(&mut node, 0, from, &id, 50 + i as u16 * 2), Code::NOT_FOUND);
-            let del = request(MessageType::Con, Code::DELETE, 70 + i as u16 * 2, &["rd", &id], &[], b"");
+            assert_eq!(
+                update(&mut node, 0, from, &id, 50 + i as u16 * 2),
+                Code::NOT_FOUND
+            );
+            let del = request(
+                MessageType::Con,
+                Code::DELETE,
+                70 + i as u16 * 2,
+                &["rd", &id],
+                &[],
+                b"",
+            );
             let reply = node.recv(1, from, &del);
-            assert_eq!(Message::parse(&reply[0]).expect("reply").code(), Code::NOT_FOUND);
+            assert_eq!(
+                Message::parse(&reply[0]).expect("reply").code(),
+                Code::NOT_FOUND
+            );
         }
     }
     assert_eq!(node.registered(), 1);
-    assert!(node.take_published().is_empty(), "nothing moved, nothing ended");
+    assert!(
+        node.take_published().is_empty(),
+        "nothing moved, nothing ended"
+    );
     // The registration still answers at its address.
     assert_eq!(update(&mut node, 0, DEV_A, &loc, 99), Code::CHANGED);
 }
@@ -239,7 +273,10 @@ fn ids_of_another_boot_are_unknown_and_never_reissued() {
     // must register again; nobody else's registration is touched.
     for (i, (from, loc)) in first_ids.iter().enumerate() {
         let shard = crate::runtime::shard_for(&from.parse().expect("addr"), 2);
-        assert_eq!(update(&mut second, shard, from, loc, 200 + i as u16), Code::NOT_FOUND);
+        assert_eq!(
+            update(&mut second, shard, from, loc, 200 + i as u16),
+            Code::NOT_FOUND
+        );
     }
     assert_eq!(second.registered(), N);
     assert!(second.take_published().is_empty());

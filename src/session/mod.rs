@@ -52,7 +52,7 @@ use crate::translate::{Event, Mountpoint};
 use endpoints::{Directory, Endpoint, Endpoints};
 pub use journal::{ShardRestore, EXPIRED_ON_RESTORE};
 pub use location::{KeyGen, Location, ID_LEN as LOCATION_ID_LEN, MAX_HOME as MAX_SHARDS_NAMED};
-use publish::PublishQueue;
+use publish::{ip_text, PublishQueue};
 pub use publish::{Publish, PublishRef};
 
 /// CON requests remembered for duplicate detection per shard; beyond, the oldest go first.
@@ -97,6 +97,9 @@ pub struct ShardConfig {
     pub max_register_rate: u32,
     /// Commands queued per device behind the one in flight.
     pub max_queued_commands: usize,
+    /// How long an unfinished Block1 request body waits for its next block
+    /// (`gateway.idle_timeout`).
+    pub idle_timeout: Duration,
     /// Object definitions that type decoded content; shared read-only by every shard.
     pub registry: Arc<Registry>,
     /// Seed of the generator of location keys; the runtime draws it from the OS.
@@ -120,6 +123,7 @@ impl ShardConfig {
             max_endpoints: config.udp.max_connections.div_ceil(shards),
             max_register_rate: config.udp.max_conn_rate.div_ceil(shards as u32),
             max_queued_commands: config.gateway.max_queued_commands,
+            idle_timeout: config.gateway.idle_timeout,
             registry,
             location_seed: os_seed(),
         }
@@ -133,9 +137,13 @@ impl ShardConfig {
 fn os_seed() -> [u8; 32] {
     let mut seed = [0u8; 32];
     if let Err(e) = getrandom::getrandom(&mut seed) {
-        tracing::error!("the OS random generator failed ({e}); seeding location ids from hash keys");
+        tracing::error!(
+            "the OS random generator failed ({e}); seeding location ids from hash keys"
+        );
         for chunk in seed.chunks_mut(8) {
-            let h = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            let h = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
             chunk.copy_from_slice(&h.to_le_bytes());
         }
     }
@@ -259,6 +267,9 @@ pub struct ShardStats {
     pub stale_notifications: u64,
     /// Payloads published undecoded because they did not decode.
     pub undecodable: u64,
+    /// Datagrams longer than the runtime's receive slot, dropped unread
+    /// ([`Shard::handle_truncated`]).
+    pub truncated: u64,
 }
 
 /// Token bucket for `max_conn_rate`.
@@ -363,7 +374,7 @@ impl Shard {
             keys: KeyGen::new(cfg.location_seed),
             expiry: BinaryHeap::new(),
             dedup: DedupCache::new(DEDUP_CAPACITY),
-            blocks: Block1Assembler::new(),
+            blocks: Block1Assembler::new(cfg.idle_timeout),
             mids: MidGen::new((seed ^ (seed >> 16) ^ cfg.shard as u64) as u16),
             tokens: TokenGen::new(seed ^ (cfg.shard as u64).rotate_left(32)),
             token_owner: AHashMap::new(),
@@ -407,6 +418,18 @@ impl Shard {
     /// Handles one datagram received on this shard's socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.dispatch(now, from, self.cfg.shard, 0, data);
+    }
+
+    /// Drops a datagram from `from` that arrived truncated because it was longer than the
+    /// runtime's `limit`-byte receive slot: a CoAP message cut short would parse as a
+    /// different, shorter message, so it is counted and logged (rate limited), not handled.
+    pub fn handle_truncated(&mut self, now: Instant, from: SocketAddr, limit: usize) {
+        self.stats.truncated += 1;
+        self.log_peer_error(
+            now,
+            from,
+            &format_args!("longer than the {limit}-byte receive slot, truncated"),
+        );
     }
 
     /// Handles work from another shard.
@@ -740,64 +763,6 @@ impl Response {
             code,
             location: None,
             block1: None,
-        }
-    }
-}
-
-/// The textual IP of `addr` written into `buf`, without allocating.
-fn ip_text<'b>(addr: &SocketAddr, buf: &'b mut [u8; 64]) -> &'b str {
-    use std::io::Write;
-    let n = match addr {
-        // Dotted quad by hand: the formatter costs more than the rest of a notification's
-        // topic.
-        SocketAddr::V4(v4) => {
-            let mut n = 0;
-            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                let digits = [octet / 100, octet / 10 % 10, octet % 10];
-                let skip = if octet >= 100 {
-                    0
-                } else if octet >= 10 {
-                    1
-                } else {
-                    2
-                };
-                for d in &digits[skip..] {
-                    buf[n] = b'0' + d;
-                    n += 1;
-                }
-            }
-            n
-        }
-        SocketAddr::V6(v6) => {
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            let _ = write!(cursor, "{}", v6.ip());
-            cursor.position() as usize
-        }
-    };
-    std::str::from_utf8(&buf[..n]).unwrap_or("")
-}
-
-#[cfg(test)]
-mod ip_text_tests {
-    use super::*;
-
-    #[test]
-    fn matches_the_standard_formatting() {
-        for a in [
-            "0.0.0.0:1",
-            "1.2.3.4:5",
-            "10.99.100.255:5683",
-            "127.0.0.1:5683",
-            "[::1]:5683",
-            "[2001:db8::ff00:42:8329]:1",
-        ] {
-            let addr: SocketAddr = a.parse().expect("address");
-            let mut buf = [0u8; 64];
-            assert_eq!(ip_text(&addr, &mut buf), addr.ip().to_string());
         }
     }
 }

@@ -413,7 +413,8 @@ impl Shard {
             self.moved.remove(&m.location.key);
         }
         let expires = self.deadline(m.expires, 0);
-        self.expiry.push(std::cmp::Reverse((expires, m.location.key)));
+        self.expiry
+            .push(std::cmp::Reverse((expires, m.location.key)));
         if let Some(dl) = &m.downlink {
             for t in dl.tokens() {
                 self.token_owner.insert(t, m.location);

@@ -16,7 +16,7 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn capture(name: &str) -> Vec<u8> {
-    let path = format!("{}/../shared/captures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/data/captures/{name}", env!("CARGO_MANIFEST_DIR"));
     hex(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 
@@ -458,7 +458,7 @@ fn nat_rebinding_moves_the_endpoint_to_the_new_shard() {
 fn block1_register_in_64_byte_blocks_is_reassembled() {
     let mut node = Node::new(1, |_| {});
     let exchange = std::fs::read_to_string(format!(
-        "{}/../shared/captures/register_block64_full.exchange.txt",
+        "{}/tests/data/captures/register_block64_full.exchange.txt",
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("capture");

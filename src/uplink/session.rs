@@ -25,7 +25,7 @@ use rumqttc::mqttbytes::{self, QoS};
 
 use super::fifo::{Frame, PacketFifo};
 use super::publish::{write_publish, DUP, MAX_TOPIC_LEN};
-use crate::config::Qos;
+use crate::config::{Qos, Secret};
 
 /// QoS 1 publishes awaiting PUBACK at once: bounds memory per connection and the burst
 /// re-sent after a reconnect, and stays far below the 65535 packet ids.
@@ -88,8 +88,9 @@ pub struct SessionOptions {
     pub client_id: String,
     /// Username, if any.
     pub username: Option<String>,
-    /// Password, if any (sent only with a username, as MQTT 3.1.1 requires).
-    pub password: Option<String>,
+    /// Password, if any (sent only with a username, as MQTT 3.1.1 requires); redacted in
+    /// `Debug` output.
+    pub password: Option<Secret>,
     /// Keep-alive interval announced in CONNECT.
     pub keep_alive: Duration,
     /// Most packets written per [`UplinkSession::poll_transmit`] call.
@@ -531,7 +532,8 @@ impl UplinkSession {
                 c.keep_alive = self.opts.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16;
                 c.clean_session = true;
                 if let Some(user) = &self.opts.username {
-                    c.set_login(user.clone(), self.opts.password.clone().unwrap_or_default());
+                    let password = self.opts.password.as_ref().map_or("", Secret::expose);
+                    c.set_login(user.clone(), password);
                 }
                 c.write(out)
             }

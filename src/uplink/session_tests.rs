@@ -104,7 +104,7 @@ fn connect_bytes() {
     let mut s = UplinkSession::new(SessionOptions {
         client_id: "c".into(),
         username: Some("u".into()),
-        password: Some("p".into()),
+        password: Some(crate::config::Secret::new("p")),
         keep_alive: Duration::from_secs(30),
         ..opts()
     });

@@ -1,0 +1,130 @@
+//! Tests of [`super`]: defaults, validation messages, the forms a key may take.
+
+use super::*;
+
+#[test]
+fn default_file_equals_built_in_defaults() {
+    let from_file = Config::from_toml(DEFAULT_CONFIG).expect("default file is valid");
+    let built_in = Config::default_config();
+    assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+    assert_eq!(built_in.gateway.lifetime_max, Duration::from_secs(86400));
+    assert_eq!(built_in.translators.event.qos, Qos::AtLeastOnce);
+    let dm = built_in
+        .translators
+        .dm_notify
+        .expect("on by default, as EMQX");
+    assert_eq!((dm.topic.as_str(), dm.qos), ("v1/up/dm", Qos::AtMostOnce));
+    assert_eq!(
+        built_in.persistence.dir.as_deref(),
+        Some(std::path::Path::new("data"))
+    );
+    assert_eq!(built_in.persistence.flush_interval, Duration::from_secs(1));
+    assert_eq!(built_in.translators.command.topic, "dn/#");
+    assert_eq!(built_in.mqtt.broker, Broker::Embedded);
+    assert_eq!(built_in.mqtt.max_batch, 128);
+    assert!(built_in.gateway.shards >= 1);
+}
+
+fn problem(text: &str) -> String {
+    Config::from_toml(text)
+        .expect_err("config must be rejected")
+        .to_string()
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    assert!(problem("[gateway]\nlifetime_min = \"soon\"").starts_with("gateway.lifetime_min:"));
+    assert!(problem("[mqtt]\nbroker = \"tcp://x\"").starts_with("mqtt.broker:"));
+    assert!(problem("[translators]\nevent = { topic = \"e\", qos = 2 }")
+        .starts_with("translators.event:"));
+    assert!(problem("[listeners.udp]\nbind = \"nowhere\"").starts_with("listeners.udp.bind:"));
+    assert!(problem("[gateway]\nmountpoint = \"x/${nope}/\"").contains("${nope}"));
+    assert!(problem("[gateway]\nshards = 99").starts_with("gateway.shards:"));
+    assert!(
+        problem("[gateway]\nlifetime_min = \"10s\"\nlifetime_max = \"5s\"")
+            .starts_with("gateway.lifetime_max:")
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_rejected() {
+    assert!(problem("[gateway]\nshardz = 2").contains("shardz"));
+    assert!(problem("[mqtt]\nmax_batch = \"many\"").contains("max_batch"));
+}
+
+#[test]
+fn broker_urls() {
+    assert_eq!(
+        broker("mqtt://127.0.0.1:1999").expect("valid"),
+        Broker::External {
+            host: "127.0.0.1".into(),
+            port: 1999
+        }
+    );
+    assert_eq!(
+        broker("mqtt://broker.example").expect("valid"),
+        Broker::External {
+            host: "broker.example".into(),
+            port: 1883
+        }
+    );
+    assert_eq!(
+        broker("mqtt://[::1]:1884").expect("valid"),
+        Broker::External {
+            host: "::1".into(),
+            port: 1884
+        }
+    );
+    assert!(broker("mqtt://:1883").is_err());
+    assert!(broker("mqtt://h:0").is_err());
+}
+
+#[test]
+fn auto_observe_forms() {
+    let c = Config::from_toml("[gateway]\nauto_observe = [\"/3/0\"]").expect("valid");
+    assert_eq!(
+        c.gateway.auto_observe,
+        AutoObserve::Paths(vec!["/3/0".into()])
+    );
+    let c = Config::from_toml("[gateway]\nauto_observe = true").expect("valid");
+    assert_eq!(c.gateway.auto_observe, AutoObserve::All);
+}
+
+#[test]
+fn api_bind_is_refused_until_the_http_api_exists() {
+    let err = problem("[api]\nbind = \"127.0.0.1:8080\"");
+    assert!(err.starts_with("api.bind:"), "{err}");
+    assert!(err.contains("not built yet"), "{err}");
+    Config::from_toml("[api]\nbind = \"\"").expect("empty is accepted");
+}
+
+#[test]
+fn password_is_redacted_in_debug_output() {
+    let c = Config::from_toml("[mqtt]\nusername = \"gw\"\npassword = \"hunter2-s3cret\"")
+        .expect("valid");
+    assert_eq!(
+        c.mqtt.password.as_ref().map(Secret::expose),
+        Some("hunter2-s3cret")
+    );
+    let debug = format!("{c:?} {:?} {c:#?}", c.mqtt);
+    assert!(!debug.contains("hunter2-s3cret"), "{debug}");
+    assert!(debug.contains("redacted"), "{debug}");
+}
+
+#[test]
+fn idle_timeout_and_log_filter_are_checked() {
+    assert!(problem("[gateway]\nidle_timeout = \"0s\"").starts_with("gateway.idle_timeout:"));
+    assert!(problem("[log]\nfilter = \"info,=[\"").starts_with("log.filter:"));
+    let c = Config::from_toml("[log]\nfilter = \"debug\"").expect("valid");
+    assert_eq!(c.log.filter, "debug");
+}
+
+#[test]
+fn restart_needed_names_changed_sections_but_not_log() {
+    let old = Config::default_config();
+    let new = Config::from_toml("[log]\nfilter = \"debug\"").expect("valid");
+    assert!(old.restart_needed(&new).is_empty());
+    let new = Config::from_toml("[mqtt]\npassword = \"x\"\n[gateway]\nlifetime_min = \"2s\"")
+        .expect("valid");
+    assert_eq!(old.restart_needed(&new), vec!["gateway", "mqtt"]);
+}
