@@ -669,6 +669,21 @@ mod file {
                     AutoObserve::Paths(p)
                 }
             };
+            // Accepted keys must do what they say: until observe-on-register and queue
+            // mode exist, only their inert defaults are.
+            if auto_observe != AutoObserve::Off {
+                return Err(invalid(
+                    "gateway.auto_observe",
+                    "observing on register is not built yet: leave it false and send observe commands",
+                ));
+            }
+            let qmode_time_window = duration("gateway.qmode_time_window", &g.qmode_time_window)?;
+            if qmode_time_window != Duration::from_secs(22) {
+                return Err(invalid(
+                    "gateway.qmode_time_window",
+                    "queue mode is not built yet (commands go to devices at once): leave it at \"22s\"",
+                ));
+            }
             let update_msg_publish_condition = match g.update_msg_publish_condition.as_str() {
                 "always" => UpdatePublishCondition::Always,
                 "contains_object_list" => UpdatePublishCondition::ContainsObjectList,
@@ -712,7 +727,7 @@ mod file {
                 xml_dir: PathBuf::from(g.xml_dir),
                 lifetime_min,
                 lifetime_max,
-                qmode_time_window: duration("gateway.qmode_time_window", &g.qmode_time_window)?,
+                qmode_time_window,
                 auto_observe,
                 idle_timeout,
                 update_msg_publish_condition,

@@ -288,3 +288,83 @@ fn a_damaged_journal_is_survived_and_reported() {
     assert!(log.contains("journal damage skipped"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Registers `n` endpoints named `<prefix>-<i>` from one socket, pipelined; returns the
+/// location ids.
+fn register_many(gateway: SocketAddr, prefix: &str, n: usize) -> Vec<String> {
+    let socket = std::net::UdpSocket::bind("127.0.0.7:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut ids = vec![String::new(); n];
+    let mut buf = [0u8; 512];
+    for window in (0..n).collect::<Vec<_>>().chunks(200) {
+        for &i in window {
+            let mut req = Vec::new();
+            let mid = i as u16;
+            let mut w = MessageWriter::new(
+                &mut req,
+                MessageType::Con,
+                Code::POST,
+                mid,
+                &mid.to_be_bytes(),
+            );
+            w.option(option::URI_PATH, b"rd")
+                .option(option::URI_QUERY, format!("ep={prefix}-{i}").as_bytes())
+                .option(option::URI_QUERY, b"lt=600");
+            w.finish();
+            socket.send_to(&req, gateway).expect("send");
+        }
+        let mut left = window.len();
+        while left > 0 {
+            let (len, _) = socket
+                .recv_from(&mut buf)
+                .expect("a 2.01 for every Register");
+            let reply = Message::parse(&buf[..len]).expect("reply");
+            assert_eq!(reply.code(), Code::CREATED);
+            let i = usize::from(reply.mid());
+            if ids[i].is_empty() {
+                left -= 1;
+            }
+            ids[i] = reply
+                .location_path()
+                .nth(1)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .expect("rd/<id>");
+        }
+    }
+    ids
+}
+
+#[test]
+fn two_boots_never_issue_the_same_id_and_old_ids_get_not_found() {
+    const N: usize = 10_000;
+    let tag = unique("boots");
+    let mut seen = std::collections::HashSet::new();
+    let mut first_boot = Vec::new();
+    for boot in 0..2 {
+        // Persistence off: nothing links the boots but the id generator's randomness.
+        let gw = lwm2m_gateway::runtime::Gateway::start(common::test_config(2)).expect("starts");
+        let ids = register_many(gw.udp_addr(), &format!("{tag}-{boot}"), N);
+        for id in &ids {
+            assert_eq!(id.len(), 12, "{id}");
+            assert!(seen.insert(id.clone()), "location id {id} issued twice");
+        }
+        if boot == 0 {
+            first_boot = ids;
+        } else {
+            // A device of the first boot updating the second: 4.04, nobody else touched.
+            let mut device = Device::bind("127.0.0.7", gw.udp_addr());
+            for id in first_boot.iter().take(100) {
+                assert_eq!(
+                    device.request(Code::POST, &["rd", id], &[], b"").0,
+                    Code::NOT_FOUND
+                );
+            }
+            let held = gw.registered_eventually(N, Duration::from_secs(5));
+            assert_eq!(held.iter().sum::<usize>(), N);
+        }
+        gw.stop();
+    }
+    assert_eq!(seen.len(), 2 * N);
+}

@@ -72,8 +72,11 @@ fn frame_at(data: &[u8]) -> Frame {
     }
 }
 
-/// Bytes read from the source at a time.
+/// Bytes read from the source at a time, at most.
 const READ_CHUNK: usize = 4 << 20;
+
+/// Bytes read by the first read.
+const FIRST_CHUNK: usize = 4 << 10;
 
 /// One intact frame handed out by [`FrameReader`].
 #[derive(Debug, Clone, Copy)]
@@ -172,8 +175,11 @@ impl<R: std::io::Read> FrameReader<R> {
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() < self.end + READ_CHUNK {
-            self.buf.resize(self.end + READ_CHUNK, 0);
+        // Start small (a record is a few hundred bytes) and double up to READ_CHUNK, so a
+        // short source costs no more than it holds.
+        let chunk = (self.buf.len().max(FIRST_CHUNK / 2) * 2).min(READ_CHUNK);
+        if self.buf.len() < self.end + chunk {
+            self.buf.resize(self.end + chunk, 0);
         }
         loop {
             match self.src.read(&mut self.buf[self.end..]) {
