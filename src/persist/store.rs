@@ -23,6 +23,10 @@ const LOCK: &str = "LOCK";
 /// below this, replaying the journal at start takes well under a second.
 const COMPACT_MIN_BYTES: u64 = 64 << 20;
 
+/// Journal syncs (`fdatasync`) at most this often; appends in between reach the page
+/// cache, which a crash of the process does not lose.
+const SYNC_INTERVAL: Duration = Duration::from_millis(200);
+
 /// How often the writer checks on a running compaction while nothing is appended.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
@@ -332,6 +336,17 @@ pub fn compact(dir: &Path, upto: u64) -> Result<u64, PersistError> {
     Ok(size)
 }
 
+/// Returns the heap a compaction freed (its index, its read buffers) to the OS: glibc
+/// keeps freed blocks of that size in the thread's arena otherwise, and the gateway's RSS
+/// would carry them for good.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), PersistError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -437,6 +452,8 @@ fn open_segment(dir: &Path, n: u64) -> Result<File, PersistError> {
 
 impl WriterState {
     fn run(&mut self, rx: Receiver<Msg>) {
+        let mut last_sync = Instant::now();
+        let mut unsynced = false;
         loop {
             let first = match rx.recv_timeout(IDLE_POLL) {
                 Ok(m) => Some(m),
@@ -457,12 +474,15 @@ impl WriterState {
                     Msg::Stop => stop = true,
                 }
             }
-            if wrote {
-                // Survives a crash of the process without this; syncing also covers a
-                // crash of the machine, at one sync per flush interval.
+            unsynced |= wrote;
+            if unsynced && (stop || last_sync.elapsed() >= SYNC_INTERVAL) {
+                // A crash of the process loses nothing written; syncing also covers a
+                // crash of the machine, at most this often.
                 if let Err(e) = self.file.sync_data() {
                     tracing::warn!("journal sync failed: {e}");
                 }
+                last_sync = Instant::now();
+                unsynced = false;
             }
             self.reap_compaction(false);
             if stop {
@@ -550,7 +570,10 @@ impl WriterState {
             return;
         };
         match handle.join() {
-            Ok(Ok(size)) => self.snapshot_bytes = size,
+            Ok(Ok(size)) => {
+                self.snapshot_bytes = size;
+                release_freed_memory();
+            }
             Ok(Err(e)) => {
                 // The segments stay; the next compaction folds them in.
                 self.journal_bytes += bytes;

@@ -14,7 +14,7 @@
 //! queued, and the exchange cache.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::downlink::Downlink;
 use super::{directory_shard, home_shard, Endpoint, Location, Shard};
@@ -106,7 +106,9 @@ impl Shard {
                 generation: ep.generation,
                 ep: &reg.ep,
                 addr: ep.addr,
-                registered_unix: journal.epoch_unix + u64::from(ep.registered),
+                registered_unix: journal
+                    .epoch_unix
+                    .saturating_add_signed(i64::from(ep.registered)),
                 expires_unix: journal.epoch_unix + u64::from(ep.expires),
                 lifetime: reg.lifetime,
                 version: reg.version.as_str(),
@@ -147,11 +149,12 @@ impl Shard {
             };
             let remaining = stored.expires_unix.saturating_sub(now_unix);
             let expires = self.deadline(now, u32::try_from(remaining).unwrap_or(u32::MAX));
-            let registered = now
-                .checked_sub(Duration::from_secs(
-                    now_unix.saturating_sub(stored.registered_unix),
-                ))
-                .map_or(0, |at| self.secs(at));
+            // Before this start, so negative: its Register is never taken for one in
+            // flight.
+            let ago = now_unix.saturating_sub(stored.registered_unix).max(1);
+            let registered = i32::try_from(ago)
+                .map_or(i32::MIN, |ago| self.secs_signed(now) - ago)
+                .min(-1);
             let object_list = stored.object_list;
             let mut registration = Registration {
                 ep: name,
@@ -179,7 +182,7 @@ impl Shard {
                     addr: stored.addr,
                     expires,
                     registered,
-                    register_mid: None,
+                    register_mid: 0,
                     downlink,
                 },
             );

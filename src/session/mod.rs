@@ -218,7 +218,7 @@ pub struct Migrating {
     generation: u32,
     expires: Instant,
     registered: Instant,
-    register_mid: Option<u16>,
+    register_mid: u16,
     downlink: Option<Box<downlink::Downlink>>,
 }
 
@@ -600,6 +600,25 @@ impl Shard {
     /// The instant `secs` seconds after the epoch.
     fn instant(&self, secs: u32) -> Instant {
         self.epoch + Duration::from_secs(u64::from(secs))
+    }
+
+    /// Whole seconds from the epoch to `at`, negative when `at` is before it.
+    fn secs_signed(&self, at: Instant) -> i32 {
+        match at.checked_duration_since(self.epoch) {
+            Some(d) => i32::try_from(d.as_secs()).unwrap_or(i32::MAX),
+            None => i32::try_from(self.epoch.duration_since(at).as_secs())
+                .map_or(i32::MIN, |s| -s.max(1)),
+        }
+    }
+
+    /// The instant `secs` seconds from the epoch, either side of it.
+    fn instant_signed(&self, secs: i32) -> Instant {
+        let d = Duration::from_secs(u64::from(secs.unsigned_abs()));
+        if secs >= 0 {
+            self.epoch + d
+        } else {
+            self.epoch.checked_sub(d).unwrap_or(self.epoch)
+        }
     }
 
     fn log_peer_error(&mut self, now: Instant, from: SocketAddr, e: &dyn std::fmt::Display) {

@@ -241,8 +241,8 @@ impl Shard {
                 registration,
                 addr: from,
                 expires,
-                registered: self.secs(now),
-                register_mid: Some(msg.mid()),
+                registered: self.secs_signed(now),
+                register_mid: msg.mid(),
                 downlink: None,
             },
         );
@@ -285,9 +285,10 @@ impl Shard {
         msg.ty() == MessageType::Con
             && self.endpoints.get(&old).is_some_and(|ep| {
                 ep.addr == from
-                    && ep.register_mid == Some(msg.mid())
-                    && u64::from(self.secs(now).saturating_sub(ep.registered))
-                        <= EXCHANGE_LIFETIME.as_secs()
+                    && ep.register_mid == msg.mid()
+                    && ep.registered >= 0
+                    && i64::from(self.secs_signed(now)) - i64::from(ep.registered)
+                        <= EXCHANGE_LIFETIME.as_secs() as i64
             })
     }
 
@@ -375,7 +376,7 @@ impl Shard {
             location,
             generation: ep.generation,
             expires: self.instant(ep.expires),
-            registered: self.instant(ep.registered),
+            registered: self.instant_signed(ep.registered),
             register_mid: ep.register_mid,
             registration: ep.registration,
             addr: ep.addr,
@@ -432,7 +433,7 @@ impl Shard {
                 registration: m.registration,
                 addr: m.addr,
                 expires,
-                registered: self.secs(m.registered),
+                registered: self.secs_signed(m.registered),
                 register_mid: m.register_mid,
                 downlink: m.downlink,
             },
