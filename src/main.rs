@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lwm2m_gateway::config::{Config, LogConfig, DEFAULT_CONFIG};
+use lwm2m_gateway::persist::PersistError;
 use lwm2m_gateway::runtime::{self, StartError};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{reload, EnvFilter, Registry};
@@ -74,7 +75,14 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("lwm2m-gateway: {e:#}");
             match e.downcast_ref::<StartError>() {
-                Some(StartError::PortHeld { .. }) => ExitCode::from(EXIT_CONFIG),
+                // Another instance holds the port or the journal, or the journal is a
+                // newer gateway's: nothing to retry until the operator acts.
+                Some(
+                    StartError::PortHeld { .. }
+                    | StartError::Persist(
+                        PersistError::Locked { .. } | PersistError::NewerFormat { .. },
+                    ),
+                ) => ExitCode::from(EXIT_CONFIG),
                 _ => ExitCode::from(EXIT_RUNTIME),
             }
         }

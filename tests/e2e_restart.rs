@@ -368,3 +368,30 @@ fn two_boots_never_issue_the_same_id_and_old_ids_get_not_found() {
     }
     assert_eq!(seen.len(), 2 * N);
 }
+
+#[test]
+fn a_second_gateway_on_the_same_journal_exits_2_naming_the_first() {
+    let dir = temp_dir("locked");
+    let tag = unique("locked");
+    let first = start(&dir, free_port(), &format!("{tag}-1"));
+    let config = dir.with_extension("second.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[persistence]\ndir = \"{}\"\n",
+            dir.display()
+        ),
+    )
+    .expect("config");
+    let out = Command::new(BIN)
+        .args(["--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("in use by another running gateway"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    let (code, log) = first.signal(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

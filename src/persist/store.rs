@@ -34,12 +34,12 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     /// A file operation failed.
-    #[error("persistence.dir: {path}: {source}")]
+    #[error("persistence.dir: {path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not chained: it would print twice).
+        error: std::io::Error,
     },
     /// Another running gateway holds the directory.
     #[error("persistence.dir: {dir} is in use by another running gateway{pid}; give each gateway its own directory")]
@@ -50,19 +50,19 @@ pub enum PersistError {
         pid: String,
     },
     /// A file holds records of a newer format.
-    #[error("persistence.dir: {path}: {source}; start the newer gateway again, or move the directory aside to start empty")]
+    #[error("persistence.dir: {path}: {found}; start the newer gateway again, or move the directory aside to start empty")]
     NewerFormat {
         /// The file.
         path: PathBuf,
         /// Where and which version.
-        source: NewerFormat,
+        found: NewerFormat,
     },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
-    move |source| PersistError::Io {
+    move |error| PersistError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -147,7 +147,7 @@ fn load_file(path: &Path, merge: &mut Merge) -> Result<(ScanReport, u64), Persis
         if frame.version > FORMAT_VERSION {
             return Err(PersistError::NewerFormat {
                 path: path.to_owned(),
-                source: NewerFormat {
+                found: NewerFormat {
                     offset: frame.offset as usize,
                     found: frame.version,
                 },
@@ -262,7 +262,7 @@ pub fn compact(dir: &Path, upto: u64) -> Result<u64, PersistError> {
             if frame.version > FORMAT_VERSION {
                 return Err(PersistError::NewerFormat {
                     path: path.to_owned(),
-                    source: NewerFormat {
+                    found: NewerFormat {
                         offset: frame.offset as usize,
                         found: frame.version,
                     },
@@ -323,7 +323,7 @@ pub fn compact(dir: &Path, upto: u64) -> Result<u64, PersistError> {
     }
     let out = out.into_inner().map_err(|e| PersistError::Io {
         path: tmp.clone(),
-        source: e.into_error(),
+        error: e.into_error(),
     })?;
     out.sync_all().map_err(io_err(&tmp))?;
     let size = out.metadata().map_err(io_err(&tmp))?.len();
@@ -412,9 +412,9 @@ impl JournalWriter {
         let thread = std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || state.run(rx))
-            .map_err(|source| PersistError::Io {
+            .map_err(|error| PersistError::Io {
                 path: PathBuf::from("journal thread"),
-                source,
+                error,
             })?;
         Ok(JournalWriter {
             tx,
