@@ -2,15 +2,12 @@
 
 mod common;
 
-use std::io::{BufRead, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{Running, BIN};
 use common::Device;
-
-const BIN: &str = env!("CARGO_BIN_EXE_lwm2m-gateway");
 
 fn write_config(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("lwm2m-gw-cli-{}", std::process::id()));
@@ -149,107 +146,6 @@ fn sigterm_stops_gracefully_with_exit_0() {
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("gateway running"), "{log}");
     assert!(log.contains("gateway stopped"), "{log}");
-}
-
-/// The binary running in the background, its stdout and stderr read line by line.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: String,
-}
-
-impl Running {
-    /// Starts `--config path` with `RUST_LOG` unset, so the file's `[log] filter` applies.
-    fn start(path: &std::path::Path) -> Running {
-        let mut child = Command::new(BIN)
-            .args(["--config", path.to_str().expect("utf-8")])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        let err = child.stderr.take().expect("stderr");
-        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Running {
-            child,
-            lines,
-            log: String::new(),
-        }
-    }
-
-    /// The first line containing `needle` within 15 s; panics with the log so far.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push_str(&line);
-                    self.log.push('\n');
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no line with {needle:?} within 15 s:\n{}", self.log);
-    }
-
-    /// The UDP address from the "gateway running" line.
-    fn udp_addr(&mut self) -> SocketAddr {
-        let line = self.wait_for("gateway running");
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix("udp="))
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("udp= in {line:?}"))
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: signalling our own child by its PID.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    /// Waits (bounded) for the process to exit; returns its status and the whole log.
-    fn exit(mut self) -> (ExitStatus, String) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("gateway did not exit within 15 s:\n{}", self.log);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            self.log.push_str(&line);
-            self.log.push('\n');
-        }
-        (status, std::mem::take(&mut self.log))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 #[test]

@@ -3,16 +3,14 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::process::{Running, BIN};
 use common::{unique, Device, Subscriber};
 use lwm2m_gateway::coap::{option, Code, Message, MessageType, MessageWriter};
-
-const BIN: &str = env!("CARGO_BIN_EXE_lwm2m-gateway");
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
@@ -25,12 +23,12 @@ fn free_port() -> u16 {
 }
 
 struct Run {
-    child: Child,
-    stderr: std::thread::JoinHandle<String>,
+    gw: Running,
     mqtt: String,
 }
 
-/// The gateway binary on `udp` with its own embedded broker, journaling into `dir`.
+/// The gateway binary on `udp` with its own embedded broker, journaling into `dir`;
+/// returns once it logged that it runs (restoring happens before that).
 fn start(dir: &Path, udp: u16, tag: &str) -> Run {
     let mqtt = format!("127.0.0.1:{}", free_port());
     let config = dir.with_extension(format!("{tag}.toml"));
@@ -42,67 +40,17 @@ fn start(dir: &Path, udp: u16, tag: &str) -> Run {
         ),
     )
     .expect("config");
-    let mut child = Command::new(BIN)
-        .args(["--config", config.to_str().expect("utf-8")])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    // Logs go to stdout, errors to stderr: keep both.
-    let mut stderr = child.stderr.take().expect("stderr");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let stderr = std::thread::spawn(move || {
-        let out = std::thread::spawn(move || {
-            let mut all = String::new();
-            let _ = stdout.read_to_string(&mut all);
-            all
-        });
-        let mut all = String::new();
-        let _ = stderr.read_to_string(&mut all);
-        out.join().unwrap_or_default() + &all
-    });
-    // Ready when the broker accepts connections and the UDP port answers a ping.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
-    probe
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    loop {
-        assert!(Instant::now() < deadline, "gateway did not come up");
-        if std::net::TcpStream::connect(&mqtt).is_ok() {
-            // CoAP ping: an empty CON, answered with a Reset.
-            let _ = probe.send_to(&[0x40, 0, 0x12, 0x34], ("127.0.0.1", udp));
-            let mut buf = [0u8; 16];
-            if probe.recv_from(&mut buf).is_ok() {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Run {
-        child,
-        stderr,
-        mqtt,
-    }
+    let mut gw = Running::start(&config);
+    gw.wait_for("gateway running");
+    Run { gw, mqtt }
 }
 
 impl Run {
-    fn signal(mut self, sig: i32) -> (Option<i32>, String) {
-        // SAFETY: signalling our own child by its PID.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("gateway did not stop");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        (status.code(), self.stderr.join().expect("stderr"))
+    /// Sends `sig` and waits for the exit: (exit code, the whole log).
+    fn signal(self, sig: i32) -> (Option<i32>, String) {
+        self.gw.signal(sig);
+        let (status, log) = self.gw.exit();
+        (status.code(), log)
     }
 }
 
@@ -385,12 +333,16 @@ fn a_second_gateway_on_the_same_journal_exits_2_naming_the_first() {
     .expect("config");
     let out = Command::new(BIN)
         .args(["--config", config.to_str().expect("utf-8")])
+        .env_remove("RUST_LOG")
         .output()
         .expect("runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("in use by another running gateway"), "{err}");
-    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", first.gw.child.id())),
+        "{err}"
+    );
     let (code, log) = first.signal(libc::SIGTERM);
     assert_eq!(code, Some(0), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
