@@ -14,7 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use lwm2m_gateway::config::Config;
 use lwm2m_gateway::persist::{self, JournalWriter};
@@ -47,12 +47,6 @@ fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Shards as a node of the default configuration has them (tables sized for its
 /// `max_connections`), or sized for `devices` on one shard when `skewed`: a storm's
 /// addresses need not split evenly.
@@ -74,7 +68,7 @@ fn shards(devices: usize, skewed: bool) -> Vec<Shard> {
                 now,
                 i as u64,
             );
-            s.enable_journal(unix_now());
+            s.enable_journal(persist::unix_now());
             s
         })
         .collect()
@@ -143,7 +137,7 @@ fn restore(dir: &Path) {
     let count = merge.len();
     let plan = persist::plan_restore(
         merge.into_live(),
-        unix_now(),
+        persist::unix_now(),
         SHARDS,
         |a| shard_for(a, SHARDS),
         |ep| directory_shard(ep, SHARDS),
@@ -155,12 +149,8 @@ fn restore(dir: &Path) {
         s.restore(now, r);
     }
     let took = started.elapsed();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel, as the gateway does
-    // once its shards restored.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    // As the gateway does once its shards restored.
+    persist::release_freed_memory();
     let restored: usize = shards.iter().map(Shard::registered).sum();
     assert_eq!(restored, count);
     let (rss, hwm) = rss();

@@ -35,4 +35,7 @@ pub use record::{
     StoredObservation, FORMAT_VERSION,
 };
 pub use restore::{plan_restore, Merge, RestorePlan};
-pub use store::{compact, load, JournalSender, JournalWriter, Loaded, PersistError};
+pub use store::{
+    compact, load, release_freed_memory, unix_now, JournalSender, JournalWriter, Loaded,
+    PersistError,
+};

@@ -86,29 +86,6 @@ impl Merge {
         self.removed.len()
     }
 
-    /// Writes the merged state record by record through `write`, without building one
-    /// buffer for all of it.
-    pub fn encode_chunks(
-        &self,
-        now_unix: u64,
-        mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(1 << 20);
-        for e in self.live.values() {
-            Record::Endpoint(Box::new(e.clone())).encode(&mut buf);
-            if buf.len() >= 1 << 20 {
-                write(&buf)?;
-                buf.clear();
-            }
-        }
-        for (&key, &(generation, at_unix)) in &self.removed {
-            if at_unix + TOMBSTONE_RETENTION_SECS >= now_unix {
-                super::record::encode_removed(&mut buf, key, generation, at_unix);
-            }
-        }
-        write(&buf)
-    }
-
     /// The live endpoints, consuming the merge.
     pub fn into_live(self) -> impl Iterator<Item = StoredEndpoint> {
         self.live.into_values()

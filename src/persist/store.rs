@@ -1,7 +1,7 @@
 //! The journal directory: loading it at start, appending to it, compacting it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ahash::AHashMap;
 
-use super::frame::{FrameReader, NewerFormat, ScanReport};
+use super::frame::{FrameReader, NewerFormat, RawFrame, ScanReport};
 use super::record::{ListCache, FORMAT_VERSION};
 use super::restore::{Merge, TOMBSTONE_RETENTION_SECS};
 
@@ -137,22 +137,28 @@ fn lock_dir(dir: &Path) -> Result<File, PersistError> {
     Ok(file)
 }
 
+/// Refuses a frame written by a newer gateway (see [`NewerFormat`] for why).
+fn check_format(path: &Path, frame: &RawFrame<'_>) -> Result<(), PersistError> {
+    if frame.version > FORMAT_VERSION {
+        return Err(PersistError::NewerFormat {
+            path: path.to_owned(),
+            found: NewerFormat {
+                offset: frame.offset as usize,
+                found: frame.version,
+            },
+        });
+    }
+    Ok(())
+}
+
 /// Feeds every intact record of the file at `path` to `merge`.
 fn load_file(path: &Path, merge: &mut Merge) -> Result<(ScanReport, u64), PersistError> {
     let file = File::open(path).map_err(io_err(path))?;
     let bytes = file.metadata().map_err(io_err(path))?.len();
-    let mut reader = FrameReader::new(BufReader::with_capacity(0, file));
+    let mut reader = FrameReader::new(file);
     let mut lists = ListCache::default();
     while let Some(frame) = reader.next_frame().map_err(io_err(path))? {
-        if frame.version > FORMAT_VERSION {
-            return Err(PersistError::NewerFormat {
-                path: path.to_owned(),
-                found: NewerFormat {
-                    offset: frame.offset as usize,
-                    found: frame.version,
-                },
-            });
-        }
+        check_format(path, &frame)?;
         let len = frame.bytes.len();
         match frame.decode_shared(&mut lists) {
             Ok(record) => merge.apply(record),
@@ -220,7 +226,8 @@ pub fn load(dir: &Path) -> Result<Loaded, PersistError> {
     })
 }
 
-fn unix_now() -> u64 {
+/// Wall-clock time, Unix seconds.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -259,15 +266,7 @@ pub fn compact(dir: &Path, upto: u64) -> Result<u64, PersistError> {
         let file = File::open(path).map_err(io_err(path))?;
         let mut reader = FrameReader::new(file);
         while let Some(frame) = reader.next_frame().map_err(io_err(path))? {
-            if frame.version > FORMAT_VERSION {
-                return Err(PersistError::NewerFormat {
-                    path: path.to_owned(),
-                    found: NewerFormat {
-                        offset: frame.offset as usize,
-                        found: frame.version,
-                    },
-                });
-            }
+            check_format(path, &frame)?;
             let Ok((key, generation, tombstone)) = frame.key_and_generation() else {
                 continue;
             };
@@ -336,10 +335,10 @@ pub fn compact(dir: &Path, upto: u64) -> Result<u64, PersistError> {
     Ok(size)
 }
 
-/// Returns the heap a compaction freed (its index, its read buffers) to the OS: glibc
-/// keeps freed blocks of that size in the thread's arena otherwise, and the gateway's RSS
-/// would carry them for good.
-fn release_freed_memory() {
+/// Returns freed heap to the OS. After a compaction (its index, its read buffers) and a
+/// restore (the decoded records, gone once the shards built their own), glibc would keep
+/// the freed blocks in its arenas, and RSS would carry the peak for good.
+pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe {

@@ -268,7 +268,7 @@ impl Gateway {
             }
         }
         if journal.is_some() {
-            release_freed_memory();
+            persist::release_freed_memory();
         }
         Ok(Gateway {
             udp_addr,
@@ -376,7 +376,7 @@ fn open_journal(
     let tombstones = merge.tombstones();
     let plan = persist::plan_restore(
         merge.into_live(),
-        unix_now(),
+        persist::unix_now(),
         shards,
         |addr| super::steer::shard_for(addr, shards),
         |ep| directory_shard(ep, shards),
@@ -399,28 +399,17 @@ fn open_journal(
     if !plan.superseded.is_empty() {
         let mut buf = Vec::new();
         for (key, generation) in &plan.superseded {
-            persist::encode_removed(&mut buf, *key, generation.wrapping_add(1), unix_now());
+            persist::encode_removed(
+                &mut buf,
+                *key,
+                generation.wrapping_add(1),
+                persist::unix_now(),
+            );
         }
         writer.sender().append(buf);
     }
     restores = plan.shards;
     Ok((Some(writer), restores))
-}
-
-/// Hands the heap freed by a restore (the decoded records, gone once the shards built
-/// their own) back to the OS, so RSS reflects the registrations held, not the peak.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 async fn shard_main(ctx: ShardContext) {
@@ -461,7 +450,7 @@ async fn shard_main(ctx: ShardContext) {
         seed,
     );
     if ctx.journal.is_some() {
-        shard.enable_journal(unix_now());
+        shard.enable_journal(persist::unix_now());
         let restoring = ctx.restore.endpoints.len();
         shard.restore(started, ctx.restore);
         if restoring > 0 {

@@ -25,7 +25,7 @@ fn registered(shards: usize) -> (Node, String) {
 }
 
 /// Delivers a command to every shard, as the wildcard subscription does.
-fn command(node: &mut Node, ep: &str, json: &str) {
+pub(super) fn command(node: &mut Node, ep: &str, json: &str) {
     let topic = format!("lwm2m/{ep}/dn");
     for s in &mut node.shards {
         s.handle_command(node.now, &topic, json.as_bytes());

@@ -98,11 +98,16 @@ impl Endpoints {
             .filter(|e| e.home == location.home)
     }
 
-    /// The location of the endpoint holding `key`.
-    pub(super) fn location_of(&self, key: u64) -> Option<Location> {
+    /// The endpoint holding `key`, with its location.
+    pub(super) fn by_key(&self, key: u64) -> Option<(Location, &Endpoint)> {
         self.records
             .get(&key)
-            .map(|e| Location { home: e.home, key })
+            .map(|e| (Location { home: e.home, key }, &**e))
+    }
+
+    /// The location of the endpoint holding `key`.
+    pub(super) fn location_of(&self, key: u64) -> Option<Location> {
+        self.by_key(key).map(|(location, _)| location)
     }
 
     /// The endpoint that last registered or updated from `addr`.

@@ -17,13 +17,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::downlink::Downlink;
-use super::{directory_shard, home_shard, Endpoint, Location, Shard};
+use super::{directory_shard, Endpoint, Location, Shard};
 use crate::lwm2m::{Binding, Registration, Version};
 use crate::persist::{self, EndpointRef, StoredEndpoint};
 use crate::translate::Event;
-
-/// Event published for a registration whose lifetime ended while the gateway was down.
-pub const EXPIRED_ON_RESTORE: Event = Event::Expired;
 
 /// A shard's journal buffer and the wall-clock time of its epoch.
 #[derive(Debug)]
@@ -193,13 +190,12 @@ impl Shard {
         }
         for (ep, location, owner) in restore.claims {
             debug_assert_eq!(directory_shard(&ep, self.cfg.shards), self.cfg.shard);
-            debug_assert!(home_shard(location, self.cfg.shards) < self.cfg.shards);
             self.directory.insert(ep, location, owner);
         }
         for gone in restore.expired {
             self.stats.expired += 1;
             self.journal_removed(now, gone.key, gone.generation);
-            self.publish_event(&gone.ep, gone.addr, EXPIRED_ON_RESTORE);
+            self.publish_event(&gone.ep, gone.addr, Event::Expired);
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::downlink_tests::command;
 use super::tests::{request, Node};
 use super::*;
 use crate::coap::{Message, MessageType, MessageWriter};
@@ -74,14 +75,6 @@ fn update(node: &mut Node, shard: usize, from: &str, loc: &str, mid: u16) -> Cod
     let req = request(MessageType::Con, Code::POST, mid, &["rd", loc], &[], b"");
     let replies = node.recv(shard, from, &req);
     Message::parse(&replies[0]).expect("reply").code()
-}
-
-fn command(node: &mut Node, ep: &str, json: &str) {
-    let topic = format!("lwm2m/{ep}/dn");
-    for s in &mut node.shards {
-        s.handle_command(node.now, &topic, json.as_bytes());
-    }
-    node.settle();
 }
 
 fn sent_to(node: &mut Node, to: &str) -> Vec<Vec<u8>> {

@@ -78,9 +78,6 @@ impl fmt::Display for Location {
     }
 }
 
-/// Largest shard index a location can name.
-pub const MAX_HOME: usize = SHARD_DIGITS.len() - 1;
-
 fn shard_digit(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

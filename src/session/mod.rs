@@ -50,8 +50,9 @@ use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 
 use endpoints::{Directory, Endpoint, Endpoints};
-pub use journal::{ShardRestore, EXPIRED_ON_RESTORE};
-pub use location::{KeyGen, Location, ID_LEN as LOCATION_ID_LEN, MAX_HOME as MAX_SHARDS_NAMED};
+pub use journal::ShardRestore;
+use location::KeyGen;
+pub use location::Location;
 use publish::{ip_text, PublishQueue};
 pub use publish::{Publish, PublishRef};
 
@@ -472,10 +473,7 @@ impl Shard {
                 break;
             }
             self.expiry.pop();
-            let Some(location) = self.endpoints.location_of(key) else {
-                continue;
-            };
-            let Some(ep) = self.endpoints.get(&location) else {
+            let Some((location, ep)) = self.endpoints.by_key(key) else {
                 continue;
             };
             if ep.expires > now_secs {
