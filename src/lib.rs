@@ -10,6 +10,7 @@
 //! | [`coap`] | borrowed CoAP message view and encoder, options, block-wise, dedup cache |
 //! | [`lwm2m`] | registration parameters, object lists, paths, object definitions |
 //! | [`content`] | LwM2M content formats: TLV, SenML JSON/CBOR, OMA JSON, CBOR, text, opaque, link-format; the §5 `content` JSON |
+//! | [`dtls`] | DTLS 1.2 in front of the CoAP decode: cookies, PSK and certificate handshakes (OpenSSL), per-peer record layer, identity |
 //! | [`translate`] | LwM2M ⇄ MQTT JSON (EMQX-compatible), topic templating |
 //! | [`session`] | the sans-IO shard core: endpoints, exchanges, timers; bytes and `now` in, datagrams and MQTT messages out |
 //! | [`persist`] | the registration journal: checksummed records, compaction, restore at start |
@@ -23,6 +24,7 @@
 pub mod coap;
 pub mod config;
 pub mod content;
+pub mod dtls;
 pub mod lwm2m;
 pub mod persist;
 pub mod runtime;
