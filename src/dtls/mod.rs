@@ -9,6 +9,8 @@ pub mod pipe;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 /// How a peer authenticated; the `security` field of the register message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -2,77 +2,24 @@
 //! memory.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslStream, SslVersion};
+use openssl::ssl::{ErrorCode, SslStream};
 
 use super::pipe::DatagramPipe;
 use super::server::*;
+use super::test_support::*;
 use super::Security;
-
-const KEY: [u8; 16] = *b"0123456789abcdef";
-/// Short, because OpenSSL checks its retransmission timer against the real clock.
-const RETRANSMIT: Duration = Duration::from_millis(20);
-const SUITES: &str = "PSK-AES128-CCM8:PSK-AES128-CBC-SHA256";
-
-fn server_context() -> SslContext {
-    let mut b = SslContext::builder(SslMethod::dtls()).expect("context");
-    b.set_min_proto_version(Some(SslVersion::DTLS1_2))
-        .expect("version");
-    b.set_cipher_list(SUITES).expect("suites");
-    b.set_security_level(0);
-    b.set_psk_server_callback(|_ssl, identity, key| {
-        if identity == Some(b"dev-1".as_slice()) {
-            key[..KEY.len()].copy_from_slice(&KEY);
-            Ok(KEY.len())
-        } else {
-            Ok(0)
-        }
-    });
-    enable_cookies(&mut b);
-    b.build()
-}
-
-fn identify() -> Identify {
-    Arc::new(|ssl| {
-        let id = ssl.psk_identity()?;
-        Some(PeerIdentity {
-            security: Security::Psk,
-            endpoint: Arc::from(std::str::from_utf8(id).ok()?),
-        })
-    })
-}
 
 fn server(now: Instant) -> DtlsServer {
     DtlsServer::new(
         server_context(),
         identify(),
         ahash::RandomState::with_seeds(1, 2, 3, 4),
-        DtlsLimits {
-            handshake_timeout: Duration::from_secs(30),
-            session_idle: Duration::from_secs(600),
-            retransmit_initial: RETRANSMIT,
-        },
+        limits(),
         now,
     )
     .expect("server")
-}
-
-fn client(identity: &'static str, key: [u8; 16]) -> SslStream<DatagramPipe> {
-    let mut b = SslContext::builder(SslMethod::dtls()).expect("context");
-    b.set_cipher_list(SUITES).expect("suites");
-    b.set_security_level(0);
-    b.set_psk_client_callback(move |_ssl, _hint, id, k| {
-        id[..identity.len()].copy_from_slice(identity.as_bytes());
-        id[identity.len()] = 0;
-        k[..key.len()].copy_from_slice(&key);
-        Ok(key.len())
-    });
-    let mut ssl = Ssl::new(&b.build()).expect("ssl");
-    ssl.set_connect_state();
-    ssl.set_mtu(1280).expect("mtu");
-    SslStream::new(ssl, DatagramPipe::default()).expect("stream")
 }
 
 fn addr(port: u16) -> SocketAddr {

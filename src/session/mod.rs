@@ -21,6 +21,8 @@ mod downlink;
 #[cfg(test)]
 mod downlink_tests;
 #[cfg(test)]
+mod dtls_tests;
+#[cfg(test)]
 mod emqx_compat_tests;
 mod endpoints;
 mod journal;
@@ -448,7 +450,7 @@ impl Shard {
             dtls: None,
             app: AppData::default(),
             link: Link::Udp,
-            identity_hasher: identity_hasher(&cfg.location_seed),
+            identity_hasher: identity_hasher(),
             stats: ShardStats::default(),
             cfg,
         }
@@ -916,16 +918,20 @@ impl Shard {
     }
 }
 
-/// The keys of the hash DTLS identities are compared by, derived from the node's location
-/// seed so that every shard of a node computes the same hash of a name.
-fn identity_hasher(seed: &[u8; 32]) -> ahash::RandomState {
-    let k = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&seed[i * 8..i * 8 + 8]);
-        // Not the location generator's own stream: flip the words so the keys differ.
-        !u64::from_le_bytes(b)
-    };
-    ahash::RandomState::with_seeds(k(0), k(1), k(2), k(3))
+/// The keys of the hash DTLS identities are compared by: drawn once per process, so every
+/// shard computes the same hash of a name, and nobody outside can aim for a collision.
+fn identity_hasher() -> ahash::RandomState {
+    static KEYS: std::sync::OnceLock<[u64; 4]> = std::sync::OnceLock::new();
+    let k = KEYS.get_or_init(|| {
+        let seed = os_seed();
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&seed[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        [word(0), word(1), word(2), word(3)]
+    });
+    ahash::RandomState::with_seeds(k[0], k[1], k[2], k[3])
 }
 
 /// Which translator a message goes out on.
