@@ -143,7 +143,9 @@ fn dtls(keys: &str) -> Result<Config, ConfigError> {
 
 #[test]
 fn dtls_needs_credentials_when_enabled() {
-    let err = dtls("enabled = true").expect_err("no credentials").to_string();
+    let err = dtls("enabled = true")
+        .expect_err("no credentials")
+        .to_string();
     assert!(err.starts_with("listeners.dtls.enabled:"), "{err}");
     assert!(err.contains("psk_file"), "{err}");
     let c = dtls("enabled = true\npsk_file = \"psk.txt\"").expect("psk only");

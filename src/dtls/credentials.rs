@@ -397,7 +397,9 @@ pub fn certificate_endpoint(cert: &X509Ref) -> Option<Arc<str>> {
     let usable = |s: &str| {
         !s.is_empty()
             && s.len() <= MAX_ENDPOINT_LEN
-            && !s.chars().any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
+            && !s
+                .chars()
+                .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
     };
     let cn = cert
         .subject_name()
@@ -474,21 +476,19 @@ fn load_server_cert(certfile: &Path, keyfile: &Path) -> Result<ServerCert, Crede
         path: certfile.to_owned(),
         problem: "no PEM certificate in the file".into(),
     })?;
-    let key = PKey::private_key_from_pem(&read_file("listeners.dtls.keyfile", keyfile)?)
-        .map_err(|e| CredentialError::Pem {
+    let key = PKey::private_key_from_pem(&read_file("listeners.dtls.keyfile", keyfile)?).map_err(
+        |e| CredentialError::Pem {
             key: "listeners.dtls.keyfile",
             path: keyfile.to_owned(),
             problem: format!("not a PEM private key ({e})"),
-        })?;
+        },
+    )?;
     let public = cert.public_key().map_err(|e| CredentialError::Pem {
         key: "listeners.dtls.certfile",
         path: certfile.to_owned(),
         problem: format!("unreadable public key ({e})"),
     })?;
-    let curve = public
-        .ec_key()
-        .ok()
-        .and_then(|ec| ec.group().curve_name());
+    let curve = public.ec_key().ok().and_then(|ec| ec.group().curve_name());
     if curve != Some(Nid::X9_62_PRIME256V1) {
         let found = match (public.id(), curve) {
             (Id::EC, Some(nid)) => format!("EC {}", nid.short_name().unwrap_or("(unnamed)")),

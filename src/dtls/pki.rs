@@ -64,6 +64,11 @@ impl std::fmt::Debug for CertAndKey {
 }
 
 impl CertAndKey {
+    /// Pairs a certificate with its key.
+    pub fn new(cert: X509, key: PKey<Private>) -> CertAndKey {
+        CertAndKey { cert, key }
+    }
+
     /// The certificate.
     pub fn cert(&self) -> &X509Ref {
         &self.cert
