@@ -212,6 +212,7 @@ impl Credentials {
         };
         let server = match (&config.certfile, &config.keyfile) {
             (Some(certfile), Some(keyfile)) => Some(load_server_cert(certfile, keyfile)?),
+            // One without the other is refused by `Config` validation.
             _ => None,
         };
         let client_ca = match &config.cacertfile {

@@ -1,4 +1,7 @@
 //! The PSK file: one `identity:hexkey[:endpoint]` per line, parsed into a [`PskTable`].
+//!
+//! The identity cannot hold a `:`; the endpoint, the rest of the line, can
+//! (`dev-7:00ff…:urn:imei:35…`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -78,9 +81,6 @@ pub enum PskProblem {
     /// The endpoint name is longer than an endpoint name may be.
     #[error("endpoint name is {0} bytes, longer than {MAX_ENDPOINT_LEN}")]
     EndpointTooLong(usize),
-    /// More than three `:`-separated fields.
-    #[error("too many ':' (expected identity:hexkey[:endpoint])")]
-    TooManyFields,
     /// The identity was already defined; this line replaces the earlier one.
     #[error("identity already defined on line {0}; this line wins")]
     Duplicate(usize),
@@ -152,13 +152,12 @@ impl PskTable {
 }
 
 fn parse_line(line: &str) -> Result<(&str, PskEntry), PskProblem> {
-    let mut fields = line.split(':');
+    // The endpoint is the rest of the line: LwM2M endpoint names like `urn:imei:…`
+    // hold ':' themselves. Only the identity cannot.
+    let mut fields = line.splitn(3, ':');
     let identity = fields.next().unwrap_or_default();
     let hex = fields.next().ok_or(PskProblem::MissingKey)?;
     let endpoint = fields.next();
-    if fields.next().is_some() {
-        return Err(PskProblem::TooManyFields);
-    }
     if identity.is_empty() {
         return Err(PskProblem::EmptyIdentity);
     }
