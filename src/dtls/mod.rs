@@ -2,10 +2,17 @@
 //!
 //! # Layout
 //!
+//! * [`credentials`]: PSK table, server certificate and client CA from `[listeners.dtls]`;
+//!   the OpenSSL server context; who a finished handshake says the peer is.
+//! * [`pki`]: a throwaway in-memory PKI for tests and the load generator.
 //! * [`pipe`]: the in-memory datagram BIO an OpenSSL `SSL` handshakes over.
+//! * [`cookie`]: stateless HelloVerifyRequest cookies.
+//! * [`server`]: one shard's peer table: cookies, handshakes, sessions and their identity.
 
 pub mod cookie;
+pub mod credentials;
 pub mod pipe;
+pub mod pki;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
