@@ -3,5 +3,7 @@
 //! # Layout
 //!
 //! * [`pipe`]: the in-memory datagram BIO an OpenSSL `SSL` handshakes over.
+//! * [`client`]: a sans-IO DTLS client over that pipe, for loadgen and the tests.
 
+pub mod client;
 pub mod pipe;
