@@ -8,7 +8,9 @@
 //! * [`pipe`]: the in-memory datagram BIO an OpenSSL `SSL` handshakes over.
 //! * [`cookie`]: stateless HelloVerifyRequest cookies.
 //! * [`server`]: one shard's peer table: cookies, handshakes, sessions and their identity.
+//! * [`client`]: a sans-IO DTLS client over that pipe, for loadgen and the tests.
 
+pub mod client;
 pub mod cookie;
 pub mod credentials;
 pub mod pipe;
