@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use super::ffi::{DTLS_set_timer_cb, DTLS_CTRL_GET_TIMEOUT, DTLS_CTRL_HANDLE_TIMEOUT};
 use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
@@ -54,19 +55,6 @@ pub const MAX_PSK_IDENTITY: usize = 128;
 pub const MAX_PSK_KEY: usize = 512;
 /// Largest DTLS record plaintext (2^14), the most one `recv` returns.
 pub const MAX_PLAINTEXT: usize = 16_384;
-
-/// OpenSSL's `DTLS_CTRL_GET_TIMEOUT`: `DTLSv1_get_timeout` is this `SSL_ctrl`.
-const DTLS_CTRL_GET_TIMEOUT: libc::c_int = 73;
-/// OpenSSL's `DTLS_CTRL_HANDLE_TIMEOUT`: `DTLSv1_handle_timeout` is this `SSL_ctrl`.
-const DTLS_CTRL_HANDLE_TIMEOUT: libc::c_int = 74;
-
-/// `DTLS_timer_cb`: given the current timeout in µs (0 = the first), returns the next.
-type DtlsTimerCb = unsafe extern "C" fn(*mut openssl_sys::SSL, c_uint) -> c_uint;
-
-extern "C" {
-    /// OpenSSL ≥ 1.1.1: replaces the 1 s-then-double retransmission schedule of one `SSL`.
-    fn DTLS_set_timer_cb(s: *mut openssl_sys::SSL, cb: DtlsTimerCb);
-}
 
 /// Knobs of a [`ClientConfig`]; `Default` is what a device would use.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod cookie;
 pub mod credentials;
+mod ffi;
 pub mod pipe;
 pub mod pki;
 pub mod server;

@@ -31,6 +31,10 @@ use openssl::ex_data::Index;
 use openssl::ssl::{ErrorCode, Ssl, SslContext, SslRef, SslStream};
 
 use super::cookie::CookieJar;
+use super::ffi::{
+    BIO_ADDR_free, BIO_ADDR_new, BioAddr, DTLS_set_timer_cb, DTLSv1_listen, DTLS_CTRL_GET_TIMEOUT,
+    DTLS_CTRL_HANDLE_TIMEOUT,
+};
 use super::pipe::DatagramPipe;
 use super::Security;
 
@@ -56,27 +60,6 @@ const RECORD_HEADER: usize = 13;
 const HANDSHAKE_HEADER: usize = 12;
 const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
-
-/// Timer commands of `SSL_ctrl` (the `DTLSv1_get_timeout` / `DTLSv1_handle_timeout`
-/// macros of `ssl.h`).
-const DTLS_CTRL_GET_TIMEOUT: libc::c_int = 73;
-const DTLS_CTRL_HANDLE_TIMEOUT: libc::c_int = 74;
-
-/// OpenSSL's opaque `BIO_ADDR`.
-#[repr(C)]
-struct BioAddr {
-    _opaque: [u8; 0],
-}
-
-extern "C" {
-    fn DTLSv1_listen(s: *mut openssl_sys::SSL, client: *mut BioAddr) -> libc::c_int;
-    fn BIO_ADDR_new() -> *mut BioAddr;
-    fn BIO_ADDR_free(addr: *mut BioAddr);
-    fn DTLS_set_timer_cb(
-        s: *mut openssl_sys::SSL,
-        cb: Option<unsafe extern "C" fn(*mut openssl_sys::SSL, libc::c_uint) -> libc::c_uint>,
-    );
-}
 
 /// Longest wait between retransmissions of a handshake flight (RFC 6347 §4.2.4.1).
 const RETRANSMIT_MAX_US: u32 = 60_000_000;
@@ -381,7 +364,7 @@ impl DtlsServer {
             RetransmitInitial(initial.clamp(1, RETRANSMIT_MAX_US)),
         );
         // SAFETY: a valid SSL, and a callback that only reads its ex-data.
-        unsafe { DTLS_set_timer_cb(ssl.as_ptr(), Some(retransmit_timer)) };
+        unsafe { DTLS_set_timer_cb(ssl.as_ptr(), retransmit_timer) };
         SslStream::new(ssl, DatagramPipe::default())
     }
 
