@@ -3,5 +3,7 @@
 //! # Layout
 //!
 //! * [`pipe`]: the in-memory datagram BIO an OpenSSL `SSL` handshakes over.
+//! * [`record`]: checked view of DTLS 1.2 records, several to a datagram.
 
 pub mod pipe;
+pub mod record;
