@@ -4,6 +4,8 @@
 //!
 //! * [`pipe`]: the in-memory datagram BIO an OpenSSL `SSL` handshakes over.
 //! * [`record`]: checked view of DTLS 1.2 records, several to a datagram.
+//! * [`hello`]: the plaintext ServerHello: suite, encrypt-then-MAC, extended master secret, CID.
 
+pub mod hello;
 pub mod pipe;
 pub mod record;
