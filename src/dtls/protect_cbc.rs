@@ -28,7 +28,7 @@ use aes::cipher::{
 use aes::{Aes128Dec, Aes128Enc};
 use hmac::Mac;
 use sha2::{Digest, Sha256};
-use subtle::{ConditionallySelectable, ConstantTimeEq, ConstantTimeLess};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::{hmac, AadPrefix, ProtectError, KEY_LEN, MAC_LEN};
 
@@ -189,14 +189,14 @@ pub(super) fn open_mac_then_encrypt(
 
     // Padding: valid if it fits beside the MAC and every byte of it equals its length.
     // Look at the last MAX_PADDING bytes whatever the claimed length.
-    let claimed = u64::from(buf[len - 1]);
-    let mut good = (claimed + 1 + MAC_LEN as u64).ct_lt(&(len as u64 + 1));
+    let claimed = buf[len - 1];
+    let mut bad = !lt_mask(usize::from(claimed) + MAC_LEN, len);
     for (i, &b) in buf.iter().rev().take(MAX_PADDING).enumerate() {
-        let in_padding = (i as u64).ct_lt(&(claimed + 1));
-        good &= !in_padding | u64::from(b).ct_eq(&claimed);
+        bad |= lt_mask(i, usize::from(claimed) + 1) & (b ^ claimed);
     }
+    let mut good = bad.ct_eq(&0);
     // A bad padding is MAC'd as if there were none (RFC 5246 §6.2.3.2).
-    let pad = u64::conditional_select(&0, &claimed, good) as usize;
+    let pad = usize::from(u8::conditional_select(&0, &claimed, good));
     let content = len - pad - 1 - MAC_LEN;
 
     let expected = hmac(mac_key)
@@ -211,10 +211,10 @@ pub(super) fn open_mac_then_encrypt(
     let scan_from = len.saturating_sub(MAC_LEN + MAX_PADDING);
     let mut diff = 0u8;
     for (i, &b) in buf.iter().enumerate().skip(scan_from) {
-        let offset = i.wrapping_sub(content);
-        let in_mac = (offset as u64).ct_lt(&(MAC_LEN as u64));
-        let mask = u8::conditional_select(&0, &0xff, in_mac);
-        diff |= mask & (b ^ expected[offset % MAC_LEN]);
+        let in_mac = lt_mask(i, content + MAC_LEN) & !lt_mask(i, content);
+        // MAC_LEN divides 2^64: the wrapped offset of a byte before the MAC still
+        // indexes in bounds, and its mask is zero.
+        diff |= in_mac & (b ^ expected[i.wrapping_sub(content) % MAC_LEN]);
     }
     good &= diff.ct_eq(&0);
     if !bool::from(good) {
@@ -222,6 +222,12 @@ pub(super) fn open_mac_then_encrypt(
     }
     out.truncate(start + content);
     Ok(())
+}
+
+/// `0xff` if `a < b`, else 0, by arithmetic rather than a branch; both are lengths within
+/// a record, far below 2^63, so the borrow of `a - b` is the answer.
+fn lt_mask(a: usize, b: usize) -> u8 {
+    (((a as u64).wrapping_sub(b as u64) >> 63) as u8).wrapping_neg()
 }
 
 /// SHA-256 compressions of the inner HMAC hash over the 13 bytes of additional data and
@@ -245,6 +251,78 @@ fn equalize_hash_work(blocks: usize) {
 mod tests {
     use super::*;
 
+    const MAC_KEY: [u8; MAC_LEN] = [1; MAC_LEN];
+    const KEY: [u8; KEY_LEN] = [2; KEY_LEN];
+    const AAD: AadPrefix = AadPrefix([0, 1, 0, 0, 0, 0, 0, 9, 23, 0xfe, 0xfd]);
+
+    /// A MAC-then-encrypt fragment of `content` with `pad` padding bytes (plus the length
+    /// byte), after `tamper` edits the plaintext `content ‖ MAC ‖ padding`.
+    fn mte_fragment(content: &[u8], pad: u8, tamper: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut plain = content.to_vec();
+        let tag = hmac(&MAC_KEY)
+            .chain_update(AAD.with_len(content.len()))
+            .chain_update(content)
+            .finalize()
+            .into_bytes();
+        plain.extend_from_slice(&tag);
+        plain.extend(std::iter::repeat_n(pad, usize::from(pad) + 1));
+        assert_eq!(plain.len() % BLOCK, 0, "choose pad to fill whole blocks");
+        tamper(&mut plain);
+        let (cipher, iv) = iv_for(&KEY, &AAD);
+        encrypt(cipher, &iv, &mut plain);
+        let mut fragment = iv.to_vec();
+        fragment.extend_from_slice(&plain);
+        fragment
+    }
+
+    fn open_mte(fragment: &[u8]) -> Result<Vec<u8>, ProtectError> {
+        let mut out = Vec::new();
+        open_mac_then_encrypt(&MAC_KEY, &KEY, &AAD, fragment, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn test_mte_long_padding_accepted_and_checked() {
+        // 17 content + 32 MAC + 255 padding = 304 bytes, 19 whole blocks.
+        let content = [0x42u8; 17];
+        let good = mte_fragment(&content, 254, |_| {});
+        assert_eq!(
+            open_mte(&good).expect("255 bytes of padding are legal"),
+            content
+        );
+        let minimal = mte_fragment(&content, 14, |_| {});
+        assert_eq!(open_mte(&minimal).expect("minimal padding"), content);
+        // A wrong byte anywhere in the padding, the MAC, or the content is refused.
+        let n = content.len() + MAC_LEN + 255;
+        for at in [0, 16, 17, 17 + 31, 17 + 32, 17 + 33, 100, n - 2] {
+            let bad = mte_fragment(&content, 254, |p| p[at] ^= 1);
+            assert_eq!(
+                open_mte(&bad),
+                Err(ProtectError::Authentication),
+                "byte {at}"
+            );
+        }
+        // A padding length that leaves no room for the MAC.
+        let bad = mte_fragment(&content, 254, |p| *p.last_mut().expect("padding") = 255);
+        assert_eq!(open_mte(&bad), Err(ProtectError::Authentication));
+    }
+
+    #[test]
+    fn test_mte_mac_bytes_each_checked() {
+        let content = *b"coap";
+        for at in 4..4 + MAC_LEN {
+            let bad = mte_fragment(&content, 11, |p| p[at] ^= 0x80);
+            assert_eq!(
+                open_mte(&bad),
+                Err(ProtectError::Authentication),
+                "MAC byte {at}"
+            );
+        }
+        assert_eq!(
+            open_mte(&mte_fragment(&content, 11, |_| {})),
+            Ok(content.to_vec())
+        );
+    }
+
     #[test]
     fn test_padded_len_and_pad() {
         assert_eq!(padded_len(0), 16);
@@ -258,6 +336,15 @@ mod tests {
         let mut v = vec![0u8; 16];
         pad(&mut v, 16);
         assert_eq!(&v[16..], &[15u8; 16]);
+    }
+
+    #[test]
+    fn test_lt_mask() {
+        assert_eq!(lt_mask(0, 1), 0xff);
+        assert_eq!(lt_mask(1, 1), 0);
+        assert_eq!(lt_mask(2, 1), 0);
+        assert_eq!(lt_mask(255, 256), 0xff);
+        assert_eq!(lt_mask(1 << 20, 3), 0);
     }
 
     #[test]
