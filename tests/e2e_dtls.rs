@@ -239,7 +239,10 @@ fn plain_coap_cannot_update_or_take_over_a_dtls_registration() {
     assert_eq!(code, Code::FORBIDDEN, "plain Update");
     let (code, _) = plain.request(Code::DELETE, &["rd", &id], &[], b"");
     assert_eq!(code, Code::FORBIDDEN, "plain Deregister");
-    assert_eq!(g.gw.registered().iter().sum::<usize>(), 1);
+    assert_eq!(
+        g.gw.registered_eventually(1, TIMEOUT).iter().sum::<usize>(),
+        1
+    );
     assert!(
         g.sub.drain(Duration::from_millis(300)).is_empty(),
         "nothing was published for the refused requests"
