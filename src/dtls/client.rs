@@ -245,8 +245,10 @@ impl ClientConfig {
         psk: bool,
         options: &ClientOptions,
     ) -> Result<ClientConfig, ClientError> {
-        // The pipe has no path MTU to ask; the MTU is set per SSL instead.
-        b.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET);
+        // The pipe has no path MTU to ask; the MTU is set per SSL instead. Tickets are
+        // asked for: the gateway resumes by ticket only (it keeps no session cache).
+        b.set_options(SslOptions::NO_QUERY_MTU);
+        b.clear_options(SslOptions::NO_TICKET);
         Ok(ClientConfig {
             ctx: b.build(),
             psk,
