@@ -169,9 +169,12 @@ pub fn plan_restore(
             plan.shards[home].moved.push((e.key, owner));
         }
         let name: Arc<str> = e.ep.as_str().into();
-        plan.shards[directory_of(&name) % shards]
-            .claims
-            .push((Arc::clone(&name), location, owner));
+        plan.shards[directory_of(&name) % shards].claims.push((
+            Arc::clone(&name),
+            location,
+            owner,
+            e.security != crate::dtls::Security::None,
+        ));
         plan.restored += 1;
         plan.shards[owner].endpoints.push((name, e));
     }

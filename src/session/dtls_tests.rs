@@ -284,3 +284,29 @@ fn rebinding_to_another_shard_is_answered_through_the_new_session() {
     moved.take_replies(&mut node);
     assert_eq!(one(&moved.receive()).code(), Code::GET);
 }
+
+#[test]
+fn plain_register_on_another_shard_cannot_take_a_dtls_name() {
+    let mut node = secure_node(2);
+    let mut dev = SecureDevice::connect(&mut node, 0, "10.0.0.7:40000", "dev-7");
+    let id = location(&one(&dev.send(&mut node, &register("dev-7", 1))));
+    node.take_published();
+    // Shard 1 does not hold the name, so it accepts the Register; the name's directory
+    // then evicts the newcomer, not the DTLS registration.
+    node.recv(1, "10.0.0.8:40000", &register("dev-7", 2));
+    assert_eq!(node.registered(), 1);
+    assert_eq!(
+        node.shards[0].registered(),
+        1,
+        "the DTLS registration stays"
+    );
+    let events: Vec<_> = node
+        .take_published()
+        .into_iter()
+        .filter(|(_, v)| v["msgType"] == "event")
+        .map(|(_, v)| v["data"]["event"].clone())
+        .collect();
+    assert_eq!(events, vec![serde_json::json!("replaced")]);
+    let update = request(MessageType::Con, Code::POST, 3, &["rd", &id], &[], b"");
+    assert_eq!(one(&dev.send(&mut node, &update)).code(), Code::CHANGED);
+}

@@ -219,6 +219,8 @@ struct Claim {
     key: u64,
     home: u8,
     owner: u8,
+    /// Registered over DTLS: a plain registration of the name never evicts it.
+    secure: bool,
 }
 
 /// Directory of the names that hash to this shard: name → (registration, owner shard).
@@ -237,8 +239,9 @@ impl Directory {
         }
     }
 
-    /// The registration holding `ep` and the shard it lives on.
-    pub(super) fn get(&self, ep: &str) -> Option<(Location, usize)> {
+    /// The registration holding `ep`, the shard it lives on, and whether it was made over
+    /// DTLS.
+    pub(super) fn get(&self, ep: &str) -> Option<(Location, usize, bool)> {
         self.table
             .find(self.hasher.hash_one(ep), |c| *c.ep == *ep)
             .map(|c| {
@@ -246,7 +249,7 @@ impl Directory {
                     home: c.home,
                     key: c.key,
                 };
-                (location, usize::from(c.owner))
+                (location, usize::from(c.owner), c.secure)
             })
     }
 
@@ -256,13 +259,14 @@ impl Directory {
     }
 
     /// Records that `location` on `owner` holds `ep`.
-    pub(super) fn insert(&mut self, ep: Arc<str>, location: Location, owner: usize) {
+    pub(super) fn insert(&mut self, ep: Arc<str>, location: Location, owner: usize, secure: bool) {
         let hasher = &self.hasher;
         let claim = Claim {
             key: location.key,
             home: location.home,
             // Shard indexes fit a location's home digit, so a byte.
             owner: u8::try_from(owner).unwrap_or(u8::MAX),
+            secure,
             ep,
         };
         match self.table.entry(

@@ -41,7 +41,7 @@ pub struct ShardRestore {
     /// Endpoints whose id names this shard as home and that live on another: key → owner.
     pub moved: Vec<(u64, usize)>,
     /// Directory entries of names that hash to this shard: name, location, owner.
-    pub claims: Vec<(Arc<str>, Location, usize)>,
+    pub claims: Vec<(Arc<str>, Location, usize, bool)>,
 }
 
 impl Shard {
@@ -190,9 +190,9 @@ impl Shard {
         for (key, owner) in restore.moved {
             self.moved.insert(key, owner);
         }
-        for (ep, location, owner) in restore.claims {
+        for (ep, location, owner, secure) in restore.claims {
             debug_assert_eq!(directory_shard(&ep, self.cfg.shards), self.cfg.shard);
-            self.directory.insert(ep, location, owner);
+            self.directory.insert(ep, location, owner, secure);
         }
         for gone in restore.expired {
             self.stats.expired += 1;

@@ -233,6 +233,8 @@ pub enum Handoff {
         owner: usize,
         /// A new registration (evicts an older holder) rather than a move.
         fresh: bool,
+        /// Registered over DTLS.
+        secure: bool,
     },
     /// To the directory shard of `ep`: `location` no longer holds the name.
     Release {
@@ -557,7 +559,8 @@ impl Shard {
                 location,
                 owner,
                 fresh,
-            } => self.claim(now, ep, location, owner, fresh),
+                secure,
+            } => self.claim(now, ep, location, owner, fresh, secure),
             Handoff::Release { ep, location } => self.directory.release(&ep, location),
             Handoff::Evict { location } => self.evict(now, location),
         }

@@ -295,6 +295,7 @@ impl Shard {
                 location,
                 owner,
                 fresh: true,
+                secure: security != Security::None,
             },
         );
     }
@@ -419,6 +420,7 @@ impl Shard {
             return;
         };
         let name = ep.registration.ep.clone();
+        let security = ep.security;
         if let Some(dl) = &ep.downlink {
             for t in dl.tokens() {
                 self.token_owner.remove(&t);
@@ -458,6 +460,7 @@ impl Shard {
                 location,
                 owner: to,
                 fresh: false,
+                secure: security != Security::None,
             },
         );
     }
@@ -507,19 +510,26 @@ impl Shard {
         location: Location,
         owner: usize,
         fresh: bool,
+        secure: bool,
     ) {
         let current = self.directory.get(&ep);
         match current {
-            Some((held, held_owner)) if held != location => {
+            // A plain registration never takes a name from a DTLS one (the Register was
+            // refused on the holder's own shard; here it lost the race to another shard).
+            Some((held, _, true)) if held != location && !secure => {
+                self.stats.forbidden += 1;
+                self.route(now, owner, Handoff::Evict { location });
+            }
+            Some((held, held_owner, _)) if held != location => {
                 if fresh {
-                    self.directory.insert(ep, location, owner);
+                    self.directory.insert(ep, location, owner, secure);
                     self.route(now, held_owner, Handoff::Evict { location: held });
                 } else {
                     self.route(now, owner, Handoff::Evict { location });
                 }
             }
             _ => {
-                self.directory.insert(ep, location, owner);
+                self.directory.insert(ep, location, owner, secure);
             }
         }
     }
