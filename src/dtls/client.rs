@@ -7,8 +7,9 @@
 //!
 //! One deviation from the house's sans-IO rule: OpenSSL keeps the DTLS retransmission
 //! timer on its own clock, so the timeout methods take no `now`; `handle_timeout` before the
-//! timer is due does nothing. Tests that lose a flight shorten the first timeout with
-//! [`ClientOptions::initial_timeout`] instead of faking time.
+//! timer is due does nothing, and a datagram handled after it expired may retransmit too
+//! (OpenSSL checks the timer when it reads). Tests that lose a flight shorten the first
+//! timeout with [`ClientOptions::initial_timeout`] instead of faking time.
 //!
 //! A [`ClientConfig`] (one OpenSSL context) is built once and shared by many clients:
 //! building one costs far more than a client does. Each PSK client carries its own
@@ -26,7 +27,8 @@ use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslSession, SslStream, SslVerifyMode,
+    ErrorCode, ShutdownState, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslSession,
+    SslStream, SslVerifyMode,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
@@ -560,6 +562,16 @@ impl DtlsClient {
                 }
             }
             Err(e) => self.state = State::Failed(failure_of(&e)),
+        }
+    }
+}
+
+impl Drop for DtlsClient {
+    /// A device that drops a connection without close_notify (it moved, or slept) keeps
+    /// its session: OpenSSL would otherwise mark it unresumable when the `SSL` is freed.
+    fn drop(&mut self) {
+        if matches!(self.state, State::Established | State::Closed) {
+            self.stream.set_shutdown(ShutdownState::SENT);
         }
     }
 }

@@ -258,7 +258,13 @@ fn a_lost_flight_is_retransmitted_after_the_timeout() {
     let counts = Arc::new(Counts::default());
     let ctx = server_ctx(&counts, None);
     let mut server = Server::new(&ctx);
-    let config = ClientConfig::psk(&fast(4)).expect("config");
+    // Long enough that the timer cannot fire inside `pump` on a loaded machine: OpenSSL
+    // also retransmits on its own when a read finds the timer expired.
+    let options = ClientOptions {
+        initial_timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
+    let config = ClientConfig::psk(&options).expect("config");
     let mut client = DtlsClient::connect_psk(&config, IDENTITY, &KEY, None).expect("client");
     // Datagram 3 is the second ClientHello (the one with the cookie).
     let carried = pump(&mut client, &mut server, &mut |n| n == 3);
@@ -286,12 +292,14 @@ fn a_saved_session_resumes_with_an_abbreviated_handshake() {
     let ctx = server_ctx(&counts, None);
     let config = ClientConfig::psk(&ClientOptions::default()).expect("config");
     let mut client = DtlsClient::connect_psk(&config, IDENTITY, &KEY, None).expect("client");
-    // The first connection stays open: OpenSSL drops the session from the server's cache
-    // when a connection is freed without close_notify.
+    // The first server connection stays open: OpenSSL drops the session from the server's
+    // cache when a connection is freed without close_notify.
     let mut first = Server::new(&ctx);
     let full = pump(&mut client, &mut first, &mut no_loss());
     let session = client.session().expect("session");
     assert_eq!(counts.psk_lookups.load(Ordering::Relaxed), 1);
+    // The device's old connection is gone (it moved); its session must stay resumable.
+    drop(client);
 
     // From a "new source port": a fresh server-side connection of the same context.
     let mut server = Server::new(&ctx);
