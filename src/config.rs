@@ -336,6 +336,55 @@ fn socket_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError>
     })
 }
 
+/// The `[listeners.dtls]` rules that need no file: which keys go together, and a port of
+/// its own. Whether the files exist and hold usable credentials is checked when the
+/// listener loads them (`dtls::credentials::Credentials::load`), not here.
+fn dtls_rules(dtls: &DtlsListenerConfig, udp: &UdpListenerConfig) -> Result<(), ConfigError> {
+    match (&dtls.certfile, &dtls.keyfile) {
+        (Some(_), None) => {
+            return Err(invalid(
+                "listeners.dtls.keyfile",
+                "certfile is set, so keyfile (its private key) must be set too",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "listeners.dtls.certfile",
+                "keyfile is set, so certfile (the server certificate) must be set too",
+            ))
+        }
+        _ => {}
+    }
+    if dtls.cacertfile.is_some() && dtls.certfile.is_none() {
+        return Err(invalid(
+            "listeners.dtls.cacertfile",
+            "client certificates are only asked for in the certificate (ECDHE-ECDSA) \
+             suites, which need the server's own certificate: set certfile and keyfile",
+        ));
+    }
+    if !dtls.enabled {
+        return Ok(());
+    }
+    if dtls.psk_file.is_none() && dtls.certfile.is_none() {
+        return Err(invalid(
+            "listeners.dtls.enabled",
+            "DTLS needs credentials: set psk_file, or certfile and keyfile, or both",
+        ));
+    }
+    // With SO_REUSEPORT the two listeners could bind the same port and share its
+    // datagrams, so a wildcard address overlaps every address on its port.
+    let (d, u) = (dtls.bind, udp.bind);
+    if d.port() == u.port()
+        && (d.ip() == u.ip() || d.ip().is_unspecified() || u.ip().is_unspecified())
+    {
+        return Err(invalid(
+            "listeners.dtls.bind",
+            format!("{d} overlaps listeners.udp.bind {u}; DTLS needs a port of its own"),
+        ));
+    }
+    Ok(())
+}
+
 fn optional_path(text: String) -> Option<PathBuf> {
     (!text.is_empty()).then(|| PathBuf::from(text))
 }
@@ -783,12 +832,7 @@ mod file {
                 keyfile: optional_path(d.keyfile),
                 cacertfile: optional_path(d.cacertfile),
             };
-            if dtls.enabled {
-                return Err(invalid(
-                    "listeners.dtls.enabled",
-                    "DTLS is not available in this build; set it to false",
-                ));
-            }
+            dtls_rules(&dtls, &udp)?;
 
             let m = self.mqtt;
             if m.client_id_prefix.is_empty() || m.client_id_prefix.len() > 40 {

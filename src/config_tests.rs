@@ -136,3 +136,74 @@ fn restart_needed_names_changed_sections_but_not_log() {
         .expect("valid");
     assert_eq!(old.restart_needed(&new), vec!["gateway", "mqtt"]);
 }
+
+fn dtls(keys: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(&format!("[listeners.dtls]\n{keys}"))
+}
+
+#[test]
+fn dtls_needs_credentials_when_enabled() {
+    let err = dtls("enabled = true")
+        .expect_err("no credentials")
+        .to_string();
+    assert!(err.starts_with("listeners.dtls.enabled:"), "{err}");
+    assert!(err.contains("psk_file"), "{err}");
+    let c = dtls("enabled = true\npsk_file = \"psk.txt\"").expect("psk only");
+    assert_eq!(
+        c.dtls.psk_file.as_deref(),
+        Some(std::path::Path::new("psk.txt"))
+    );
+    dtls("enabled = true\ncertfile = \"s.pem\"\nkeyfile = \"s.key\"").expect("cert only");
+    dtls("enabled = true\ncertfile = \"s.pem\"\nkeyfile = \"s.key\"\ncacertfile = \"ca.pem\"\npsk_file = \"p\"")
+        .expect("everything");
+    // Disabled, nothing is needed; the files are not opened either way.
+    dtls("enabled = false").expect("disabled");
+}
+
+#[test]
+fn dtls_certfile_and_keyfile_come_together() {
+    for enabled in ["true", "false"] {
+        let err = dtls(&format!("enabled = {enabled}\ncertfile = \"s.pem\""))
+            .expect_err("no key")
+            .to_string();
+        assert!(err.starts_with("listeners.dtls.keyfile:"), "{err}");
+        let err = dtls(&format!(
+            "enabled = {enabled}\npsk_file = \"p\"\nkeyfile = \"s.key\""
+        ))
+        .expect_err("no cert")
+        .to_string();
+        assert!(err.starts_with("listeners.dtls.certfile:"), "{err}");
+    }
+}
+
+#[test]
+fn dtls_cacertfile_needs_a_server_certificate() {
+    let err = dtls("enabled = true\npsk_file = \"p\"\ncacertfile = \"ca.pem\"")
+        .expect_err("client certs without a server cert")
+        .to_string();
+    assert!(err.starts_with("listeners.dtls.cacertfile:"), "{err}");
+    assert!(err.contains("certfile"), "{err}");
+}
+
+#[test]
+fn dtls_bind_needs_its_own_port() {
+    for (udp, dtls_bind) in [
+        ("0.0.0.0:5683", "0.0.0.0:5683"),
+        ("127.0.0.1:5683", "0.0.0.0:5683"),
+        ("0.0.0.0:5683", "127.0.0.1:5683"),
+    ] {
+        let err = Config::from_toml(&format!(
+            "[listeners.udp]\nbind = \"{udp}\"\n[listeners.dtls]\nenabled = true\n\
+             psk_file = \"p\"\nbind = \"{dtls_bind}\""
+        ))
+        .expect_err("same port")
+        .to_string();
+        assert!(err.starts_with("listeners.dtls.bind:"), "{err}");
+    }
+    Config::from_toml(
+        "[listeners.udp]\nbind = \"127.0.0.1:5683\"\n[listeners.dtls]\nenabled = true\n\
+         psk_file = \"p\"\nbind = \"127.0.0.2:5683\"",
+    )
+    .expect("distinct addresses on one port");
+    dtls("enabled = true\npsk_file = \"p\"\nbind = \"0.0.0.0:5684\"").expect("default ports");
+}

@@ -48,10 +48,13 @@ struct Key {
     ip: [u8; 16],
     port: u16,
     mid: u16,
+    /// Over DTLS: the same address and message id over plain UDP is another exchange, so a
+    /// spoofed plain datagram never gets a DTLS peer's response replayed in the clear.
+    secure: bool,
 }
 
 impl Key {
-    fn new(peer: SocketAddr, mid: u16) -> Key {
+    fn new(peer: SocketAddr, secure: bool, mid: u16) -> Key {
         let ip = match peer {
             SocketAddr::V4(a) => a.ip().to_ipv6_mapped().octets(),
             SocketAddr::V6(a) => a.ip().octets(),
@@ -60,6 +63,7 @@ impl Key {
             ip,
             port: peer.port(),
             mid,
+            secure,
         }
     }
 }
@@ -131,11 +135,12 @@ impl DedupCache {
         }
     }
 
-    /// Looks up a CON received at `now`; records it as pending when it is new.
-    pub fn check(&mut self, now: Instant, peer: SocketAddr, mid: u16) -> Dedup<'_> {
+    /// Looks up a CON received at `now` from `peer` (over DTLS when `secure`); records it
+    /// as pending when it is new.
+    pub fn check(&mut self, now: Instant, peer: SocketAddr, secure: bool, mid: u16) -> Dedup<'_> {
         let now = self.ticks(now);
         self.expire_bounded(now, EXPIRE_PER_CHECK);
-        let key = Key::new(peer, mid);
+        let key = Key::new(peer, secure, mid);
         match self.find(key) {
             Some(pos) if !expired(now, self.records[pos].at) => {
                 Dedup::Duplicate(self.records[pos].response())
@@ -152,8 +157,8 @@ impl DedupCache {
 
     /// Stores the response sent for `(peer, mid)`, to be replayed for duplicates. Ignored
     /// when the entry is gone (evicted or expired).
-    pub fn record_response(&mut self, peer: SocketAddr, mid: u16, response: &[u8]) {
-        let Some(pos) = self.find(Key::new(peer, mid)) else {
+    pub fn record_response(&mut self, peer: SocketAddr, secure: bool, mid: u16, response: &[u8]) {
+        let Some(pos) = self.find(Key::new(peer, secure, mid)) else {
             return;
         };
         self.records[pos].response = if response.len() <= INLINE_RESPONSE {
@@ -285,21 +290,21 @@ mod tests {
     fn duplicate_gets_cached_response() {
         let mut cache = DedupCache::new(16);
         let t = Instant::now();
-        assert_eq!(cache.check(t, peer(1), 7), Dedup::New);
-        assert_eq!(cache.check(t, peer(1), 7), Dedup::Duplicate(None));
-        cache.record_response(peer(1), 7, &[0x60, 0x44, 0, 7]);
+        assert_eq!(cache.check(t, peer(1), false, 7), Dedup::New);
+        assert_eq!(cache.check(t, peer(1), false, 7), Dedup::Duplicate(None));
+        cache.record_response(peer(1), false, 7, &[0x60, 0x44, 0, 7]);
         let later = t + Duration::from_secs(3);
         assert_eq!(
-            cache.check(later, peer(1), 7),
+            cache.check(later, peer(1), false, 7),
             Dedup::Duplicate(Some(&[0x60, 0x44, 0, 7][..]))
         );
         assert_eq!(
-            cache.check(later, peer(2), 7),
+            cache.check(later, peer(2), false, 7),
             Dedup::New,
             "other port, other exchange"
         );
         assert_eq!(
-            cache.check(later, peer(1), 8),
+            cache.check(later, peer(1), false, 8),
             Dedup::New,
             "other MID, other exchange"
         );
@@ -310,15 +315,15 @@ mod tests {
     fn entries_expire_after_exchange_lifetime() {
         let mut cache = DedupCache::new(16);
         let t = Instant::now();
-        assert_eq!(cache.check(t, peer(1), 1), Dedup::New);
-        cache.record_response(peer(1), 1, b"resp");
+        assert_eq!(cache.check(t, peer(1), false, 1), Dedup::New);
+        cache.record_response(peer(1), false, 1, b"resp");
         assert_eq!(
-            cache.check(t + Duration::from_secs(10), peer(1), 2),
+            cache.check(t + Duration::from_secs(10), peer(1), false, 2),
             Dedup::New
         );
         assert_eq!(cache.expire(t + EXCHANGE_LIFETIME), 0);
         assert_eq!(
-            cache.check(t + EXCHANGE_LIFETIME, peer(1), 1),
+            cache.check(t + EXCHANGE_LIFETIME, peer(1), false, 1),
             Dedup::Duplicate(Some(&b"resp"[..]))
         );
         assert_eq!(
@@ -328,7 +333,7 @@ mod tests {
         assert_eq!(cache.len(), 1);
         let late = t + EXCHANGE_LIFETIME + Duration::from_secs(1);
         assert_eq!(
-            cache.check(late, peer(1), 1),
+            cache.check(late, peer(1), false, 1),
             Dedup::New,
             "MID reusable after the lifetime"
         );
@@ -344,18 +349,18 @@ mod tests {
         let mut cache = DedupCache::new(16);
         let t = Instant::now();
         for mid in 0..5 {
-            assert_eq!(cache.check(t, peer(1), mid), Dedup::New);
+            assert_eq!(cache.check(t, peer(1), false, mid), Dedup::New);
         }
         let late = t + EXCHANGE_LIFETIME + Duration::from_secs(1);
-        assert_eq!(cache.check(late, peer(1), 4), Dedup::New);
-        cache.record_response(peer(1), 4, b"x");
+        assert_eq!(cache.check(late, peer(1), false, 4), Dedup::New);
+        cache.record_response(peer(1), false, 4, b"x");
         assert_eq!(
-            cache.check(late, peer(1), 4),
+            cache.check(late, peer(1), false, 4),
             Dedup::Duplicate(Some(&b"x"[..]))
         );
         assert_eq!(cache.len(), 1, "each check retires a few expired entries");
         assert_eq!(cache.expire(late), 0);
-        assert_eq!(cache.check(late, peer(1), 3), Dedup::New);
+        assert_eq!(cache.check(late, peer(1), false, 3), Dedup::New);
     }
 
     #[test]
@@ -364,31 +369,31 @@ mod tests {
         let t = Instant::now();
         for mid in 0..3 {
             assert_eq!(
-                cache.check(t + Duration::from_secs(mid.into()), peer(1), mid),
+                cache.check(t + Duration::from_secs(mid.into()), peer(1), false, mid),
                 Dedup::New
             );
         }
         assert_eq!(
-            cache.check(t + Duration::from_secs(5), peer(1), 3),
+            cache.check(t + Duration::from_secs(5), peer(1), false, 3),
             Dedup::New
         );
         assert_eq!(cache.len(), 3);
         assert_eq!(
-            cache.check(t + Duration::from_secs(5), peer(1), 1),
+            cache.check(t + Duration::from_secs(5), peer(1), false, 1),
             Dedup::Duplicate(None)
         );
         assert_eq!(
-            cache.check(t + Duration::from_secs(5), peer(1), 0),
+            cache.check(t + Duration::from_secs(5), peer(1), false, 0),
             Dedup::New,
             "evicted"
         );
         assert_eq!(cache.len(), 3);
         assert_eq!(
-            cache.check(t + Duration::from_secs(5), peer(1), 2),
+            cache.check(t + Duration::from_secs(5), peer(1), false, 2),
             Dedup::Duplicate(None)
         );
         assert_eq!(
-            cache.check(t + Duration::from_secs(5), peer(1), 1),
+            cache.check(t + Duration::from_secs(5), peer(1), false, 1),
             Dedup::New,
             "evicted next"
         );
@@ -400,14 +405,21 @@ mod tests {
         let t = Instant::now();
         let v6: SocketAddr = "[2001:db8::7]:5683".parse().expect("address");
         let long = [0xAB; INLINE_RESPONSE + 9];
-        assert_eq!(cache.check(t, v6, 9), Dedup::New);
-        cache.record_response(v6, 9, &long);
+        assert_eq!(cache.check(t, v6, false, 9), Dedup::New);
+        cache.record_response(v6, false, 9, &long);
         let short = [0x60, 0x41, 0, 9];
-        assert_eq!(cache.check(t, peer(5683), 9), Dedup::New, "other peer");
-        cache.record_response(peer(5683), 9, &short);
-        assert_eq!(cache.check(t, v6, 9), Dedup::Duplicate(Some(&long[..])));
         assert_eq!(
-            cache.check(t, peer(5683), 9),
+            cache.check(t, peer(5683), false, 9),
+            Dedup::New,
+            "other peer"
+        );
+        cache.record_response(peer(5683), false, 9, &short);
+        assert_eq!(
+            cache.check(t, v6, false, 9),
+            Dedup::Duplicate(Some(&long[..]))
+        );
+        assert_eq!(
+            cache.check(t, peer(5683), false, 9),
             Dedup::Duplicate(Some(&short[..]))
         );
     }
@@ -418,8 +430,12 @@ mod tests {
         let t = Instant::now();
         for round in 0..10u64 {
             let now = t + (EXCHANGE_LIFETIME + Duration::from_secs(1)) * round as u32;
-            assert_eq!(cache.check(now, peer(1), 1), Dedup::New, "round {round}");
-            assert_eq!(cache.check(now, peer(1), 1), Dedup::Duplicate(None));
+            assert_eq!(
+                cache.check(now, peer(1), false, 1),
+                Dedup::New,
+                "round {round}"
+            );
+            assert_eq!(cache.check(now, peer(1), false, 1), Dedup::Duplicate(None));
             assert_eq!(cache.len(), 1);
             assert!(cache.records.len() <= 2);
         }
@@ -428,7 +444,7 @@ mod tests {
     #[test]
     fn record_for_unknown_exchange_is_ignored() {
         let mut cache = DedupCache::new(2);
-        cache.record_response(peer(1), 1, b"resp");
+        cache.record_response(peer(1), false, 1, b"resp");
         assert!(cache.is_empty());
     }
 }

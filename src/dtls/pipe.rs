@@ -88,11 +88,11 @@ mod tests {
         p.push_inbound(b"one");
         p.push_inbound(b"second");
         let mut buf = [0u8; 16];
-        assert_eq!(p.read(&mut buf).unwrap(), 3);
+        assert_eq!(p.read(&mut buf).expect("pipe"), 3);
         assert_eq!(&buf[..3], b"one");
-        assert_eq!(p.read(&mut buf).unwrap(), 6);
+        assert_eq!(p.read(&mut buf).expect("pipe"), 6);
         assert_eq!(
-            p.read(&mut buf).unwrap_err().kind(),
+            p.read(&mut buf).expect_err("empty").kind(),
             io::ErrorKind::WouldBlock
         );
     }
@@ -101,10 +101,10 @@ mod tests {
     fn writes_are_datagrams_and_bounded() {
         let mut p = DatagramPipe::default();
         for i in 0..MAX_OUTBOUND {
-            assert_eq!(p.write(&[i as u8; 3]).unwrap(), 3);
+            assert_eq!(p.write(&[i as u8; 3]).expect("pipe"), 3);
         }
         assert!(p.write(b"x").is_err());
-        assert_eq!(p.pop_outbound().unwrap(), vec![0u8; 3]);
+        assert_eq!(p.pop_outbound().expect("pipe"), vec![0u8; 3]);
         assert!(p.has_outbound());
     }
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 
+use crate::dtls::Security;
 use crate::lwm2m::{ObjectLink, ObjectList};
 
 /// Frame magic.
@@ -99,6 +100,9 @@ pub struct StoredEndpoint {
     pub object_list: Option<Arc<ObjectList>>,
     /// Active observations.
     pub observations: Vec<StoredObservation>,
+    /// How it registered: plain, or over DTLS with a PSK or a certificate. Written last,
+    /// and absent from records written before DTLS existed (read as plain).
+    pub security: Security,
 }
 
 /// A record of the journal.
@@ -163,6 +167,7 @@ impl Record {
                         binding: &e.binding,
                         params: &e.params,
                         object_list: e.object_list.as_deref(),
+                        security: e.security,
                     },
                     &obs,
                 );
@@ -203,6 +208,8 @@ pub struct EndpointRef<'a> {
     pub params: &'a [(String, String)],
     /// The object list.
     pub object_list: Option<&'a ObjectList>,
+    /// How it registered.
+    pub security: Security,
 }
 
 /// Appends an endpoint frame.
@@ -261,6 +268,7 @@ pub fn encode_endpoint(
         put_str(out, o.echo);
         put_str(out, o.req_path);
     }
+    out.push(e.security as u8);
     finish(out, start);
 }
 
@@ -533,6 +541,15 @@ fn decode_endpoint(
             req_path: r.string()?,
         });
     }
+    let security = match r.data.first() {
+        None => Security::None,
+        Some(_) => match r.u8()? {
+            0 => Security::None,
+            1 => Security::Psk,
+            2 => Security::X509,
+            _ => return Err(DecodeError::Invalid("security")),
+        },
+    };
     Ok(StoredEndpoint {
         key,
         home,
@@ -547,6 +564,7 @@ fn decode_endpoint(
         params,
         object_list,
         observations,
+        security,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Byte-level tests of the journal format: round trips, damage, and a newer version.
 
 use super::*;
+use crate::dtls::Security;
 use crate::persist::frame::{scan, ScanReport};
 
 pub(crate) fn endpoint(key: u64, generation: u32, ep: &str) -> StoredEndpoint {
@@ -39,6 +40,7 @@ pub(crate) fn endpoint(key: u64, generation: u32, ep: &str) -> StoredEndpoint {
             echo: r#""requestID":41"#.into(),
             req_path: "/3/0/9".into(),
         }],
+        security: Security::None,
     }
 }
 
@@ -47,6 +49,7 @@ pub(crate) fn records() -> Vec<Record> {
     v6.addr = "[2001:db8::1]:61000".parse().expect("addr");
     v6.object_list = None;
     v6.observations.clear();
+    v6.security = Security::Psk;
     vec![
         Record::Endpoint(Box::new(endpoint(u64::MAX, 1, "dev-1"))),
         Record::Removed {

@@ -65,6 +65,28 @@ pub enum StartError {
         /// The socket found on the port, and its process where readable.
         holder: Holder,
     },
+    /// The DTLS listener could not be bound.
+    #[error("cannot bind the DTLS listener on {addr}: {source}")]
+    DtlsBind {
+        /// `listeners.dtls.bind`.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another process holds the DTLS port.
+    #[error("listeners.dtls.bind: UDP port {} ({addr}) is already in use by {holder}: stop that process or change listeners.dtls.bind", addr.port())]
+    DtlsPortHeld {
+        /// `listeners.dtls.bind`.
+        addr: SocketAddr,
+        /// The socket found on the port, and its process where readable.
+        holder: Holder,
+    },
+    /// The DTLS credentials did not load.
+    #[error(transparent)]
+    Credentials(#[from] crate::dtls::credentials::CredentialError),
+    /// OpenSSL failed to set up a shard's DTLS server.
+    #[error("OpenSSL: {0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
     /// The object definitions in `gateway.xml_dir` did not load.
     #[error("gateway.xml_dir: {0}")]
     Objects(#[from] crate::lwm2m::ObjectError),
@@ -88,6 +110,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Gateway {
     udp_addr: SocketAddr,
+    dtls_addr: Option<SocketAddr>,
+    credentials: Option<Arc<crate::dtls::credentials::Credentials>>,
     mqtt_addr: String,
     steering: Steering,
     shutdown: Arc<AtomicBool>,
@@ -103,6 +127,8 @@ struct ShardIo {
     shard: Shard,
     send: SendBatch,
     socket: Rc<glommio::net::UdpSocket>,
+    /// The DTLS socket and its send queue, when the DTLS listener is on.
+    secure: Option<(SendBatch, Rc<glommio::net::UdpSocket>)>,
     /// Replies dropped because the socket buffer stayed full.
     send_dropped: u64,
     uplink: Rc<UplinkHandle>,
@@ -123,6 +149,17 @@ impl ShardIo {
             }
         });
         flush_udp(&mut self.send, &self.socket);
+        if let Some((send, socket)) = &mut self.secure {
+            self.shard.drain_secure_transmits(|to, data| {
+                if send.is_full() {
+                    flush_udp(send, socket);
+                }
+                if send.push(to, data).is_err() {
+                    *dropped += 1;
+                }
+            });
+            flush_udp(send, socket);
+        }
         let uplink = &self.uplink;
         self.shard.drain_publishes(|p| {
             uplink.publish(
@@ -202,6 +239,21 @@ impl Gateway {
             hint: "",
         })?;
         tracing::info!(%udp_addr, shards, ?steering, mqtt = %mqtt_addr, "gateway starting");
+        let dtls = super::dtls::open(&config, shards)?;
+        let (dtls_addr, credentials, dtls_context, mut dtls_sockets) = match dtls {
+            Some(d) => (
+                Some(d.addr),
+                Some(d.credentials),
+                Some(d.context),
+                d.sockets.into_iter().map(Some).collect(),
+            ),
+            None => (
+                None,
+                None,
+                None,
+                (0..shards).map(|_| None).collect::<Vec<_>>(),
+            ),
+        };
         let (journal, mut restores) = open_journal(&config, shards)?;
 
         // channels[from][to]
@@ -250,6 +302,10 @@ impl Gateway {
                 ready: ready_tx.clone(),
                 journal: journal.as_ref().map(JournalWriter::sender),
                 restore: std::mem::take(&mut restores[i]),
+                dtls: dtls_sockets[i]
+                    .take()
+                    .zip(dtls_context.clone())
+                    .zip(credentials.clone()),
             };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
                 .name(&format!("shard-{i}"))
@@ -272,6 +328,8 @@ impl Gateway {
         }
         Ok(Gateway {
             udp_addr,
+            dtls_addr,
+            credentials,
             mqtt_addr,
             steering,
             shutdown,
@@ -286,6 +344,19 @@ impl Gateway {
     /// The bound UDP listener address (useful with port 0).
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp_addr
+    }
+
+    /// The bound DTLS listener address, when it is enabled.
+    pub fn dtls_addr(&self) -> Option<SocketAddr> {
+        self.dtls_addr
+    }
+
+    /// Re-reads what can change while running: the DTLS PSK file. Established sessions
+    /// are kept; new handshakes use the new keys.
+    pub fn reload(&self) {
+        if let Some(c) = &self.credentials {
+            super::dtls::reload(c);
+        }
     }
 
     /// `host:port` of the broker the uplinks connect to.
@@ -359,6 +430,11 @@ struct ShardContext {
     ready: std::sync::mpsc::Sender<usize>,
     journal: Option<JournalSender>,
     restore: ShardRestore,
+    /// The shard's DTLS socket, the node's context and credentials, when DTLS is on.
+    dtls: Option<(
+        (std::net::UdpSocket, openssl::ssl::SslContext),
+        Arc<crate::dtls::credentials::Credentials>,
+    )>,
 }
 
 /// Loads the journal directory (when persistence is on), shares its registrations out
@@ -449,6 +525,17 @@ async fn shard_main(ctx: ShardContext) {
         started,
         seed,
     );
+    let mut secure_socket = None;
+    if let Some(((socket, context), credentials)) = ctx.dtls {
+        let hasher = shard.identity_hasher();
+        match super::dtls::shard_server(&ctx.config, context, credentials, hasher, started) {
+            Ok(server) => {
+                shard.enable_dtls(server);
+                secure_socket = Some(Rc::new(into_glommio(socket)));
+            }
+            Err(e) => tracing::error!(shard = index, "DTLS listener not started: {e}"),
+        }
+    }
     if ctx.journal.is_some() {
         shard.enable_journal(persist::unix_now());
         let restoring = ctx.restore.endpoints.len();
@@ -467,6 +554,7 @@ async fn shard_main(ctx: ShardContext) {
         shard,
         send: SendBatch::new(),
         socket: socket.clone(),
+        secure: secure_socket.clone().map(|s| (SendBatch::new(), s)),
         send_dropped: 0,
         uplink: uplink.clone(),
         peers,
@@ -570,6 +658,9 @@ async fn shard_main(ctx: ShardContext) {
             }
         })
     });
+    if let Some(socket) = secure_socket {
+        glommio::spawn_local(receive_secure(io.clone(), socket, ctx.shutdown.clone())).detach();
+    }
     let mut recv = RecvBatch::new();
     let mut turns = 0;
     while !ctx.shutdown.load(Ordering::Acquire) {
@@ -635,6 +726,55 @@ async fn shard_main(ctx: ShardContext) {
     tracing::debug!(shard = index, "shard stopped");
 }
 
+/// Receives on a shard's DTLS socket until shutdown: handshakes, and records whose
+/// plaintext the shard handles like plain datagrams.
+async fn receive_secure(
+    io: Rc<RefCell<ShardIo>>,
+    socket: Rc<glommio::net::UdpSocket>,
+    shutdown: Arc<AtomicBool>,
+) {
+    let mut recv = RecvBatch::new();
+    let mut turns = 0;
+    while !shutdown.load(Ordering::Acquire) {
+        let n = match recv.recv(&*socket) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("DTLS receive failed: {e}");
+                0
+            }
+        };
+        if n == 0 {
+            let wake =
+                futures_lite::future::or(async { readable(&socket).await.map(|_| ()) }, async {
+                    glommio::timer::sleep(SHUTDOWN_POLL).await;
+                    Ok(())
+                });
+            if let Err(e) = wake.await {
+                tracing::warn!("DTLS readiness failed: {e}");
+                glommio::timer::sleep(SHUTDOWN_POLL).await;
+            }
+            continue;
+        }
+        let now = Instant::now();
+        {
+            let mut io = io.borrow_mut();
+            for i in 0..n {
+                let (from, data) = recv.get(i);
+                if recv.is_truncated(i) {
+                    io.shard.handle_truncated(now, from, MAX_DATAGRAM);
+                } else {
+                    io.shard.handle_secure_datagram(now, from, data);
+                }
+            }
+            io.flush(now);
+        }
+        turns += 1;
+        if turns % TURNS_PER_YIELD == 0 {
+            glommio::yield_if_needed().await;
+        }
+    }
+}
+
 /// The node's name for MQTT client ids: the host name, or `node` if it has none.
 fn node_name() -> String {
     let mut buf = [0u8; 256];
@@ -664,12 +804,13 @@ fn node_name() -> String {
 pub fn run(config: Config, mut on_hangup: impl FnMut()) -> anyhow::Result<()> {
     let signals = block_signals()?;
     let gateway = Gateway::start(config)?;
-    tracing::info!(udp = %gateway.udp_addr(), mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
+    tracing::info!(udp = %gateway.udp_addr(), dtls = ?gateway.dtls_addr(), mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
     let signal = loop {
         match wait_for(&signals)? {
             libc::SIGHUP => {
                 tracing::info!("SIGHUP: reloading");
                 on_hangup();
+                gateway.reload();
             }
             libc::SIGTERM => break "SIGTERM",
             _ => break "SIGINT",

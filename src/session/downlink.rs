@@ -310,7 +310,7 @@ impl Shard {
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
-        let addr = ep.addr;
+        let (addr, security) = (ep.addr, ep.security);
         let Some(dl) = ep.downlink.as_mut() else {
             return;
         };
@@ -334,7 +334,6 @@ impl Shard {
         let timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
         let start = self.tx.len();
         self.tx.extend_from_slice(&datagram);
-        self.tx_list.push((addr, start, datagram.len()));
         dl.in_flight = Some(Exchange {
             echo: q.echo,
             msg_type: q.msg_type,
@@ -354,6 +353,7 @@ impl Shard {
         self.token_owner.insert(token, location);
         self.retransmit
             .push(std::cmp::Reverse((now + timeout, location, mid)));
+        self.commit(addr, start, security);
     }
 
     /// A uniform factor in [0, 0.5) for ACK_RANDOM_FACTOR 1.5.
@@ -374,7 +374,7 @@ impl Shard {
             let Some(ep) = self.endpoints.get_mut(&location) else {
                 continue;
             };
-            let addr = ep.addr;
+            let (addr, security) = (ep.addr, ep.security);
             let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
                 continue;
             };
@@ -387,10 +387,10 @@ impl Shard {
                 ex.deadline = now + ex.timeout;
                 let start = self.tx.len();
                 self.tx.extend_from_slice(&ex.datagram);
-                self.tx_list.push((addr, start, ex.datagram.len()));
                 self.stats.retransmissions += 1;
                 self.retransmit
                     .push(std::cmp::Reverse((ex.deadline, location, mid)));
+                self.commit(addr, start, security);
                 continue;
             }
             self.stats.command_timeouts += 1;
@@ -440,6 +440,10 @@ impl Shard {
         let Some(location) = self.endpoints.by_addr(from) else {
             return;
         };
+        if !self.may_act_for(location) {
+            self.stats.forbidden += 1;
+            return;
+        }
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
@@ -487,6 +491,11 @@ impl Shard {
             }
             return;
         };
+        if !self.may_act_for(location) {
+            // A token of a DTLS endpoint in a plain datagram, or another identity's.
+            self.stats.forbidden += 1;
+            return;
+        }
         if msg.ty() == MessageType::Con {
             self.queue_empty(from, MessageType::Ack, msg.mid());
         }
@@ -732,7 +741,7 @@ impl Shard {
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return Block2Step::Whole;
         };
-        let addr = ep.addr;
+        let (addr, security) = (ep.addr, ep.security);
         let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
             return Block2Step::Whole;
         };
@@ -766,10 +775,10 @@ impl Shard {
         ex.deadline = now + ex.timeout;
         let start = self.tx.len();
         self.tx.extend_from_slice(&datagram);
-        self.tx_list.push((addr, start, datagram.len()));
         ex.datagram = datagram;
         self.retransmit
             .push(std::cmp::Reverse((ex.deadline, location, mid)));
+        self.commit(addr, start, security);
         Block2Step::Asked
     }
 }

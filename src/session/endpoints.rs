@@ -12,6 +12,7 @@ use hashbrown::HashTable;
 
 use super::downlink::Downlink;
 use super::Location;
+use crate::dtls::Security;
 use crate::lwm2m::Registration;
 
 /// A registered endpoint.
@@ -33,6 +34,8 @@ pub(super) struct Endpoint {
     /// Message id of that Register, to recognise its retransmissions (meaningless once
     /// restored: that Register was answered before the restart, and `registered` < 0).
     pub(super) register_mid: u16,
+    /// How it registered; only a peer with the same identity may act for it.
+    pub(super) security: Security,
     /// Downlink state, while commands or observations exist.
     pub(super) downlink: Option<Box<Downlink>>,
 }

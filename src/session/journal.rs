@@ -112,6 +112,7 @@ impl Shard {
                 binding: reg.binding.as_str(),
                 params: &reg.params,
                 object_list: reg.object_list.as_deref(),
+                security: ep.security,
             },
             &observations,
         );
@@ -180,6 +181,7 @@ impl Shard {
                     expires,
                     registered,
                     register_mid: 0,
+                    security: stored.security,
                     downlink,
                 },
             );

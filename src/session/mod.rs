@@ -21,6 +21,8 @@ mod downlink;
 #[cfg(test)]
 mod downlink_tests;
 #[cfg(test)]
+mod dtls_tests;
+#[cfg(test)]
 mod emqx_compat_tests;
 mod endpoints;
 mod journal;
@@ -46,6 +48,8 @@ use crate::coap::{
     MessageWriter, MidGen, TokenGen,
 };
 use crate::config::{Config, Translators, UpdatePublishCondition};
+use crate::dtls::server::{AppData, DtlsServer, DtlsStats, Origin};
+use crate::dtls::Security;
 use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 
@@ -155,6 +159,31 @@ fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
+/// How the datagram being handled reached the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Link {
+    /// Plain CoAP over UDP.
+    #[default]
+    Udp,
+    /// CoAP inside a DTLS session held by `shard`, whose handshake proved `origin`.
+    Dtls {
+        /// The shard holding the session; only it can seal replies.
+        shard: usize,
+        /// What the handshake proved.
+        origin: Origin,
+    },
+}
+
+impl Link {
+    /// How the peer authenticated.
+    pub fn security(self) -> Security {
+        match self {
+            Link::Udp => Security::None,
+            Link::Dtls { origin, .. } => origin.security,
+        }
+    }
+}
+
 /// Work one shard hands to another.
 #[derive(Debug)]
 pub enum Handoff {
@@ -168,7 +197,16 @@ pub enum Handoff {
         hops: u8,
         /// When it was received.
         received: Instant,
-        /// The datagram.
+        /// How it arrived.
+        link: Link,
+        /// The datagram (its plaintext, when it came over DTLS).
+        data: Vec<u8>,
+    },
+    /// To the shard holding the DTLS session with `dest`: seal `data` and send it.
+    Seal {
+        /// The peer.
+        dest: SocketAddr,
+        /// A CoAP message.
         data: Vec<u8>,
     },
     /// An endpoint moving to the receiving shard after a NAT rebinding.
@@ -220,6 +258,7 @@ pub struct Migrating {
     expires: Instant,
     registered: Instant,
     register_mid: u16,
+    security: Security,
     downlink: Option<Box<downlink::Downlink>>,
 }
 
@@ -271,6 +310,9 @@ pub struct ShardStats {
     /// Datagrams longer than the runtime's receive slot, dropped unread
     /// ([`Shard::handle_truncated`]).
     pub truncated: u64,
+    /// Requests refused with 4.03 because the sender's DTLS identity (or its lack of one)
+    /// does not match the endpoint, and datagrams dropped for the same reason.
+    pub forbidden: u64,
 }
 
 /// Token bucket for `max_conn_rate`.
@@ -336,6 +378,15 @@ pub struct Shard {
     values: Vec<crate::content::EntryRef<'static>>,
     /// Changes to persist, when persistence is on.
     journal: Option<journal::Journal>,
+    /// The DTLS listener's peers, when it is enabled.
+    dtls: Option<Box<DtlsServer>>,
+    /// Plaintext of the DTLS datagram being handled.
+    app: AppData,
+    /// How the datagram being handled arrived; replies go back the same way.
+    link: Link,
+    /// Keys the hash of endpoint names that DTLS identities are compared by; the same on
+    /// every shard of a node.
+    identity_hasher: ahash::RandomState,
     stats: ShardStats,
 }
 
@@ -396,6 +447,10 @@ impl Shard {
             json: Vec::with_capacity(1024),
             values: Vec::with_capacity(16),
             journal: None,
+            dtls: None,
+            app: AppData::default(),
+            link: Link::Udp,
+            identity_hasher: identity_hasher(),
             stats: ShardStats::default(),
             cfg,
         }
@@ -418,7 +473,48 @@ impl Shard {
 
     /// Handles one datagram received on this shard's socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        self.dispatch(now, from, self.cfg.shard, 0, data);
+        self.dispatch(now, from, self.cfg.shard, 0, Link::Udp, data);
+    }
+
+    /// Turns on the DTLS listener's peer table: datagrams of the DTLS socket go to
+    /// [`Shard::handle_secure_datagram`]. The server must hash identities with
+    /// [`Shard::identity_hasher`].
+    pub fn enable_dtls(&mut self, server: DtlsServer) {
+        self.dtls = Some(Box::new(server));
+    }
+
+    /// The keys DTLS identities are hashed with on this node (see [`Origin::identity`]).
+    pub fn identity_hasher(&self) -> ahash::RandomState {
+        self.identity_hasher.clone()
+    }
+
+    /// Counters of the DTLS listener, when it is enabled.
+    pub fn dtls_stats(&self) -> Option<&DtlsStats> {
+        self.dtls.as_deref().map(DtlsServer::stats)
+    }
+
+    /// Established DTLS sessions on this shard.
+    pub fn dtls_sessions(&self) -> usize {
+        self.dtls.as_deref().map_or(0, DtlsServer::sessions)
+    }
+
+    /// Handles one datagram received on this shard's DTLS socket: a handshake step, or
+    /// records whose plaintext is handled like a plain datagram, with its identity.
+    pub fn handle_secure_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let Some(dtls) = self.dtls.as_deref_mut() else {
+            return;
+        };
+        let mut app = std::mem::take(&mut self.app);
+        if let Some(origin) = dtls.handle_datagram(now, from, data, &mut app) {
+            let link = Link::Dtls {
+                shard: self.cfg.shard,
+                origin,
+            };
+            for record in app.records() {
+                self.dispatch(now, from, self.cfg.shard, 0, link, record);
+            }
+        }
+        self.app = app;
     }
 
     /// Drops a datagram from `from` that arrived truncated because it was longer than the
@@ -441,8 +537,10 @@ impl Shard {
                 arrived_on,
                 hops,
                 received: _,
+                link,
                 data,
-            } => self.dispatch(now, from, arrived_on, hops, &data),
+            } => self.dispatch(now, from, arrived_on, hops, link, &data),
+            Handoff::Seal { dest, data } => self.seal(dest, &data),
             Handoff::Adopt(m) => self.adopt(now, *m),
             Handoff::Moved { location, owner } => {
                 if owner == self.cfg.shard {
@@ -485,6 +583,9 @@ impl Shard {
             self.remove_endpoint(now, location, Event::Expired, true);
         }
         self.handle_retransmit(now);
+        if let Some(dtls) = self.dtls.as_deref_mut() {
+            dtls.handle_timeout(now);
+        }
         if now >= self.next_housekeeping {
             self.dedup.expire(now);
             self.blocks.expire(now);
@@ -500,7 +601,8 @@ impl Shard {
             .peek()
             .map(|Reverse((at, _))| self.epoch + Duration::from_secs(u64::from(*at)));
         let next_retransmit = self.retransmit.peek().map(|Reverse((at, _, _))| *at);
-        [next_expiry, next_retransmit]
+        let next_dtls = self.dtls.as_deref().and_then(DtlsServer::poll_timeout);
+        [next_expiry, next_retransmit, next_dtls]
             .into_iter()
             .flatten()
             .chain([self.next_housekeeping])
@@ -519,6 +621,21 @@ impl Shard {
     /// Datagrams queued and not yet drained.
     pub fn pending_transmits(&self) -> usize {
         self.tx_list.len()
+    }
+
+    /// Hands every queued DTLS datagram (records and handshake flights) to `send` and
+    /// forgets them.
+    pub fn drain_secure_transmits(&mut self, send: impl FnMut(SocketAddr, &[u8])) {
+        if let Some(dtls) = self.dtls.as_deref_mut() {
+            dtls.drain_transmits(send);
+        }
+    }
+
+    /// DTLS datagrams queued and not yet drained.
+    pub fn pending_secure_transmits(&self) -> usize {
+        self.dtls
+            .as_deref()
+            .map_or(0, DtlsServer::pending_transmits)
     }
 
     /// Hands every queued MQTT message to `publish`, oldest first, and forgets them. The
@@ -549,9 +666,11 @@ impl Shard {
         from: SocketAddr,
         arrived_on: usize,
         hops: u8,
+        link: Link,
         data: &[u8],
     ) {
         self.stats.datagrams += 1;
+        self.link = link;
         let msg = match Message::parse(data) {
             Ok(msg) => msg,
             Err(e) => {
@@ -637,7 +756,57 @@ impl Shard {
     fn queue_empty(&mut self, dest: SocketAddr, ty: MessageType, mid: u16) {
         let start = self.tx.len();
         write_empty(&mut self.tx, ty, mid);
-        self.tx_list.push((dest, start, self.tx.len() - start));
+        self.commit_reply(dest, start);
+    }
+
+    /// Sends the message written at `tx[start..]` to `dest` the way the datagram being
+    /// handled arrived.
+    fn commit_reply(&mut self, dest: SocketAddr, start: usize) {
+        match self.link {
+            Link::Udp => self.commit(dest, start, Security::None),
+            Link::Dtls { shard, origin } => {
+                if shard == self.cfg.shard {
+                    self.commit(dest, start, origin.security);
+                } else {
+                    let data = self.tx[start..].to_vec();
+                    self.tx.truncate(start);
+                    self.handoffs
+                        .push_back((shard, Handoff::Seal { dest, data }));
+                }
+            }
+        }
+    }
+
+    /// Sends the message written at `tx[start..]` to `dest`: as a plain datagram, or
+    /// sealed into this shard's DTLS session with `dest` for a secure endpoint.
+    fn commit(&mut self, dest: SocketAddr, start: usize, security: Security) {
+        if security == Security::None {
+            self.tx_list.push((dest, start, self.tx.len() - start));
+            return;
+        }
+        if let Some(dtls) = self.dtls.as_deref_mut() {
+            dtls.seal(dest, &self.tx[start..]);
+        }
+        self.tx.truncate(start);
+    }
+
+    /// Seals a message another shard wrote for a DTLS peer of this shard.
+    fn seal(&mut self, dest: SocketAddr, data: &[u8]) {
+        if let Some(dtls) = self.dtls.as_deref_mut() {
+            dtls.seal(dest, data);
+        }
+    }
+
+    /// Whether the datagram being handled may act for an endpoint registered with
+    /// `security` under the name `ep`: the same kind of link, and over DTLS the identity
+    /// bound to that name.
+    fn link_may_act_for(&self, security: Security, ep: &str) -> bool {
+        match self.link {
+            Link::Udp => security == Security::None,
+            Link::Dtls { origin, .. } => {
+                origin.security == security && origin.identity == self.identity_hasher.hash_one(ep)
+            }
+        }
     }
 
     /// Queues the response to `req` (piggybacked on the ACK for a CON) and records it in
@@ -665,11 +834,15 @@ impl Shard {
         }
         w.finish();
         let len = self.tx.len() - start;
-        self.tx_list.push((to, start, len));
         if req.ty() == MessageType::Con {
-            self.dedup
-                .record_response(to, req.mid(), &self.tx[start..start + len]);
+            self.dedup.record_response(
+                to,
+                self.link != Link::Udp,
+                req.mid(),
+                &self.tx[start..start + len],
+            );
         }
+        self.commit_reply(to, start);
     }
 
     fn forward(
@@ -689,6 +862,7 @@ impl Shard {
                 arrived_on,
                 hops: hops + 1,
                 received: now,
+                link: self.link,
                 data: data.to_vec(),
             },
         ));
@@ -726,19 +900,38 @@ impl Shard {
         if req.ty() != MessageType::Con {
             return false;
         }
-        match self.dedup.check(now, from, req.mid()) {
+        match self
+            .dedup
+            .check(now, from, self.link != Link::Udp, req.mid())
+        {
             Dedup::New => false,
             Dedup::Duplicate(cached) => {
                 self.stats.duplicates += 1;
                 if let Some(bytes) = cached {
                     let start = self.tx.len();
                     self.tx.extend_from_slice(bytes);
-                    self.tx_list.push((from, start, bytes.len()));
+                    self.commit_reply(from, start);
                 }
                 true
             }
         }
     }
+}
+
+/// The keys of the hash DTLS identities are compared by: drawn once per process, so every
+/// shard computes the same hash of a name, and nobody outside can aim for a collision.
+fn identity_hasher() -> ahash::RandomState {
+    static KEYS: std::sync::OnceLock<[u64; 4]> = std::sync::OnceLock::new();
+    let k = KEYS.get_or_init(|| {
+        let seed = os_seed();
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&seed[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        [word(0), word(1), word(2), word(3)]
+    });
+    ahash::RandomState::with_seeds(k[0], k[1], k[2], k[3])
 }
 
 /// Which translator a message goes out on.

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    directory_shard, home_shard, Endpoint, Handoff, Location, Migrating, Response, Shard,
+    directory_shard, home_shard, Endpoint, Handoff, Link, Location, Migrating, Response, Shard,
     TopicKind, MAX_HOPS,
 };
 use crate::coap::{Block, BlockProgress, Code, Message, MessageType, EXCHANGE_LIFETIME};
 use crate::config::UpdatePublishCondition;
+use crate::dtls::Security;
 use crate::lwm2m::{parse_query, Registration, RegistrationError};
 use crate::translate::{Event, RegMsgType};
 
@@ -76,6 +77,12 @@ impl Shard {
                     if self.endpoints.contains_key(&location) {
                         if self.check_duplicate(now, from, msg) {
                             return;
+                        }
+                        if !self.may_act_for(location) {
+                            // Only the identity that registered may update, deregister
+                            // or rebind a registration made over DTLS.
+                            self.stats.forbidden += 1;
+                            return self.respond(from, msg, Response::code(Code::FORBIDDEN));
                         }
                         return self.registration_request(now, from, arrived_on, msg, location);
                     }
@@ -200,6 +207,18 @@ impl Shard {
                 return self.respond(from, msg, Response::code(error_code(msg, &e)));
             }
         };
+        if !self.may_register(&registration.ep) {
+            self.stats.forbidden += 1;
+            self.log_peer_error(
+                now,
+                from,
+                &format_args!(
+                    "Register of {:?} refused: not its identity",
+                    &*registration.ep
+                ),
+            );
+            return self.respond(from, msg, Response::code(Code::FORBIDDEN));
+        }
         let replacing = self.endpoints.by_name(&registration.ep);
         if let Some(old) = replacing.filter(|&old| self.is_retransmission(now, from, msg, old)) {
             // The exchange cache already forgot this Register: answer it again rather
@@ -230,7 +249,13 @@ impl Shard {
         let name = registration.ep.clone();
 
         self.json.clear();
-        crate::translate::write_register(&mut self.json, RegMsgType::Register, &registration);
+        let security = self.link.security();
+        crate::translate::write_register(
+            &mut self.json,
+            RegMsgType::Register,
+            &registration,
+            security,
+        );
         self.publish(TopicKind::Register, &name, from);
 
         self.endpoints.insert(
@@ -243,6 +268,7 @@ impl Shard {
                 expires,
                 registered: self.secs_signed(now),
                 register_mid: msg.mid(),
+                security,
                 downlink: None,
             },
         );
@@ -329,7 +355,12 @@ impl Shard {
         };
         if publish_update {
             self.json.clear();
-            crate::translate::write_register(&mut self.json, RegMsgType::Update, &ep.registration);
+            crate::translate::write_register(
+                &mut self.json,
+                RegMsgType::Update,
+                &ep.registration,
+                ep.security,
+            );
         }
         let name = ep.registration.ep.clone();
         let expires = self.deadline(now, lifetime);
@@ -361,6 +392,27 @@ impl Shard {
         }
     }
 
+    /// Whether the datagram being handled may act for the endpoint of `location`.
+    pub(super) fn may_act_for(&self, location: Location) -> bool {
+        self.endpoints
+            .get(&location)
+            .is_some_and(|ep| self.link_may_act_for(ep.security, &ep.registration.ep))
+    }
+
+    /// Whether the datagram being handled may register `ep`: over DTLS only as the name its
+    /// identity is bound to; over plain UDP not while a DTLS registration holds the name
+    /// on this shard.
+    fn may_register(&self, ep: &str) -> bool {
+        match self.link {
+            Link::Udp => self
+                .endpoints
+                .by_name(ep)
+                .and_then(|l| self.endpoints.get(&l))
+                .is_none_or(|held| held.security == Security::None),
+            Link::Dtls { origin, .. } => origin.identity == self.identity_hasher.hash_one(ep),
+        }
+    }
+
     /// Moves an endpoint to the shard its datagrams now arrive on.
     fn migrate(&mut self, now: Instant, location: Location, to: usize) {
         let Some(ep) = self.endpoints.remove(location) else {
@@ -380,6 +432,7 @@ impl Shard {
             register_mid: ep.register_mid,
             registration: ep.registration,
             addr: ep.addr,
+            security: ep.security,
             downlink: ep.downlink,
         };
         self.handoffs.push_back((to, Handoff::Adopt(Box::new(m))));
@@ -435,6 +488,7 @@ impl Shard {
                 expires,
                 registered: self.secs_signed(m.registered),
                 register_mid: m.register_mid,
+                security: m.security,
                 downlink: m.downlink,
             },
         );

@@ -36,6 +36,8 @@ pub(super) struct Node {
     pub(super) now: Instant,
     /// Datagrams sent, with the shard that sent them.
     pub(super) sent: Vec<(usize, SocketAddr, Vec<u8>)>,
+    /// DTLS datagrams sent, with the shard that sent them.
+    pub(super) secure_sent: Vec<(usize, SocketAddr, Vec<u8>)>,
     published: Vec<Publish>,
 }
 
@@ -52,6 +54,7 @@ impl Node {
             shards,
             now,
             sent: Vec::new(),
+            secure_sent: Vec::new(),
             published: Vec::new(),
         }
     }
@@ -77,6 +80,8 @@ impl Node {
             for (i, s) in self.shards.iter_mut().enumerate() {
                 let sent = &mut self.sent;
                 s.drain_transmits(|to, d| sent.push((i, to, d.to_vec())));
+                let secure = &mut self.secure_sent;
+                s.drain_secure_transmits(|to, d| secure.push((i, to, d.to_vec())));
                 while let Some(p) = s.poll_publish() {
                     self.published.push(p);
                 }

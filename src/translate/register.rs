@@ -2,6 +2,7 @@
 //! (SPEC §5).
 
 use super::json::ObjectWriter;
+use crate::dtls::Security;
 use crate::lwm2m::registration::{is_secret_param, Registration};
 
 /// Which registration message is published.
@@ -50,7 +51,15 @@ impl Event {
 
 /// `data` keys written from dedicated fields; a device parameter of the same name is
 /// skipped so that no key appears twice.
-const RESERVED_KEYS: [&str; 6] = ["ep", "lt", "lwm2m", "b", "alternatePath", "objectList"];
+const RESERVED_KEYS: [&str; 7] = [
+    "ep",
+    "lt",
+    "lwm2m",
+    "b",
+    "alternatePath",
+    "objectList",
+    "security",
+];
 
 /// Appends a `register` or `update` message for `reg` to `out`:
 /// `{"msgType":"register","data":{"ep":"ep1","lt":300,"lwm2m":"1.1","b":"U",...}}`.
@@ -58,7 +67,12 @@ const RESERVED_KEYS: [&str; 6] = ["ep", "lt", "lwm2m", "b", "alternatePath", "ob
 /// `data` holds every query parameter as a string except secrets, `lt` as a number, the
 /// version and binding always, and `alternatePath`/`objectList` when the device sent an
 /// object list. For an Update, `reg` is the registration after the Update was applied.
-pub fn write_register(out: &mut Vec<u8>, msg_type: RegMsgType, reg: &Registration) {
+pub fn write_register(
+    out: &mut Vec<u8>,
+    msg_type: RegMsgType,
+    reg: &Registration,
+    security: Security,
+) {
     let mut msg = ObjectWriter::begin(out);
     msg.str("msgType", msg_type.as_str());
     let mut data = ObjectWriter::begin(msg.key("data"));
@@ -75,6 +89,7 @@ pub fn write_register(out: &mut Vec<u8>, msg_type: RegMsgType, reg: &Registratio
         data.str("alternatePath", &list.alternate_path);
         data.str_array("objectList", list.links.iter().map(|l| l.path.as_str()));
     }
+    data.str("security", security.as_str());
     data.end();
     msg.end();
 }
@@ -102,7 +117,7 @@ mod tests {
 
     fn written(msg_type: RegMsgType, reg: &Registration) -> (String, Value) {
         let mut out = Vec::new();
-        write_register(&mut out, msg_type, reg);
+        write_register(&mut out, msg_type, reg, Security::None);
         let text = String::from_utf8(out).expect("utf-8");
         let value = serde_json::from_str(&text).expect("valid JSON");
         (text, value)
@@ -130,7 +145,7 @@ mod tests {
         let (text, v) = written(RegMsgType::Register, &reg);
         assert_eq!(
             text,
-            r#"{"msgType":"register","data":{"ep":"peer-ep1","lt":300,"lwm2m":"1.1","b":"U","alternatePath":"/","objectList":["/1","/1/0","/2/0","/3/0","/4/0","/5/0","/6/0","/7/0","/31024","/31024/10","/31024/11","/31024/12"]}}"#
+            r#"{"msgType":"register","data":{"ep":"peer-ep1","lt":300,"lwm2m":"1.1","b":"U","alternatePath":"/","objectList":["/1","/1/0","/2/0","/3/0","/4/0","/5/0","/6/0","/7/0","/31024","/31024/10","/31024/11","/31024/12"],"security":"none"}}"#
         );
         assert_key_types(&v);
     }
@@ -145,7 +160,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"msgType":"register","data":{"ep":"anjay-ep1","lt":300,"lwm2m":"1.2","b":"U",
-                "alternatePath":"/","objectList":["/1/1","/2","/3/0","/10","/3303/0"]}})
+                "alternatePath":"/","objectList":["/1/1","/2","/3/0","/10","/3303/0"],"security":"none"}})
         );
         assert_key_types(&v);
     }
@@ -166,13 +181,14 @@ mod tests {
                 "apn=iot.psm",
                 "Q",
                 "objectList=x",
+                "security=psk",
             ],
             None,
         );
         let (text, v) = written(RegMsgType::Register, &reg);
         assert_eq!(
             text,
-            r#"{"msgType":"register","data":{"ep":"e","lt":60,"lwm2m":"1.0","b":"U","sms":"+4912","apn":"iot.psm","Q":""}}"#
+            r#"{"msgType":"register","data":{"ep":"e","lt":60,"lwm2m":"1.0","b":"U","sms":"+4912","apn":"iot.psm","Q":"","security":"none"}}"#
         );
         assert_key_types(&v);
     }
@@ -187,7 +203,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"msgType":"update","data":{"ep":"e","lt":120,"lwm2m":"1.1","b":"UQ","sms":"2",
-                "alternatePath":"/","objectList":["/3/0"]}})
+                "alternatePath":"/","objectList":["/3/0"],"security":"none"}})
         );
     }
 
@@ -268,7 +284,7 @@ mod tests {
                     }
                 }
                 let mut out = Vec::new();
-                write_register(&mut out, RegMsgType::Update, &reg);
+                write_register(&mut out, RegMsgType::Update, &reg, Security::None);
                 let v: Value = serde_json::from_slice(&out).expect("valid JSON");
                 prop_assert_eq!(v["data"]["ep"].as_str(), Some(ep.as_str()));
                 let data = serde_json::to_string(&v["data"]).expect("data");
