@@ -60,11 +60,12 @@ const DTLS_CTRL_GET_TIMEOUT: libc::c_int = 73;
 const DTLS_CTRL_HANDLE_TIMEOUT: libc::c_int = 74;
 
 /// `DTLS_timer_cb`: given the current timeout in µs (0 = the first), returns the next.
-type DtlsTimerCb = unsafe extern "C" fn(*mut openssl_sys::SSL, c_uint) -> c_uint;
+type DtlsTimerCb = unsafe extern "C" fn(*mut openssl_sys::SSL, libc::c_uint) -> libc::c_uint;
 
 extern "C" {
     /// OpenSSL ≥ 1.1.1: replaces the 1 s-then-double retransmission schedule of one `SSL`.
-    fn DTLS_set_timer_cb(s: *mut openssl_sys::SSL, cb: DtlsTimerCb);
+    /// Declared as `server.rs` declares it (one symbol, one signature).
+    fn DTLS_set_timer_cb(s: *mut openssl_sys::SSL, cb: Option<DtlsTimerCb>);
 }
 
 /// Knobs of a [`ClientConfig`]; `Default` is what a device would use.
@@ -372,7 +373,7 @@ impl DtlsClient {
         );
         ssl.set_mtu(config.options.mtu)?;
         // SAFETY: a live SSL and a callback with DTLS_timer_cb's signature.
-        unsafe { DTLS_set_timer_cb(ssl.as_ptr(), timer_cb) };
+        unsafe { DTLS_set_timer_cb(ssl.as_ptr(), Some(timer_cb)) };
         if let Some(s) = resume {
             if s.config != config.id {
                 return Err(ClientError::ForeignSession);
