@@ -194,8 +194,9 @@ impl Peers {
             let Some(client) = slot.client.as_mut() else {
                 continue;
             };
+            let was_established = client.is_established();
             client.handle_timeout();
-            let event = self.event(j, false, now);
+            let event = self.event(j, was_established, now);
             self.arm(j, now);
             each(self, j, event);
         }
@@ -219,6 +220,8 @@ impl Peers {
     fn arm(&mut self, j: u32, now: u64) {
         let slot = &mut self.slots[j as usize];
         let Some(wait) = slot.client.as_ref().and_then(DtlsClient::poll_timeout) else {
+            // No flight awaits an answer: a deadline still queued is stale.
+            slot.timer_at = 0;
             return;
         };
         let at = now + wait.as_nanos() as u64;

@@ -264,3 +264,51 @@ fn register_storm_over_dtls_handshakes_then_registers() {
     assert!(s["metrics"]["dtls_handshake"]["count"].as_u64() == Some(30));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_handshake_finishes_once_and_its_stale_timer_stays_quiet() {
+    let stats = Arc::new(Stats::default());
+    let ctx = TestGateway::context(&stats);
+    let mut ssl = Ssl::new(&ctx).expect("ssl");
+    ssl.set_mtu(1280).expect("mtu");
+    ssl.set_accept_state();
+    let mut server = SslStream::new(ssl, DatagramPipe::default()).expect("stream");
+    let options = lwm2m_gateway::dtls::client::ClientOptions {
+        initial_timeout: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let config = Arc::new(ClientConfig::psk(&options).expect("config"));
+    let mut peers = Peers::new(config, "t", 1);
+    peers.start(0, 0, 0, 0, None).expect("start");
+    let mut events = Vec::new();
+    for _ in 0..10 {
+        peers
+            .drain(0, |d| {
+                server.get_mut().push_inbound(d);
+                let _ = server.do_handshake();
+                Ok(())
+            })
+            .expect("drain");
+        while let Some(d) = server.get_mut().pop_outbound() {
+            events.push(peers.handle(0, &d, 1_000));
+        }
+    }
+    let established: Vec<_> = events.iter().filter(|e| **e != Event::None).collect();
+    assert_eq!(
+        established,
+        [&Event::Established {
+            latency_ns: 1_000,
+            resumed: false
+        }]
+    );
+    assert!(peers.established(0).is_some());
+    assert_eq!(
+        peers.next_timeout().map(|_| ()),
+        Some(()),
+        "a stale deadline"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let mut fired = Vec::new();
+    peers.handle_timeouts(u64::MAX, |_, j, e| fired.push((j, e)));
+    assert!(fired.is_empty(), "{fired:?}");
+}
