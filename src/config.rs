@@ -372,9 +372,11 @@ fn dtls_rules(dtls: &DtlsListenerConfig, udp: &UdpListenerConfig) -> Result<(), 
         ));
     }
     // With SO_REUSEPORT the two listeners could bind the same port and share its
-    // datagrams, so a wildcard address overlaps every address on its port.
+    // datagrams, so a wildcard address overlaps every address on its port. Port 0 asks
+    // the OS for a free port each, which never collide.
     let (d, u) = (dtls.bind, udp.bind);
     if d.port() == u.port()
+        && d.port() != 0
         && (d.ip() == u.ip() || d.ip().is_unspecified() || u.ip().is_unspecified())
     {
         return Err(invalid(

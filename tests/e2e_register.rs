@@ -164,7 +164,8 @@ fn captured_wakaama_register_over_real_udp() {
         got[0].json,
         serde_json::json!({"msgType":"register","data":{
             "ep":"peer-ep1","lt":300,"lwm2m":"1.1","b":"U","alternatePath":"/",
-            "objectList":["/1","/1/0","/2/0","/3/0","/4/0","/5/0","/6/0","/7/0","/31024","/31024/10","/31024/11","/31024/12"]}})
+            "objectList":["/1","/1/0","/2/0","/3/0","/4/0","/5/0","/6/0","/7/0","/31024","/31024/10","/31024/11","/31024/12"],
+            "security":"none"}})
     );
     let (code, _) = dev.request(Code::DELETE, &["rd", &loc[1]], &[], b"");
     assert_eq!(code, Code::DELETED);

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use super::ffi::{DTLS_set_timer_cb, DTLS_CTRL_GET_TIMEOUT, DTLS_CTRL_HANDLE_TIMEOUT};
 use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
@@ -53,20 +54,6 @@ const MAX_TIMEOUT_US: u64 = 60_000_000;
 pub const DEFAULT_MAX_RETRANSMITS: u32 = 6;
 /// Largest DTLS record plaintext (2^14), the most one `recv` returns.
 pub const MAX_PLAINTEXT: usize = 16_384;
-
-/// OpenSSL's `DTLS_CTRL_GET_TIMEOUT`: `DTLSv1_get_timeout` is this `SSL_ctrl`.
-const DTLS_CTRL_GET_TIMEOUT: libc::c_int = 73;
-/// OpenSSL's `DTLS_CTRL_HANDLE_TIMEOUT`: `DTLSv1_handle_timeout` is this `SSL_ctrl`.
-const DTLS_CTRL_HANDLE_TIMEOUT: libc::c_int = 74;
-
-/// `DTLS_timer_cb`: given the current timeout in µs (0 = the first), returns the next.
-type DtlsTimerCb = unsafe extern "C" fn(*mut openssl_sys::SSL, libc::c_uint) -> libc::c_uint;
-
-extern "C" {
-    /// OpenSSL ≥ 1.1.1: replaces the 1 s-then-double retransmission schedule of one `SSL`.
-    /// Declared as `server.rs` declares it (one symbol, one signature).
-    fn DTLS_set_timer_cb(s: *mut openssl_sys::SSL, cb: Option<DtlsTimerCb>);
-}
 
 /// Knobs of a [`ClientConfig`]; `Default` is what a device would use.
 #[derive(Debug, Clone)]
@@ -373,7 +360,7 @@ impl DtlsClient {
         );
         ssl.set_mtu(config.options.mtu)?;
         // SAFETY: a live SSL and a callback with DTLS_timer_cb's signature.
-        unsafe { DTLS_set_timer_cb(ssl.as_ptr(), Some(timer_cb)) };
+        unsafe { DTLS_set_timer_cb(ssl.as_ptr(), timer_cb) };
         if let Some(s) = resume {
             if s.config != config.id {
                 return Err(ClientError::ForeignSession);

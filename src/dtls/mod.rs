@@ -9,12 +9,19 @@
 //! * [`cookie`]: stateless HelloVerifyRequest cookies.
 //! * [`server`]: one shard's peer table: cookies, handshakes, sessions and their identity.
 //! * [`client`]: a sans-IO DTLS client over that pipe, for loadgen and the tests.
+//! * [`record`]: checked view of DTLS 1.2 records, several to a datagram.
+//! * [`hello`]: the plaintext ServerHello: suite, encrypt-then-MAC, extended master secret, CID.
+//! * [`protect`]: an established session's record layer without OpenSSL: keys, replay window, AEAD and CBC records.
 
 pub mod client;
 pub mod cookie;
 pub mod credentials;
+mod ffi;
+pub mod hello;
 pub mod pipe;
 pub mod pki;
+pub mod protect;
+pub mod record;
 pub mod server;
 #[cfg(test)]
 mod server_tests;

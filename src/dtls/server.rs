@@ -31,7 +31,14 @@ use openssl::ex_data::Index;
 use openssl::ssl::{ErrorCode, Ssl, SslContext, SslRef, SslStream};
 
 use super::cookie::CookieJar;
+use super::ffi::{
+    BIO_ADDR_free, BIO_ADDR_new, BioAddr, DTLS_set_timer_cb, DTLSv1_listen, DTLS_CTRL_GET_TIMEOUT,
+    DTLS_CTRL_HANDLE_TIMEOUT,
+};
+use super::hello::ServerHello;
 use super::pipe::DatagramPipe;
+use super::protect::{EstablishedSession, RecordProtection, Suite, MASTER_SECRET_LEN, RANDOM_LEN};
+use super::record::{records, ContentType};
 use super::Security;
 
 /// Handshakes in progress per shard (each holds an OpenSSL `SSL` object of tens of KiB).
@@ -46,37 +53,12 @@ const MAX_PLAINTEXT: usize = 2048;
 /// so a flight with a certificate chain is fragmented rather than dropped.
 const HANDSHAKE_MTU: u32 = 1280;
 
-/// Smallest protected fragment of the supported suites: CCM_8's 8-byte explicit nonce and
-/// 8-byte tag (GCM and CBC need more).
-const MIN_PROTECTED: usize = 16;
-
 /// DTLS record header length (RFC 6347 §4.1).
 const RECORD_HEADER: usize = 13;
 /// DTLS handshake message header length (RFC 6347 §4.2.2).
 const HANDSHAKE_HEADER: usize = 12;
 const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
-
-/// Timer commands of `SSL_ctrl` (the `DTLSv1_get_timeout` / `DTLSv1_handle_timeout`
-/// macros of `ssl.h`).
-const DTLS_CTRL_GET_TIMEOUT: libc::c_int = 73;
-const DTLS_CTRL_HANDLE_TIMEOUT: libc::c_int = 74;
-
-/// OpenSSL's opaque `BIO_ADDR`.
-#[repr(C)]
-struct BioAddr {
-    _opaque: [u8; 0],
-}
-
-extern "C" {
-    fn DTLSv1_listen(s: *mut openssl_sys::SSL, client: *mut BioAddr) -> libc::c_int;
-    fn BIO_ADDR_new() -> *mut BioAddr;
-    fn BIO_ADDR_free(addr: *mut BioAddr);
-    fn DTLS_set_timer_cb(
-        s: *mut openssl_sys::SSL,
-        cb: Option<unsafe extern "C" fn(*mut openssl_sys::SSL, libc::c_uint) -> libc::c_uint>,
-    );
-}
 
 /// Longest wait between retransmissions of a handshake flight (RFC 6347 §4.2.4.1).
 const RETRANSMIT_MAX_US: u32 = 60_000_000;
@@ -211,12 +193,56 @@ enum PeerState {
         stream: SslStream<DatagramPipe>,
         /// The handshake is dropped at this instant if not complete.
         give_up: Instant,
+        /// What the server's own datagrams showed of the session so far.
+        track: Box<HandshakeTrack>,
     },
-    Established {
-        stream: SslStream<DatagramPipe>,
-        origin: Origin,
-    },
+    /// OpenSSL is gone; only the record layer's state stays (see [`Established`]).
+    Established(Established),
 }
+
+/// An established session: keys, sequence numbers and replay window, a few hundred bytes
+/// instead of an OpenSSL `SSL` object's tens of KiB.
+struct Established {
+    records: RecordProtection,
+    origin: Origin,
+    /// The server's last handshake flight, until the client's first application record
+    /// shows it arrived: if the client repeats its own last flight, the server's was lost
+    /// and is sent again, as OpenSSL would have.
+    final_flight: Option<Box<[u8]>>,
+    /// Lengths of the datagrams in `final_flight`.
+    final_lens: Box<[u16]>,
+}
+
+/// What the server's own handshake datagrams tell: the suite and encrypt-then-MAC from
+/// its ServerHello, the next sequence number of epoch 1, and the flight written last.
+#[derive(Default)]
+struct HandshakeTrack {
+    suite: Option<Suite>,
+    encrypt_then_mac: bool,
+    next_write_sequence: u64,
+    flight: Vec<Vec<u8>>,
+}
+
+impl HandshakeTrack {
+    /// Notes one datagram the server sent.
+    fn sent(&mut self, datagram: &[u8]) {
+        if self.suite.is_none() {
+            if let Ok(hello) = ServerHello::find(datagram) {
+                self.suite = Suite::from_id(hello.cipher_suite);
+                self.encrypt_then_mac = hello.encrypt_then_mac;
+            }
+        }
+        for record in records(datagram).flatten() {
+            if record.epoch() == 1 {
+                self.next_write_sequence = self.next_write_sequence.max(record.sequence() + 1);
+            }
+        }
+    }
+}
+
+/// Bytes an established, idle session costs in the peer table beyond its entry's key:
+/// checked by a test, since it decides how many DTLS devices a node holds.
+pub const ESTABLISHED_SIZE: usize = std::mem::size_of::<Peer>();
 
 /// One shard's DTLS server; see the module documentation.
 pub struct DtlsServer {
@@ -231,6 +257,8 @@ pub struct DtlsServer {
     tx: Vec<u8>,
     tx_list: Vec<(SocketAddr, usize, usize)>,
     scratch: Box<[u8; MAX_PLAINTEXT]>,
+    /// Plaintext of the record being opened.
+    plain: Vec<u8>,
     bio_addr: *mut BioAddr,
     stats: DtlsStats,
 }
@@ -328,6 +356,7 @@ impl DtlsServer {
             tx: Vec::with_capacity(16 * 1024),
             tx_list: Vec::with_capacity(64),
             scratch: Box::new([0u8; MAX_PLAINTEXT]),
+            plain: Vec::with_capacity(MAX_PLAINTEXT),
             bio_addr,
             stats: DtlsStats::default(),
         };
@@ -360,7 +389,7 @@ impl DtlsServer {
         matches!(
             self.peers.get(&peer),
             Some(Peer {
-                state: PeerState::Established { .. },
+                state: PeerState::Established(_),
                 ..
             })
         )
@@ -381,7 +410,7 @@ impl DtlsServer {
             RetransmitInitial(initial.clamp(1, RETRANSMIT_MAX_US)),
         );
         // SAFETY: a valid SSL, and a callback that only reads its ex-data.
-        unsafe { DTLS_set_timer_cb(ssl.as_ptr(), Some(retransmit_timer)) };
+        unsafe { DTLS_set_timer_cb(ssl.as_ptr(), retransmit_timer) };
         SslStream::new(ssl, DatagramPipe::default())
     }
 
@@ -415,10 +444,10 @@ impl DtlsServer {
                     return None;
                 }
                 stream.get_mut().push_inbound(data);
-                self.advance_handshake(now, from);
-                None
+                self.advance_handshake(now, from, app);
+                self.origin_of(from).filter(|_| !app.ends.is_empty())
             }
-            PeerState::Established { stream, origin } => {
+            PeerState::Established(session) => {
                 if hello.is_some() {
                     // A new handshake from the address of a session: the session ends only
                     // once the client proves the address with a valid cookie (RFC 6347
@@ -426,31 +455,63 @@ impl DtlsServer {
                     self.listen(now, from, data);
                     return None;
                 }
-                let origin = *origin;
-                if data.len() < RECORD_HEADER + MIN_PROTECTED {
-                    // Too short to be a protected record; OpenSSL would fail the session.
-                    self.stats.bad_records += 1;
-                    return None;
-                }
-                stream.get_mut().push_inbound(data);
-                loop {
-                    match stream.ssl_read(&mut self.scratch[..]) {
-                        Ok(n) => app.push(&self.scratch[..n]),
-                        Err(e) if e.code() == ErrorCode::WANT_READ => break,
-                        Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
-                            // close_notify: authenticated, so the session really ends.
-                            self.stats.closed += 1;
-                            self.drop_peer(from);
-                            break;
-                        }
+                let origin = session.origin;
+                let mut close = false;
+                let mut resend = false;
+                for record in records(data) {
+                    let Ok(record) = record else {
+                        self.stats.bad_records += 1;
+                        continue;
+                    };
+                    if record.epoch() == 0 {
+                        // The client repeating its last flight: ours did not arrive.
+                        resend |= record.content_type() == ContentType::HANDSHAKE
+                            || record.content_type() == ContentType::CHANGE_CIPHER_SPEC;
+                        continue;
+                    }
+                    self.plain.clear();
+                    let ty = match session.records.open(&record, &mut self.plain) {
+                        Ok(ty) => ty,
                         Err(e) => {
                             // Anyone can send a datagram with this peer's address: a record
                             // that does not authenticate is dropped and the session kept.
                             self.stats.bad_records += 1;
-                            tracing::debug!(%from, "DTLS record dropped: {e}");
-                            break;
+                            tracing::trace!(%from, "DTLS record dropped: {e}");
+                            continue;
+                        }
+                    };
+                    match ty {
+                        ContentType::APPLICATION_DATA => {
+                            session.final_flight = None;
+                            app.push(&self.plain);
+                        }
+                        ContentType::ALERT => {
+                            // close_notify (0) or any fatal alert (level 2) ends the session;
+                            // authenticated, so it really is the peer's.
+                            if self.plain.first() == Some(&2) || self.plain.get(1) == Some(&0) {
+                                close = true;
+                            }
+                        }
+                        // The client's Finished again: our last flight was lost.
+                        ContentType::HANDSHAKE => resend = true,
+                        _ => {}
+                    }
+                }
+                if resend {
+                    if let Some(flight) = &session.final_flight {
+                        let mut at = 0;
+                        for &len in session.final_lens.iter() {
+                            let d = &flight[at..at + usize::from(len)];
+                            at += usize::from(len);
+                            let start = self.tx.len();
+                            self.tx.extend_from_slice(d);
+                            self.tx_list.push((from, start, d.len()));
                         }
                     }
+                }
+                if close {
+                    self.stats.closed += 1;
+                    self.drop_peer(from);
                 }
                 (!app.ends.is_empty()).then_some(origin)
             }
@@ -461,20 +522,25 @@ impl DtlsServer {
     /// no session with `to` is established.
     pub fn seal(&mut self, to: SocketAddr, plaintext: &[u8]) -> bool {
         let Some(Peer {
-            state: PeerState::Established { stream, .. },
+            state: PeerState::Established(session),
             ..
         }) = self.peers.get_mut(&to)
         else {
             self.stats.no_session += 1;
             return false;
         };
-        match stream.ssl_write(plaintext) {
-            Ok(_) => {
-                drain_into(stream, to, &mut self.tx, &mut self.tx_list);
+        let start = self.tx.len();
+        match session
+            .records
+            .seal(ContentType::APPLICATION_DATA, plaintext, &mut self.tx)
+        {
+            Ok(()) => {
+                self.tx_list.push((to, start, self.tx.len() - start));
                 true
             }
             Err(e) => {
-                tracing::debug!(%to, "DTLS write failed: {e}");
+                self.tx.truncate(start);
+                tracing::debug!(%to, "DTLS seal failed: {e}");
                 self.stats.no_session += 1;
                 false
             }
@@ -515,7 +581,11 @@ impl DtlsServer {
                 continue;
             }
             match &mut peer.state {
-                PeerState::Handshaking { stream, give_up } => {
+                PeerState::Handshaking {
+                    stream,
+                    give_up,
+                    track,
+                } => {
                     if now >= *give_up {
                         self.stats.handshakes_timed_out += 1;
                         self.drop_peer(addr);
@@ -530,10 +600,10 @@ impl DtlsServer {
                             std::ptr::null_mut(),
                         )
                     };
-                    drain_into(stream, addr, &mut self.tx, &mut self.tx_list);
+                    drain_handshake(stream, track, addr, &mut self.tx, &mut self.tx_list);
                     self.arm(now, addr);
                 }
-                PeerState::Established { .. } => {
+                PeerState::Established(_) => {
                     let idle_until = peer.last_seen + self.limits.session_idle;
                     if now >= idle_until {
                         self.stats.idle_evicted += 1;
@@ -609,35 +679,54 @@ impl DtlsServer {
                 state: PeerState::Handshaking {
                     stream: listener,
                     give_up: now + self.limits.handshake_timeout,
+                    track: Box::default(),
                 },
                 last_seen: now,
                 deadline: now,
             },
         );
-        self.advance_handshake(now, from);
+        let mut app = AppData::default();
+        self.advance_handshake(now, from, &mut app);
     }
 
     /// Runs the handshake of `addr` as far as its received datagrams allow.
-    fn advance_handshake(&mut self, now: Instant, addr: SocketAddr) {
+    fn advance_handshake(&mut self, now: Instant, addr: SocketAddr, app: &mut AppData) {
         let Some(mut peer) = self.peers.remove(&addr) else {
             return;
         };
         let PeerState::Handshaking {
             mut stream,
             give_up,
+            mut track,
         } = peer.state
         else {
             self.peers.insert(addr, peer);
             return;
         };
+        track.flight.clear();
         let result = stream.do_handshake();
-        drain_into(&mut stream, addr, &mut self.tx, &mut self.tx_list);
+        drain_handshake(
+            &mut stream,
+            &mut track,
+            addr,
+            &mut self.tx,
+            &mut self.tx_list,
+        );
         match result {
             Ok(()) => {
                 self.handshaking -= 1;
                 let Some(identity) = (self.identify)(stream.ssl()) else {
                     self.stats.handshakes_failed += 1;
                     tracing::debug!(%addr, "DTLS handshake done but the identity is not known");
+                    return;
+                };
+                // Application data that came with the client's last flight.
+                while let Ok(n) = stream.ssl_read(&mut self.scratch[..]) {
+                    app.push(&self.scratch[..n]);
+                }
+                let Some(records) = record_layer(stream.ssl(), &track) else {
+                    self.stats.handshakes_failed += 1;
+                    tracing::warn!(%addr, "DTLS session of an unsupported shape; dropped");
                     return;
                 };
                 if stream.ssl().session_reused() {
@@ -648,13 +737,24 @@ impl DtlsServer {
                     security: identity.security,
                     identity: self.hasher.hash_one(&*identity.endpoint),
                 };
-                peer.state = PeerState::Established { stream, origin };
+                let final_lens = track.flight.iter().map(|d| d.len() as u16).collect();
+                let final_flight = (!track.flight.is_empty()).then(|| track.flight.concat().into());
+                peer.state = PeerState::Established(Established {
+                    records,
+                    origin,
+                    final_flight,
+                    final_lens,
+                });
                 peer.deadline = now + self.limits.session_idle;
                 self.timers.push(Reverse((peer.deadline, addr)));
                 self.peers.insert(addr, peer);
             }
             Err(e) if e.code() == ErrorCode::WANT_READ => {
-                peer.state = PeerState::Handshaking { stream, give_up };
+                peer.state = PeerState::Handshaking {
+                    stream,
+                    give_up,
+                    track,
+                };
                 self.peers.insert(addr, peer);
                 self.arm(now, addr);
             }
@@ -671,7 +771,10 @@ impl DtlsServer {
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        let PeerState::Handshaking { stream, give_up } = &peer.state else {
+        let PeerState::Handshaking {
+            stream, give_up, ..
+        } = &peer.state
+        else {
             return;
         };
         let mut tv = libc::timeval {
@@ -696,12 +799,63 @@ impl DtlsServer {
         self.timers.push(Reverse((at, addr)));
     }
 
+    fn origin_of(&self, addr: SocketAddr) -> Option<Origin> {
+        match &self.peers.get(&addr)?.state {
+            PeerState::Established(s) => Some(s.origin),
+            PeerState::Handshaking { .. } => None,
+        }
+    }
+
     fn drop_peer(&mut self, addr: SocketAddr) {
         if let Some(peer) = self.peers.remove(&addr) {
             if matches!(peer.state, PeerState::Handshaking { .. }) {
                 self.handshaking -= 1;
             }
         }
+    }
+}
+
+/// The record layer of the session `ssl` just established, from its keys and what the
+/// server's datagrams showed; `None` for a suite the record layer does not implement.
+fn record_layer(ssl: &SslRef, track: &HandshakeTrack) -> Option<RecordProtection> {
+    let suite = track.suite?;
+    let session = ssl.session()?;
+    let mut master_secret = [0u8; MASTER_SECRET_LEN];
+    if session.master_key(&mut master_secret) != MASTER_SECRET_LEN {
+        return None;
+    }
+    let (mut client_random, mut server_random) = ([0u8; RANDOM_LEN], [0u8; RANDOM_LEN]);
+    ssl.client_random(&mut client_random);
+    ssl.server_random(&mut server_random);
+    let records = RecordProtection::server(&EstablishedSession {
+        suite,
+        encrypt_then_mac: track.encrypt_then_mac,
+        master_secret: &master_secret,
+        client_random: &client_random,
+        server_random: &server_random,
+        epoch: 1,
+        next_write_sequence: track.next_write_sequence,
+        last_read_sequence: None,
+    });
+    master_secret.fill(0);
+    Some(records)
+}
+
+/// Queues every datagram a handshaking `stream` wrote as a transmit to `dest`, noting
+/// each in `track`.
+fn drain_handshake(
+    stream: &mut SslStream<DatagramPipe>,
+    track: &mut HandshakeTrack,
+    dest: SocketAddr,
+    tx: &mut Vec<u8>,
+    tx_list: &mut Vec<(SocketAddr, usize, usize)>,
+) {
+    while let Some(d) = stream.get_mut().pop_outbound() {
+        track.sent(&d);
+        let start = tx.len();
+        tx.extend_from_slice(&d);
+        tx_list.push((dest, start, d.len()));
+        track.flight.push(d);
     }
 }
 

@@ -804,7 +804,10 @@ fn node_name() -> String {
 pub fn run(config: Config, mut on_hangup: impl FnMut()) -> anyhow::Result<()> {
     let signals = block_signals()?;
     let gateway = Gateway::start(config)?;
-    tracing::info!(udp = %gateway.udp_addr(), dtls = ?gateway.dtls_addr(), mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
+    let dtls = gateway
+        .dtls_addr()
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(udp = %gateway.udp_addr(), %dtls, mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
     let signal = loop {
         match wait_for(&signals)? {
             libc::SIGHUP => {

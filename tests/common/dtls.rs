@@ -191,7 +191,11 @@ impl DtlsConn {
         match self.socket.recv_from(&mut self.buf) {
             Ok((n, from)) if from == self.peer => self.client.handle_datagram(&self.buf[..n]),
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => return Err(e),
         }
         self.client.handle_timeout();

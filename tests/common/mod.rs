@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod dtls;
 pub mod process;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -17,12 +18,17 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 /// A configuration for tests: ephemeral ports, `shards` shards, the test broker.
 pub fn test_config(shards: usize) -> Config {
+    test_config_with(shards, "")
+}
+
+/// [`test_config`] with more TOML sections appended (keys not set there).
+pub fn test_config_with(shards: usize, sections: &str) -> Config {
     let mut extra = String::new();
     if let Ok(url) = std::env::var("LWM2M_TEST_BROKER") {
         extra = format!("broker = \"{url}\"\n");
     }
     let text = format!(
-        "[gateway]\nshards = {shards}\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\n{extra}embedded_bind = \"127.0.0.1:0\"\nkeep_alive = \"5s\"\nclient_id_prefix = \"{}\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n",
+        "[gateway]\nshards = {shards}\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\n{extra}embedded_bind = \"127.0.0.1:0\"\nkeep_alive = \"5s\"\nclient_id_prefix = \"{}\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n{sections}",
         client_id_prefix()
     );
     Config::from_toml(&text).expect("test config is valid")
