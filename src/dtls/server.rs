@@ -485,12 +485,12 @@ impl DtlsServer {
                             session.final_flight = None;
                             app.push(&self.plain);
                         }
-                        ContentType::ALERT => {
-                            // close_notify (0) or any fatal alert (level 2) ends the session;
-                            // authenticated, so it really is the peer's.
-                            if self.plain.first() == Some(&2) || self.plain.get(1) == Some(&0) {
-                                close = true;
-                            }
+                        // close_notify (0) or any fatal alert (level 2) ends the session;
+                        // authenticated, so it really is the peer's.
+                        ContentType::ALERT
+                            if self.plain.first() == Some(&2) || self.plain.get(1) == Some(&0) =>
+                        {
+                            close = true;
                         }
                         // The client's Finished again: our last flight was lost.
                         ContentType::HANDSHAKE => resend = true,
