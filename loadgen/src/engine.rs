@@ -9,12 +9,15 @@ use std::collections::BinaryHeap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use lwm2m_gateway::coap::{option, Code, Message, MessageType, MessageWriter};
+use lwm2m_gateway::dtls::client::ClientConfig;
 
 use crate::device::{self, Device, Format, Life, Pending, ResourcePath, Served};
+use crate::dtls::{Event, Peers};
 use crate::metrics::{Clock, Counter, Counters, Metric, Recorder};
 use crate::net::{device_index, device_ip, MultiSource};
 
@@ -27,6 +30,8 @@ const RECV_BATCH: usize = 256;
 /// Datagrams sent per loop turn before draining replies, so a sender that fell behind
 /// catches up without starving its own receive queue.
 const SEND_BATCH: usize = 256;
+/// Largest decrypted datagram a device reads: a CoAP message from the gateway fits.
+const MAX_DTLS_PLAINTEXT: usize = 4096;
 /// Longest idle wait, so stop requests and new phases are seen promptly.
 const MAX_IDLE: Duration = Duration::from_millis(2);
 /// Updates are sent this fraction of the lifetime after the previous one (wakaama sends
@@ -68,6 +73,9 @@ pub struct Plan {
     pub awake_ms: u32,
     /// `udp-baseline`: datagrams per second to the echo sink, and until when (ns).
     pub pings: Option<(f64, u64)>,
+    /// `--dtls`: every device handshakes (PSK) before its first request and speaks CoAP
+    /// inside DTLS records.
+    pub dtls: Option<Arc<ClientConfig>>,
 }
 
 impl Plan {
@@ -95,6 +103,7 @@ impl Plan {
             queue_ratio: 0.0,
             awake_ms: 1,
             pings: None,
+            dtls: None,
         }
     }
 }
@@ -162,6 +171,9 @@ struct Worker<'a> {
     observed: Vec<u32>,
     rec: Recorder,
     out: Vec<u8>,
+    /// With `--dtls`: the devices' connections, and a buffer for decrypted datagrams.
+    dtls: Option<Peers>,
+    plain: Vec<u8>,
 }
 
 /// Runs one worker until `ctl.stop`.
@@ -189,6 +201,15 @@ pub fn run_worker(
         observed: Vec::new(),
         rec,
         out: Vec::with_capacity(512),
+        dtls: plan
+            .dtls
+            .as_ref()
+            .map(|c| Peers::new(Arc::clone(c), &plan.prefix, local as usize)),
+        plain: if plan.dtls.is_some() {
+            vec![0; MAX_DTLS_PLAINTEXT]
+        } else {
+            Vec::new()
+        },
     };
     w.run()
 }
@@ -297,6 +318,9 @@ impl Worker<'_> {
                 }
             }
             self.retransmit(now)?;
+            if self.dtls.is_some() {
+                self.dtls_timeouts(now)?;
+            }
             let mut received = 0;
             while received < RECV_BATCH {
                 match self.socket.try_recv_to(&mut rx) {
@@ -304,7 +328,11 @@ impl Worker<'_> {
                         received += 1;
                         if from.ip() == IpAddr::V4(*self.plan.target.ip()) {
                             if let Some(j) = self.local_of(device_index(local)) {
-                                self.receive(j, &rx[..len])?;
+                                if self.dtls.is_some() {
+                                    self.receive_dtls(j, &rx[..len])?;
+                                } else {
+                                    self.receive(j, &rx[..len])?;
+                                }
                             }
                         }
                     }
@@ -321,6 +349,9 @@ impl Worker<'_> {
             self.rec.tick(self.clock.now_ns());
             if received == 0 && budget > 0 {
                 if let Some(&Reverse((at, _, _))) = self.retransmit.peek() {
+                    wake = wake.min(at);
+                }
+                if let Some(at) = self.dtls.as_ref().and_then(Peers::next_timeout) {
                     wake = wake.min(at);
                 }
                 let now = self.clock.now_ns();
@@ -354,6 +385,9 @@ impl Worker<'_> {
             let until = self.now_ms().saturating_add(self.plan.awake_ms);
             self.devices[j as usize].awake_until_ms = until;
         }
+        if self.dtls.is_some() {
+            return self.send_dtls(j);
+        }
         let gen = u32::from(self.devices[j as usize].addr_gen);
         let ip = device_ip(self.global(j) + gen * self.plan.devices);
         match self.socket.send_from(ip, self.plan.target, &self.out) {
@@ -361,6 +395,110 @@ impl Worker<'_> {
             // A full send buffer loses the datagram as a network would; CON retransmits.
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(e).context("sending"),
+        }
+    }
+
+    /// `send` with `--dtls`: encrypts `out` when the device's connection is up; else
+    /// starts the handshake, and the pending request goes out once it finished (a CoAP
+    /// retransmission meanwhile is dropped, as a device's DTLS stack would hold it).
+    fn send_dtls(&mut self, j: u32) -> anyhow::Result<()> {
+        let g = u64::from(self.global(j));
+        let now = self.clock.now_ns();
+        let d = &self.devices[j as usize];
+        let due = if d.pending == Pending::None {
+            now
+        } else {
+            d.pending_due
+        };
+        let Some(peers) = self.dtls.as_mut() else {
+            return Ok(());
+        };
+        if !peers.is_started(j) {
+            peers.start(j, g, due, now, None)?;
+        } else if let Some(client) = peers.established(j) {
+            // A full outbound queue loses the record, as a full socket buffer would.
+            let _ = client.send(&self.out);
+        }
+        self.flush_dtls(j)
+    }
+
+    /// Sends what device `j`'s DTLS connection has queued.
+    fn flush_dtls(&mut self, j: u32) -> anyhow::Result<()> {
+        let ip = device_ip(self.global(j));
+        let (socket, target) = (self.socket, self.plan.target);
+        let Some(peers) = self.dtls.as_mut() else {
+            return Ok(());
+        };
+        peers
+            .drain(j, |d| match socket.send_from(ip, target, d) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+                other => other,
+            })
+            .context("sending")
+    }
+
+    /// A datagram for device `j` with `--dtls`: handshake flights, then the CoAP inside.
+    fn receive_dtls(&mut self, j: u32, datagram: &[u8]) -> anyhow::Result<()> {
+        let now = self.clock.now_ns();
+        let Some(peers) = self.dtls.as_mut() else {
+            return Ok(());
+        };
+        let event = peers.handle(j, datagram, now);
+        self.flush_dtls(j)?;
+        self.dtls_event(j, event)?;
+        let mut plain = std::mem::take(&mut self.plain);
+        let result = loop {
+            let Some(peers) = self.dtls.as_mut() else {
+                break Ok(());
+            };
+            match peers.recv_into(j, &mut plain) {
+                Some(n) => {
+                    if let Err(e) = self.receive(j, &plain[..n]) {
+                        break Err(e);
+                    }
+                }
+                None => {
+                    let event = peers.after_recv(j, now);
+                    break self.dtls_event(j, event);
+                }
+            }
+        };
+        self.plain = plain;
+        result.and_then(|()| self.flush_dtls(j))
+    }
+
+    /// Fires the DTLS retransmission timers due by `now`.
+    fn dtls_timeouts(&mut self, now: u64) -> anyhow::Result<()> {
+        let mut fired = Vec::new();
+        if let Some(peers) = self.dtls.as_mut() {
+            peers.handle_timeouts(now, |_, j, event| fired.push((j, event)));
+        }
+        for (j, event) in fired {
+            self.flush_dtls(j)?;
+            self.dtls_event(j, event)?;
+        }
+        Ok(())
+    }
+
+    /// Counts a handshake's end; a finished one sends the request that waited for it.
+    fn dtls_event(&mut self, j: u32, event: Event) -> anyhow::Result<()> {
+        match event {
+            Event::None => Ok(()),
+            Event::Established { latency_ns, .. } => {
+                self.counters.add(Counter::Handshakes, 1);
+                self.rec
+                    .record(Metric::DtlsHandshake, self.clock.now_ns(), latency_ns);
+                if self.devices[j as usize].pending == Pending::None {
+                    return Ok(());
+                }
+                self.encode(j);
+                self.send(j)
+            }
+            // The next CoAP retransmission starts a new handshake.
+            Event::Failed(_) | Event::Closed => {
+                self.counters.add(Counter::DtlsFailed, 1);
+                Ok(())
+            }
         }
     }
 

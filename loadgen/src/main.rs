@@ -10,7 +10,9 @@
 mod app;
 mod dashboard;
 mod device;
+mod dtls;
 mod engine;
+mod handshake;
 mod metrics;
 mod mqtt;
 mod net;
@@ -50,6 +52,10 @@ enum Command {
     Soak(NotifyArgs),
     /// Render result directories into one self-contained HTML page.
     Dashboard(DashboardArgs),
+    /// Write the PSK file (`identity:hexkey:endpoint`) the gateway needs for `--dtls` runs.
+    PskFile(PskFileArgs),
+    /// Full PSK handshakes per second through the cookie exchange, then resumptions (P6).
+    DtlsHandshake(HandshakeArgs),
 }
 
 /// Options every device scenario has.
@@ -83,6 +89,10 @@ pub struct DeviceArgs {
     /// Longest the registration phase may take.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Speak CoAP inside DTLS (PSK from `loadgen psk-file`): each device handshakes
+    /// before it registers; `--gateway` is then the DTLS port (5684).
+    #[arg(long)]
+    pub dtls: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -191,6 +201,49 @@ pub struct BaselineArgs {
     pub output: OutputArgs,
 }
 
+/// Options of `psk-file`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PskFileArgs {
+    /// Number of devices (endpoints `<prefix>-0` upwards).
+    #[arg(long, default_value_t = 1000)]
+    pub devices: u32,
+    /// Endpoint name prefix, as given to the other scenarios.
+    #[arg(long, default_value = "loadgen")]
+    pub prefix: String,
+    /// File to write [default: standard output].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Options of `dtls-handshake`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HandshakeArgs {
+    /// Gateway DTLS address (loopback: devices send from 127.16.0.1 upwards).
+    #[arg(long, default_value = "127.0.0.1:5684")]
+    pub gateway: SocketAddr,
+    /// Number of devices, each handshaking once (and resuming once with `--resume`).
+    #[arg(long, default_value_t = 1000)]
+    pub devices: u32,
+    /// Handshakes started per second (open loop).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Endpoint name (PSK identity) prefix, as given to `psk-file`.
+    #[arg(long, default_value = "loadgen")]
+    pub prefix: String,
+    /// Afterwards, resume every saved session from a new source port (abbreviated
+    /// handshakes, as after a NAT rebinding).
+    #[arg(long)]
+    pub resume: bool,
+    /// Client threads (one socket each); 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    /// A handshake not finished this long after it was due counts as failed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// Options of `dashboard`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DashboardArgs {
@@ -202,6 +255,22 @@ pub struct DashboardArgs {
     pub out: PathBuf,
 }
 
+/// `psk-file`: one `identity:hexkey:endpoint` line per device.
+fn psk_file(args: &PskFileArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let devices = u64::from(args.devices);
+    match &args.out {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            dtls::write_psk_file(&mut std::io::BufWriter::new(file), &args.prefix, devices)
+                .with_context(|| format!("writing {}", path.display()))
+        }
+        None => dtls::write_psk_file(&mut std::io::stdout().lock(), &args.prefix, devices)
+            .context("writing the PSK file"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -210,6 +279,8 @@ fn main() -> ExitCode {
         Command::Soak(args) => scenario::steady_notify(&args, true),
         Command::CommandRtt(args) => scenario::command_rtt(&args),
         Command::UdpBaseline(args) => scenario::udp_baseline(&args),
+        Command::PskFile(args) => psk_file(&args).map(|()| true),
+        Command::DtlsHandshake(args) => handshake::dtls_handshake(&args),
         Command::Dashboard(args) => dashboard::render_to(&args.runs, &args.out).map(|()| {
             println!("wrote {}", args.out.display());
             true

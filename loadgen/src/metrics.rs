@@ -72,11 +72,15 @@ pub enum Metric {
     /// A probe published over MQTT → received back on the subscription: the broker's own
     /// share of a command round trip (which crosses the broker twice), in the same run.
     BrokerRtt,
+    /// A full DTLS handshake due (ClientHello) → established, cookie exchange included.
+    DtlsHandshake,
+    /// An abbreviated DTLS handshake (resuming a session) due → established.
+    DtlsResume,
 }
 
 impl Metric {
     /// Every metric, in file order.
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 9] = [
         Metric::Register,
         Metric::Update,
         Metric::Deregister,
@@ -84,6 +88,8 @@ impl Metric {
         Metric::CommandRtt,
         Metric::UdpRtt,
         Metric::BrokerRtt,
+        Metric::DtlsHandshake,
+        Metric::DtlsResume,
     ];
 
     /// File stem and summary key.
@@ -96,6 +102,8 @@ impl Metric {
             Metric::CommandRtt => "command_rtt",
             Metric::UdpRtt => "udp_rtt",
             Metric::BrokerRtt => "broker_rtt",
+            Metric::DtlsHandshake => "dtls_handshake",
+            Metric::DtlsResume => "dtls_resume",
         }
     }
 
@@ -151,11 +159,19 @@ pub enum Counter {
     Rebound,
     /// Gateway requests a queue-mode device never saw because it was asleep.
     Asleep,
+    /// DTLS handshakes completed (full or resumed).
+    Handshakes,
+    /// Handshakes that resumed the offered session (abbreviated).
+    Resumed,
+    /// Resumptions the gateway answered with a full handshake instead.
+    NotResumed,
+    /// DTLS handshakes or connections that failed (alert, timeout, closed).
+    DtlsFailed,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 23] = [
         Counter::Registered,
         Counter::RegisterFailed,
         Counter::Timeouts,
@@ -175,6 +191,10 @@ impl Counter {
         Counter::Lost,
         Counter::Rebound,
         Counter::Asleep,
+        Counter::Handshakes,
+        Counter::Resumed,
+        Counter::NotResumed,
+        Counter::DtlsFailed,
     ];
 
     /// Summary key.
@@ -199,6 +219,10 @@ impl Counter {
             Counter::Lost => "lost",
             Counter::Rebound => "rebound",
             Counter::Asleep => "asleep",
+            Counter::Handshakes => "dtls_handshakes",
+            Counter::Resumed => "dtls_resumed",
+            Counter::NotResumed => "dtls_not_resumed",
+            Counter::DtlsFailed => "dtls_failed",
         }
     }
 
@@ -211,6 +235,7 @@ impl Counter {
                 | Counter::CommandsFailed
                 | Counter::Malformed
                 | Counter::Lost
+                | Counter::DtlsFailed
         )
     }
 }

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, Sender};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::mqtt::Publisher;
@@ -37,20 +38,31 @@ const OBSERVE_SETTLE: Duration = Duration::from_secs(10);
 const SOCKET_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// What a scenario body gets to work with.
-struct Env<'a> {
-    clock: Clock,
-    counters: &'a Counters,
+pub(crate) struct Env<'a> {
+    pub clock: Clock,
+    pub counters: &'a Counters,
     ctl: &'a Control,
     tx: Sender<IntervalMsg>,
+    /// The gateway process, with `--gateway-pid`.
+    pub watch: Option<&'a Watch>,
+    /// Scenario-specific results merged into `summary.json`.
+    extra: Mutex<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Env<'_> {
-    fn recorder(&self) -> Recorder {
+    pub fn recorder(&self) -> Recorder {
         Recorder::new(self.tx.clone())
     }
 
-    fn now(&self) -> u64 {
+    pub fn now(&self) -> u64 {
         self.clock.now_ns()
+    }
+
+    /// Adds `key: value` to `summary.json`.
+    pub fn report(&self, key: &str, value: serde_json::Value) {
+        if let Ok(mut extra) = self.extra.lock() {
+            extra.insert(key.to_string(), value);
+        }
     }
 
     /// Polls `done` until it holds or `deadline_ns` passes; `true` if it held.
@@ -79,7 +91,7 @@ impl Env<'_> {
     }
 }
 
-fn loopback_v4(addr: SocketAddr, flag: &str) -> anyhow::Result<SocketAddrV4> {
+pub(crate) fn loopback_v4(addr: SocketAddr, flag: &str) -> anyhow::Result<SocketAddrV4> {
     match addr {
         SocketAddr::V4(a) if a.ip().is_loopback() => Ok(a),
         other => bail!(
@@ -88,7 +100,7 @@ fn loopback_v4(addr: SocketAddr, flag: &str) -> anyhow::Result<SocketAddrV4> {
     }
 }
 
-fn check_rate(rate: f64, flag: &str) -> anyhow::Result<()> {
+pub(crate) fn check_rate(rate: f64, flag: &str) -> anyhow::Result<()> {
     if !(rate.is_finite() && rate > 0.0) {
         bail!("{flag} must be a positive number, got {rate}");
     }
@@ -105,7 +117,7 @@ fn check_counts(devices: u32, sockets: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_duration(d: Duration, flag: &str) -> anyhow::Result<()> {
+pub(crate) fn check_duration(d: Duration, flag: &str) -> anyhow::Result<()> {
     if d.is_zero() {
         bail!("{flag} must be longer than 0s");
     }
@@ -139,7 +151,13 @@ fn device_plan(args: &DeviceArgs) -> anyhow::Result<Plan> {
     if args.prefix.is_empty() || args.prefix.contains(['/', '+', '#', '&', '?']) {
         bail!("--prefix must be non-empty and free of '/', '+', '#', '&' and '?'");
     }
+    let dtls = if args.dtls {
+        Some(crate::dtls::psk_config()?)
+    } else {
+        None
+    };
     Ok(Plan {
+        dtls,
         register_rate: args.rate,
         lifetime: args.lifetime,
         prefix: args.prefix.clone(),
@@ -156,6 +174,9 @@ pub fn register_storm(args: &RegisterStormArgs) -> anyhow::Result<bool> {
     let mut metrics = vec![Metric::Register];
     if args.deregister {
         metrics.push(Metric::Deregister);
+    }
+    if plan.dtls.is_some() {
+        metrics.push(Metric::DtlsHandshake);
     }
     let devices = args.devices.devices;
     execute(
@@ -215,12 +236,18 @@ pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
             MAX_DEVICES / 2
         );
     }
+    if args.rebind_ratio > 0.0 && plan.dtls.is_some() {
+        bail!("--rebind-ratio with --dtls would need session resumption on rebinding, which the device simulation does not do");
+    }
     plan.rebind_ratio = args.rebind_ratio;
     let mut metrics = vec![Metric::Register];
     if soak {
         metrics.push(Metric::Update);
     }
     metrics.push(Metric::NotifyE2e);
+    if plan.dtls.is_some() {
+        metrics.push(Metric::DtlsHandshake);
+    }
     let name = if soak { "soak" } else { "steady-notify" };
     let dev = &args.devices;
     execute(name, &dev.output, &metrics, Some(&plan), |env| {
@@ -419,7 +446,7 @@ fn status_line(c: &Counters) -> String {
 
 /// Runs the engine (when `plan` is given) and `body`, collects and writes the results.
 /// `Ok(false)` when the run saw errors or timeouts.
-fn execute(
+pub(crate) fn execute(
     scenario: &str,
     out: &OutputArgs,
     metrics: &[Metric],
@@ -448,7 +475,7 @@ fn execute(
         }
         None => status_line(&counters),
     };
-    let (totals, body_result, worker_results) = std::thread::scope(|s| {
+    let (totals, body_result, worker_results, extra) = std::thread::scope(|s| {
         let collector = s.spawn(|| collect(rx, clock, &dir, metrics, &status));
         let workers: Vec<_> = plan
             .map(|p| {
@@ -468,9 +495,14 @@ fn execute(
             counters: &counters,
             ctl: &ctl,
             tx,
+            watch: watch.as_ref(),
+            extra: Mutex::default(),
         };
         let body_result = body(&env);
-        drop(env);
+        // The collector ends once every sender, this one included, is gone.
+        let Env { tx, extra, .. } = env;
+        drop(tx);
+        let extra = extra.into_inner().unwrap_or_default();
         ctl.stop.store(true, Ordering::Relaxed);
         let worker_results: Vec<anyhow::Result<()>> = workers
             .into_iter()
@@ -484,7 +516,7 @@ fn execute(
             .join()
             .map_err(|_| anyhow::anyhow!("the collector panicked"))
             .and_then(|r| r);
-        (totals, body_result, worker_results)
+        (totals, body_result, worker_results, extra)
     });
     let ended = SystemTime::now();
     let elapsed = clock.now_ns();
@@ -497,6 +529,9 @@ fn execute(
     );
     if let Some(w) = &watch {
         summary["gateway"] = w.summary();
+    }
+    for (key, value) in extra {
+        summary[key] = value;
     }
     let path = dir.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")

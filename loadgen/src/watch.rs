@@ -89,6 +89,12 @@ impl Watch {
         )
     }
 
+    /// CPU seconds the process used since watching began, sampled now.
+    pub fn cpu_seconds_now(&self) -> f64 {
+        self.sample();
+        self.cpu_seconds()
+    }
+
     fn cpu_seconds(&self) -> f64 {
         let ticks = self
             .last_cpu

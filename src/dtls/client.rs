@@ -7,8 +7,9 @@
 //!
 //! One deviation from the house's sans-IO rule: OpenSSL keeps the DTLS retransmission
 //! timer on its own clock, so the timeout methods take no `now`; `handle_timeout` before the
-//! timer is due does nothing. Tests that lose a flight shorten the first timeout with
-//! [`ClientOptions::initial_timeout`] instead of faking time.
+//! timer is due does nothing, and a datagram handled after it expired may retransmit too
+//! (OpenSSL checks the timer when it reads). Tests that lose a flight shorten the first
+//! timeout with [`ClientOptions::initial_timeout`] instead of faking time.
 //!
 //! A [`ClientConfig`] (one OpenSSL context) is built once and shared by many clients:
 //! building one costs far more than a client does. Each PSK client carries its own
@@ -27,18 +28,20 @@ use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslSession, SslStream, SslVerifyMode,
+    ErrorCode, ShutdownState, Ssl, SslContext, SslMethod, SslOptions, SslRef, SslSession,
+    SslStream, SslVerifyMode,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 
+use super::credentials::{CERT_SUITES, MAX_PSK_IDENTITY_LEN, MAX_PSK_KEY_LEN, PSK_SUITES};
 use super::pipe::DatagramPipe;
 
-/// Suites a PSK client offers: LwM2M's mandatory CCM_8 suite, then the CBC one (§9).
-pub const PSK_CIPHERS: &str = "PSK-AES128-CCM8:PSK-AES128-CBC-SHA256";
+/// Suites a PSK client offers: the gateway's own, LwM2M's CCM_8 suite first (§9).
+pub const PSK_CIPHERS: &str = PSK_SUITES;
 /// Suites a certificate client offers (§9). OpenSSL 3.0 accepts the 64-bit-tag CCM_8
 /// suites at its default security level 1, so no `set_security_level(0)` is needed.
-pub const X509_CIPHERS: &str = "ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256";
+pub const X509_CIPHERS: &str = CERT_SUITES;
 
 /// Default path MTU: IPv6's minimum, which every LwM2M network carries unfragmented.
 pub const DEFAULT_MTU: u32 = 1280;
@@ -49,10 +52,6 @@ const MAX_TIMEOUT_US: u64 = 60_000_000;
 /// Retransmissions of one flight before the handshake is given up: 1+2+4+8+16+32 s with
 /// the defaults, about CoAP's MAX_TRANSMIT_WAIT.
 pub const DEFAULT_MAX_RETRANSMITS: u32 = 6;
-/// Longest PSK identity OpenSSL carries (PSK_MAX_IDENTITY_LEN).
-pub const MAX_PSK_IDENTITY: usize = 128;
-/// Longest PSK OpenSSL accepts (PSK_MAX_PSK_LEN).
-pub const MAX_PSK_KEY: usize = 512;
 /// Largest DTLS record plaintext (2^14), the most one `recv` returns.
 pub const MAX_PLAINTEXT: usize = 16_384;
 
@@ -86,11 +85,11 @@ pub enum ClientError {
     /// OpenSSL refused the configuration (bad PEM, unknown cipher list, ...).
     #[error("OpenSSL: {0}")]
     OpenSsl(#[from] ErrorStack),
-    /// A PSK identity longer than [`MAX_PSK_IDENTITY`] or containing a NUL byte.
-    #[error("PSK identity must be 1..={MAX_PSK_IDENTITY} bytes without NUL")]
+    /// A PSK identity longer than [`MAX_PSK_IDENTITY_LEN`] or containing a NUL byte.
+    #[error("PSK identity must be 1..={MAX_PSK_IDENTITY_LEN} bytes without NUL")]
     BadIdentity,
-    /// A PSK longer than [`MAX_PSK_KEY`] or empty.
-    #[error("PSK must be 1..={MAX_PSK_KEY} bytes")]
+    /// A PSK longer than [`MAX_PSK_KEY_LEN`] or empty.
+    #[error("PSK must be 1..={MAX_PSK_KEY_LEN} bytes")]
     BadKey,
     /// A PSK client from a certificate config or the other way round.
     #[error("the config is for {0} clients")]
@@ -320,10 +319,10 @@ impl DtlsClient {
         if !config.psk {
             return Err(ClientError::WrongMode("certificate"));
         }
-        if identity.is_empty() || identity.len() > MAX_PSK_IDENTITY || identity.contains('\0') {
+        if identity.is_empty() || identity.len() > MAX_PSK_IDENTITY_LEN || identity.contains('\0') {
             return Err(ClientError::BadIdentity);
         }
-        if key.is_empty() || key.len() > MAX_PSK_KEY {
+        if key.is_empty() || key.len() > MAX_PSK_KEY_LEN {
             return Err(ClientError::BadKey);
         }
         let mut id = Vec::with_capacity(identity.len() + 1);
@@ -554,6 +553,16 @@ impl DtlsClient {
     }
 }
 
+impl Drop for DtlsClient {
+    /// A device that drops a connection without close_notify (it moved, or slept) keeps
+    /// its session: OpenSSL would otherwise mark it unresumable when the `SSL` is freed.
+    fn drop(&mut self) {
+        if matches!(self.state, State::Established | State::Closed) {
+            self.stream.set_shutdown(ShutdownState::SENT);
+        }
+    }
+}
+
 /// The reason OpenSSL gives for `e`.
 fn failure_of(e: &openssl::ssl::Error) -> Failure {
     match e.ssl_error() {
@@ -562,10 +571,15 @@ fn failure_of(e: &openssl::ssl::Error) -> Failure {
     }
 }
 
+/// The TLS layer's own reason ("certificate verify failed"), pushed after the library
+/// errors that led to it (an "EVP lib" from the signature check).
 fn failure(stack: ErrorStack) -> Failure {
-    let reason = stack
-        .errors()
-        .first()
+    let errors = stack.errors();
+    let reason = errors
+        .iter()
+        .rev()
+        .find(|e| e.library() == Some("SSL routines"))
+        .or(errors.last())
         .and_then(|e| e.reason())
         .map_or_else(|| stack.to_string(), str::to_string);
     Failure::Tls(reason)

@@ -4,15 +4,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::Private;
-use openssl::x509::extension::BasicConstraints;
-use openssl::x509::X509NameBuilder;
+use openssl::pkey::{PKeyRef, Private};
+use openssl::x509::X509Ref;
 
+use super::super::pki::TestPki;
 use super::*;
 
 const IDENTITY: &str = "urn:imei:0001";
@@ -29,7 +24,10 @@ struct Counts {
 }
 
 /// An OpenSSL DTLS server context: cookie exchange, PSK for [`IDENTITY`], optional cert.
-fn server_ctx(counts: &Arc<Counts>, cert: Option<(&X509, &PKey<Private>, &X509)>) -> SslContext {
+fn server_ctx(
+    counts: &Arc<Counts>,
+    cert: Option<(&X509Ref, &PKeyRef<Private>, &X509Ref)>,
+) -> SslContext {
     let mut b = SslContext::builder(SslMethod::dtls()).expect("ctx");
     b.set_cipher_list(SERVER_CIPHERS).expect("ciphers");
     b.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU);
@@ -54,7 +52,7 @@ fn server_ctx(counts: &Arc<Counts>, cert: Option<(&X509, &PKey<Private>, &X509)>
         b.set_certificate(cert).expect("server cert");
         b.set_private_key(key).expect("server key");
         let mut store = X509StoreBuilder::new().expect("store");
-        store.add_cert(ca.clone()).expect("ca");
+        store.add_cert(ca.to_owned()).expect("ca");
         b.set_verify_cert_store(store.build())
             .expect("verify store");
         b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
@@ -258,7 +256,13 @@ fn a_lost_flight_is_retransmitted_after_the_timeout() {
     let counts = Arc::new(Counts::default());
     let ctx = server_ctx(&counts, None);
     let mut server = Server::new(&ctx);
-    let config = ClientConfig::psk(&fast(4)).expect("config");
+    // Long enough that the timer cannot fire inside `pump` on a loaded machine: OpenSSL
+    // also retransmits on its own when a read finds the timer expired.
+    let options = ClientOptions {
+        initial_timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
+    let config = ClientConfig::psk(&options).expect("config");
     let mut client = DtlsClient::connect_psk(&config, IDENTITY, &KEY, None).expect("client");
     // Datagram 3 is the second ClientHello (the one with the cookie).
     let carried = pump(&mut client, &mut server, &mut |n| n == 3);
@@ -286,12 +290,14 @@ fn a_saved_session_resumes_with_an_abbreviated_handshake() {
     let ctx = server_ctx(&counts, None);
     let config = ClientConfig::psk(&ClientOptions::default()).expect("config");
     let mut client = DtlsClient::connect_psk(&config, IDENTITY, &KEY, None).expect("client");
-    // The first connection stays open: OpenSSL drops the session from the server's cache
-    // when a connection is freed without close_notify.
+    // The first server connection stays open: OpenSSL drops the session from the server's
+    // cache when a connection is freed without close_notify.
     let mut first = Server::new(&ctx);
     let full = pump(&mut client, &mut first, &mut no_loss());
     let session = client.session().expect("session");
     assert_eq!(counts.psk_lookups.load(Ordering::Relaxed), 1);
+    // The device's old connection is gone (it moved); its session must stay resumable.
+    drop(client);
 
     // From a "new source port": a fresh server-side connection of the same context.
     let mut server = Server::new(&ctx);
@@ -321,7 +327,7 @@ fn a_saved_session_resumes_with_an_abbreviated_handshake() {
 #[test]
 fn bad_credentials_are_refused_up_front() {
     let config = ClientConfig::psk(&ClientOptions::default()).expect("config");
-    let long = "x".repeat(MAX_PSK_IDENTITY + 1);
+    let long = "x".repeat(MAX_PSK_IDENTITY_LEN + 1);
     for identity in ["", "a\0b", long.as_str()] {
         assert!(matches!(
             DtlsClient::connect_psk(&config, identity, &KEY, None),
@@ -338,52 +344,18 @@ fn bad_credentials_are_refused_up_front() {
     ));
 }
 
-/// An EC P-256 certificate for `cn`, self-signed or signed by `issuer`.
-fn certificate(cn: &str, issuer: Option<(&X509, &PKey<Private>)>) -> (X509, PKey<Private>) {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("group");
-    let key = PKey::from_ec_key(EcKey::generate(&group).expect("ec key")).expect("pkey");
-    let mut name = X509NameBuilder::new().expect("name");
-    name.append_entry_by_nid(Nid::COMMONNAME, cn).expect("cn");
-    let name = name.build();
-    let mut b = X509::builder().expect("builder");
-    b.set_version(2).expect("version");
-    let mut serial = BigNum::new().expect("bn");
-    serial.rand(64, MsbOption::MAYBE_ZERO, false).expect("rand");
-    b.set_serial_number(&serial.to_asn1_integer().expect("serial"))
-        .expect("serial");
-    b.set_subject_name(&name).expect("subject");
-    b.set_pubkey(&key).expect("pubkey");
-    b.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
-        .expect("not before");
-    b.set_not_after(&Asn1Time::days_from_now(1).expect("time"))
-        .expect("not after");
-    match issuer {
-        Some((ca, ca_key)) => {
-            b.set_issuer_name(ca.subject_name()).expect("issuer");
-            b.sign(ca_key, MessageDigest::sha256()).expect("sign");
-        }
-        None => {
-            b.set_issuer_name(&name).expect("issuer");
-            b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
-                .expect("ca ext");
-            b.sign(&key, MessageDigest::sha256()).expect("sign");
-        }
-    }
-    (b.build(), key)
-}
-
 #[test]
 fn certificate_handshake_verifies_the_server_against_the_ca() {
-    let (ca, ca_key) = certificate("test-ca", None);
-    let (server_cert, server_key) = certificate("gateway", Some((&ca, &ca_key)));
-    let (client_cert, client_key) = certificate("urn:imei:0002", Some((&ca, &ca_key)));
+    let pki = TestPki::generate().expect("pki");
+    let device = pki.client("urn:imei:0002").expect("client cert");
     let counts = Arc::new(Counts::default());
-    let ctx = server_ctx(&counts, Some((&server_cert, &server_key, &ca)));
-    let pem = |c: &X509| c.to_pem().expect("pem");
-    let key_pem = client_key.private_key_to_pem_pkcs8().expect("key pem");
+    let (server, ca) = (pki.server(), pki.ca());
+    let ctx = server_ctx(&counts, Some((server.cert(), server.key(), ca.cert())));
+    let cert_pem = device.cert_pem().expect("pem");
+    let key_pem = device.key_pem().expect("pem");
+    let ca_pem = ca.cert_pem().expect("pem");
 
-    let mut client =
-        DtlsClient::x509(&pem(&client_cert), &key_pem, &pem(&ca)).expect("x509 client");
+    let mut client = DtlsClient::x509(&cert_pem, &key_pem, &ca_pem).expect("x509 client");
     let mut server = Server::new(&ctx);
     pump(&mut client, &mut server, &mut no_loss());
     assert!(client.is_established(), "{:?}", client.state());
@@ -392,23 +364,22 @@ fn certificate_handshake_verifies_the_server_against_the_ca() {
     let peer = server.stream.ssl().peer_certificate().expect("client cert");
     assert_eq!(
         peer.subject_name().to_der().ok(),
-        client_cert.subject_name().to_der().ok()
+        device.cert().subject_name().to_der().ok()
     );
 
     let options = ClientOptions {
         ciphers: Some("ECDHE-ECDSA-AES128-GCM-SHA256".into()),
         ..ClientOptions::default()
     };
-    let config =
-        ClientConfig::x509(&pem(&client_cert), &key_pem, &pem(&ca), &options).expect("config");
+    let config = ClientConfig::x509(&cert_pem, &key_pem, &ca_pem, &options).expect("config");
     let mut client = DtlsClient::connect_x509(&config, None).expect("client");
     pump(&mut client, &mut Server::new(&ctx), &mut no_loss());
     assert_eq!(client.cipher(), Some("ECDHE-ECDSA-AES128-GCM-SHA256"));
 
     // A server certificate from another CA is refused.
-    let (other_ca, _) = certificate("other-ca", None);
-    let mut client =
-        DtlsClient::x509(&pem(&client_cert), &key_pem, &pem(&other_ca)).expect("x509 client");
+    let other = TestPki::generate().expect("pki");
+    let other_ca = other.ca().cert_pem().expect("pem");
+    let mut client = DtlsClient::x509(&cert_pem, &key_pem, &other_ca).expect("x509 client");
     pump(&mut client, &mut Server::new(&ctx), &mut no_loss());
     match client.state() {
         State::Failed(Failure::Tls(reason)) => {
