@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use lwm2m_gateway::config::DtlsListenerConfig;
 use lwm2m_gateway::dtls::client::{ClientConfig, ClientOptions, DtlsClient, Session};
 use lwm2m_gateway::dtls::credentials::{identity_of, Credentials};
-use lwm2m_gateway::dtls::server::{enable_cookies, AppData, DtlsLimits, DtlsServer, PeerIdentity};
-use lwm2m_gateway::dtls::Security;
+use lwm2m_gateway::dtls::server::{enable_cookies, AppData, DtlsLimits, DtlsServer};
 use lwm2m_gateway::persist;
 
 const KEY: &[u8] = b"0123456789abcdef";
@@ -106,12 +105,7 @@ fn main() {
     enable_cookies(&mut builder);
     let ctx = builder.build();
     let identify_creds = creds.clone();
-    let identify = Arc::new(move |ssl: &openssl::ssl::SslRef| {
-        identity_of(ssl, &identify_creds).map(|id| PeerIdentity {
-            security: Security::Psk,
-            endpoint: id.endpoint().clone(),
-        })
-    });
+    let identify = Arc::new(move |ssl: &openssl::ssl::SslRef| identity_of(ssl, &identify_creds));
     let now = Instant::now();
     let limits = DtlsLimits {
         handshake_timeout: Duration::from_secs(30),

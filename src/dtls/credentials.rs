@@ -24,6 +24,7 @@ use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509Ref, X509VerifyResult, X509};
 
+use super::Security;
 use crate::config::DtlsListenerConfig;
 use crate::lwm2m::registration::MAX_ENDPOINT_LEN;
 
@@ -185,11 +186,11 @@ pub enum Identity {
 }
 
 impl Identity {
-    /// `"psk"` or `"x509"`, as the register JSON's `security` field spells it.
-    pub fn security(&self) -> &'static str {
+    /// How it authenticated ([`Security::as_str`] is the register JSON's spelling).
+    pub fn security(&self) -> Security {
         match self {
-            Identity::Psk { .. } => "psk",
-            Identity::X509 { .. } => "x509",
+            Identity::Psk { .. } => Security::Psk,
+            Identity::X509 { .. } => Security::X509,
         }
     }
 

@@ -419,7 +419,7 @@ fn psk_handshake_gives_the_mapped_endpoint() {
             endpoint: Arc::from("ep-1")
         }
     );
-    assert_eq!((id.security(), &**id.endpoint()), ("psk", "ep-1"));
+    assert_eq!((id.security().as_str(), &**id.endpoint()), ("psk", "ep-1"));
 
     // An identity removed by a reload is no one, even on a completed session.
     fs::write(&f.psk_file, "other:01\n").expect("write");
@@ -449,7 +449,10 @@ fn ca_signed_client_certificate_gives_its_cn() {
     let (_, s, ok) = connect(&cert_client(CERT_SUITES, &f.pki, Some(&device)), &server);
     assert!(ok);
     let id = identity_of(s.ssl(), &f.creds).expect("identity");
-    assert_eq!((id.security(), &**id.endpoint()), ("x509", "urn:imei:4711"));
+    assert_eq!(
+        (id.security().as_str(), &**id.endpoint()),
+        ("x509", "urn:imei:4711")
+    );
 }
 
 #[test]

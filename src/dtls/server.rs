@@ -31,6 +31,7 @@ use openssl::ex_data::Index;
 use openssl::ssl::{ErrorCode, Ssl, SslContext, SslRef, SslStream};
 
 use super::cookie::CookieJar;
+use super::credentials::Identity;
 use super::ffi::{
     BIO_ADDR_free, BIO_ADDR_new, BioAddr, DTLS_set_timer_cb, DTLSv1_listen, DTLS_CTRL_GET_TIMEOUT,
     DTLS_CTRL_HANDLE_TIMEOUT,
@@ -87,17 +88,9 @@ unsafe extern "C" fn retransmit_timer(
     ssl.ex_data(retransmit_index()).map_or(1_000_000, |r| r.0)
 }
 
-/// What a completed handshake proved about the peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIdentity {
-    /// How it authenticated.
-    pub security: Security,
-    /// The endpoint name it may register as.
-    pub endpoint: Arc<str>,
-}
-
-/// Resolves the identity of a completed handshake; `None` refuses the peer.
-pub type Identify = Arc<dyn Fn(&SslRef) -> Option<PeerIdentity> + Send + Sync>;
+/// Resolves the identity of a completed handshake ([`super::credentials::identity_of`] in
+/// the gateway); `None` refuses the peer.
+pub type Identify = Arc<dyn Fn(&SslRef) -> Option<Identity> + Send + Sync>;
 
 /// Where a datagram's plaintext came from, as the session layer needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -734,8 +727,8 @@ impl DtlsServer {
                 }
                 self.stats.handshakes += 1;
                 let origin = Origin {
-                    security: identity.security,
-                    identity: self.hasher.hash_one(&*identity.endpoint),
+                    security: identity.security(),
+                    identity: self.hasher.hash_one(&**identity.endpoint()),
                 };
                 let final_lens = track.flight.iter().map(|d| d.len() as u16).collect();
                 let final_flight = (!track.flight.is_empty()).then(|| track.flight.concat().into());

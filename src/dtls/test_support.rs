@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use openssl::ssl::{Ssl, SslContext, SslMethod, SslStream, SslVersion};
 
+use super::credentials::Identity;
 use super::pipe::DatagramPipe;
-use super::server::{enable_cookies, DtlsLimits, Identify, PeerIdentity};
-use super::Security;
+use super::server::{enable_cookies, DtlsLimits, Identify};
 
 /// Short, because OpenSSL checks its retransmission timer against the real clock.
 pub(crate) const RETRANSMIT: Duration = Duration::from_millis(20);
@@ -39,9 +39,10 @@ pub(crate) fn server_context() -> SslContext {
 pub(crate) fn identify() -> Identify {
     Arc::new(|ssl| {
         let id = ssl.psk_identity()?;
-        Some(PeerIdentity {
-            security: Security::Psk,
-            endpoint: Arc::from(std::str::from_utf8(id).ok()?),
+        let name = std::str::from_utf8(id).ok()?;
+        Some(Identity::Psk {
+            identity: name.into(),
+            endpoint: Arc::from(name),
         })
     })
 }

@@ -17,9 +17,8 @@ use super::node::StartError;
 use super::port;
 use super::steer::{bind_reuseport_group, Steering};
 use crate::config::Config;
-use crate::dtls::credentials::{identity_of, Credentials, Identity};
-use crate::dtls::server::{enable_cookies, DtlsLimits, DtlsServer, Identify, PeerIdentity};
-use crate::dtls::Security;
+use crate::dtls::credentials::{identity_of, Credentials};
+use crate::dtls::server::{enable_cookies, DtlsLimits, DtlsServer, Identify};
 
 /// RFC 6347 §4.2.4.1's first retransmission delay of a handshake flight.
 const RETRANSMIT_INITIAL: Duration = Duration::from_secs(1);
@@ -96,18 +95,7 @@ pub(super) fn shard_server(
     hasher: ahash::RandomState,
     now: Instant,
 ) -> Result<DtlsServer, openssl::error::ErrorStack> {
-    let identify: Identify = Arc::new(move |ssl| {
-        identity_of(ssl, &credentials).map(|id| match id {
-            Identity::Psk { endpoint, .. } => PeerIdentity {
-                security: Security::Psk,
-                endpoint,
-            },
-            Identity::X509 { endpoint } => PeerIdentity {
-                security: Security::X509,
-                endpoint,
-            },
-        })
-    });
+    let identify: Identify = Arc::new(move |ssl| identity_of(ssl, &credentials));
     let limits = DtlsLimits {
         // A peer that has not finished its handshake in the time a plain peer has to
         // register is dropped the same way.
