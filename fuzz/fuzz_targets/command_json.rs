@@ -46,7 +46,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(msg.uri_path().eq(req.uri_path.iter().map(|s| s.as_bytes())));
         assert_eq!(msg.payload(), &req.payload[..]);
         out.clear();
-        write_response(&mut out, &cmd.echo, &cmd.msg_type, &req.req_path, Code::CHANGED, None);
+        write_response(
+            &mut out,
+            &cmd.echo,
+            &cmd.msg_type,
+            &req.req_path,
+            Code::CHANGED,
+            None,
+        );
         assert_json(&out);
         out.clear();
         write_ack(&mut out, &cmd.echo, &req.req_path);

@@ -37,7 +37,10 @@ pub fn check_json(content: &Content) {
     let mut out = Vec::new();
     write_content_json(&mut out, content);
     if let Err(e) = serde_json::from_slice::<serde_json::Value>(&out) {
-        panic!("invalid content JSON ({e}): {}", String::from_utf8_lossy(&out));
+        panic!(
+            "invalid content JSON ({e}): {}",
+            String::from_utf8_lossy(&out)
+        );
     }
 }
 
