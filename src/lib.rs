@@ -14,6 +14,7 @@
 //! | [`translate`] | LwM2M ⇄ MQTT JSON (EMQX-compatible), topic templating |
 //! | [`session`] | the sans-IO shard core: endpoints, exchanges, timers; bytes and `now` in, datagrams and MQTT messages out |
 //! | [`persist`] | the registration journal: checksummed records, compaction, restore at start |
+//! | [`transmit`] | the queue of datagrams a sans-IO core hands the runtime |
 //! | [`uplink`] | MQTT session per shard: batching, keepalive, reconnect, offline buffer; embedded broker |
 //! | [`runtime`] | glommio executors, SO_REUSEPORT sockets (one owner per port), BPF steering, `shard_for`, cross-shard channels, signals |
 //!
@@ -30,4 +31,5 @@ pub mod persist;
 pub mod runtime;
 pub mod session;
 pub mod translate;
+pub mod transmit;
 pub mod uplink;

@@ -41,6 +41,7 @@ use super::pipe::DatagramPipe;
 use super::protect::{EstablishedSession, RecordProtection, Suite, MASTER_SECRET_LEN, RANDOM_LEN};
 use super::record::{records, ContentType};
 use super::Security;
+use crate::transmit::Transmits;
 
 /// Handshakes in progress per shard (each holds an OpenSSL `SSL` object of tens of KiB).
 /// Beyond, ClientHellos with valid cookies are dropped until one finishes or times out;
@@ -247,8 +248,7 @@ pub struct DtlsServer {
     peers: AHashMap<SocketAddr, Peer>,
     handshaking: usize,
     timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
-    tx: Vec<u8>,
-    tx_list: Vec<(SocketAddr, usize, usize)>,
+    tx: Transmits,
     scratch: Box<[u8; MAX_PLAINTEXT]>,
     /// Plaintext of the record being opened.
     plain: Vec<u8>,
@@ -346,8 +346,7 @@ impl DtlsServer {
             peers: AHashMap::new(),
             handshaking: 0,
             timers: BinaryHeap::new(),
-            tx: Vec::with_capacity(16 * 1024),
-            tx_list: Vec::with_capacity(64),
+            tx: Transmits::with_capacity(16 * 1024, 64),
             scratch: Box::new([0u8; MAX_PLAINTEXT]),
             plain: Vec::with_capacity(MAX_PLAINTEXT),
             bio_addr,
@@ -496,9 +495,7 @@ impl DtlsServer {
                         for &len in session.final_lens.iter() {
                             let d = &flight[at..at + usize::from(len)];
                             at += usize::from(len);
-                            let start = self.tx.len();
-                            self.tx.extend_from_slice(d);
-                            self.tx_list.push((from, start, d.len()));
+                            self.tx.push(from, d);
                         }
                     }
                 }
@@ -522,17 +519,17 @@ impl DtlsServer {
             self.stats.no_session += 1;
             return false;
         };
-        let start = self.tx.len();
+        let start = self.tx.start();
         match session
             .records
-            .seal(ContentType::APPLICATION_DATA, plaintext, &mut self.tx)
+            .seal(ContentType::APPLICATION_DATA, plaintext, self.tx.buffer())
         {
             Ok(()) => {
-                self.tx_list.push((to, start, self.tx.len() - start));
+                self.tx.commit(to, start);
                 true
             }
             Err(e) => {
-                self.tx.truncate(start);
+                self.tx.discard(start);
                 tracing::debug!(%to, "DTLS seal failed: {e}");
                 self.stats.no_session += 1;
                 false
@@ -541,17 +538,13 @@ impl DtlsServer {
     }
 
     /// Hands every queued datagram to `send` and forgets them.
-    pub fn drain_transmits(&mut self, mut send: impl FnMut(SocketAddr, &[u8])) {
-        for &(dest, start, len) in &self.tx_list {
-            send(dest, &self.tx[start..start + len]);
-        }
-        self.tx_list.clear();
-        self.tx.clear();
+    pub fn drain_transmits(&mut self, send: impl FnMut(SocketAddr, &[u8])) {
+        self.tx.drain(send);
     }
 
     /// Datagrams queued and not yet drained.
     pub fn pending_transmits(&self) -> usize {
-        self.tx_list.len()
+        self.tx.len()
     }
 
     /// Advances timers: handshake retransmissions and timeouts, idle sessions, the cookie
@@ -593,7 +586,7 @@ impl DtlsServer {
                             std::ptr::null_mut(),
                         )
                     };
-                    drain_handshake(stream, track, addr, &mut self.tx, &mut self.tx_list);
+                    drain_handshake(stream, track, addr, &mut self.tx);
                     self.arm(now, addr);
                 }
                 PeerState::Established(_) => {
@@ -634,7 +627,7 @@ impl DtlsServer {
             if listener.get_mut().has_outbound() {
                 self.stats.hello_verify_requests += 1;
             }
-            drain_into(&mut listener, from, &mut self.tx, &mut self.tx_list);
+            drain_into(&mut listener, from, &mut self.tx);
             if verdict < 0 {
                 // OpenSSL reports a fatal error on the listening object: start a clean one.
                 openssl::error::ErrorStack::get();
@@ -698,13 +691,7 @@ impl DtlsServer {
         };
         track.flight.clear();
         let result = stream.do_handshake();
-        drain_handshake(
-            &mut stream,
-            &mut track,
-            addr,
-            &mut self.tx,
-            &mut self.tx_list,
-        );
+        drain_handshake(&mut stream, &mut track, addr, &mut self.tx);
         match result {
             Ok(()) => {
                 self.handshaking -= 1;
@@ -840,28 +827,18 @@ fn drain_handshake(
     stream: &mut SslStream<DatagramPipe>,
     track: &mut HandshakeTrack,
     dest: SocketAddr,
-    tx: &mut Vec<u8>,
-    tx_list: &mut Vec<(SocketAddr, usize, usize)>,
+    tx: &mut Transmits,
 ) {
     while let Some(d) = stream.get_mut().pop_outbound() {
         track.sent(&d);
-        let start = tx.len();
-        tx.extend_from_slice(&d);
-        tx_list.push((dest, start, d.len()));
+        tx.push(dest, &d);
         track.flight.push(d);
     }
 }
 
 /// Queues every datagram `stream` wrote as a transmit to `dest`.
-fn drain_into(
-    stream: &mut SslStream<DatagramPipe>,
-    dest: SocketAddr,
-    tx: &mut Vec<u8>,
-    tx_list: &mut Vec<(SocketAddr, usize, usize)>,
-) {
+fn drain_into(stream: &mut SslStream<DatagramPipe>, dest: SocketAddr, tx: &mut Transmits) {
     while let Some(d) = stream.get_mut().pop_outbound() {
-        let start = tx.len();
-        tx.extend_from_slice(&d);
-        tx_list.push((dest, start, d.len()));
+        tx.push(dest, &d);
     }
 }

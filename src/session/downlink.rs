@@ -332,8 +332,8 @@ impl Shard {
         let mut datagram = Vec::with_capacity(64 + q.request.payload.len());
         translate::write_coap_request(&q.request, MessageType::Con, mid, &token, &mut datagram);
         let timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
-        let start = self.tx.len();
-        self.tx.extend_from_slice(&datagram);
+        let start = self.tx.start();
+        self.tx.buffer().extend_from_slice(&datagram);
         dl.in_flight = Some(Exchange {
             echo: q.echo,
             msg_type: q.msg_type,
@@ -385,8 +385,8 @@ impl Shard {
                 ex.attempts += 1;
                 ex.timeout *= 2;
                 ex.deadline = now + ex.timeout;
-                let start = self.tx.len();
-                self.tx.extend_from_slice(&ex.datagram);
+                let start = self.tx.start();
+                self.tx.buffer().extend_from_slice(&ex.datagram);
                 self.stats.retransmissions += 1;
                 self.retransmit
                     .push(std::cmp::Reverse((ex.deadline, location, mid)));
@@ -773,8 +773,8 @@ impl Shard {
         ex.acked = false;
         ex.timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
         ex.deadline = now + ex.timeout;
-        let start = self.tx.len();
-        self.tx.extend_from_slice(&datagram);
+        let start = self.tx.start();
+        self.tx.buffer().extend_from_slice(&datagram);
         ex.datagram = datagram;
         self.retransmit
             .push(std::cmp::Reverse((ex.deadline, location, mid)));

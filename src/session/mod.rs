@@ -52,6 +52,7 @@ use crate::dtls::server::{AppData, DtlsServer, DtlsStats, Origin};
 use crate::dtls::Security;
 use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
+use crate::transmit::Transmits;
 
 use endpoints::{Directory, Endpoint, Endpoints};
 pub use journal::ShardRestore;
@@ -369,9 +370,8 @@ pub struct Shard {
     next_housekeeping: Instant,
     next_log: Instant,
     suppressed_logs: u64,
-    /// Outgoing datagrams: bytes in `tx`, `(dest, start, len)` in `tx_list`.
-    tx: Vec<u8>,
-    tx_list: Vec<(SocketAddr, usize, usize)>,
+    /// Outgoing datagrams.
+    tx: Transmits,
     publishes: PublishQueue,
     handoffs: VecDeque<(usize, Handoff)>,
     json: Vec<u8>,
@@ -442,8 +442,7 @@ impl Shard {
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             next_log: now,
             suppressed_logs: 0,
-            tx: Vec::with_capacity(64 * 1024),
-            tx_list: Vec::with_capacity(256),
+            tx: Transmits::with_capacity(64 * 1024, 256),
             publishes: PublishQueue::new(),
             handoffs: VecDeque::new(),
             json: Vec::with_capacity(1024),
@@ -613,17 +612,13 @@ impl Shard {
     }
 
     /// Hands every queued datagram to `send` and forgets them.
-    pub fn drain_transmits(&mut self, mut send: impl FnMut(SocketAddr, &[u8])) {
-        for &(dest, start, len) in &self.tx_list {
-            send(dest, &self.tx[start..start + len]);
-        }
-        self.tx_list.clear();
-        self.tx.clear();
+    pub fn drain_transmits(&mut self, send: impl FnMut(SocketAddr, &[u8])) {
+        self.tx.drain(send);
     }
 
     /// Datagrams queued and not yet drained.
     pub fn pending_transmits(&self) -> usize {
-        self.tx_list.len()
+        self.tx.len()
     }
 
     /// Hands every queued DTLS datagram (records and handshake flights) to `send` and
@@ -757,8 +752,8 @@ impl Shard {
     }
 
     fn queue_empty(&mut self, dest: SocketAddr, ty: MessageType, mid: u16) {
-        let start = self.tx.len();
-        write_empty(&mut self.tx, ty, mid);
+        let start = self.tx.start();
+        write_empty(self.tx.buffer(), ty, mid);
         self.commit_reply(dest, start);
     }
 
@@ -771,8 +766,8 @@ impl Shard {
                 if shard == self.cfg.shard {
                     self.commit(dest, start, origin.security);
                 } else {
-                    let data = self.tx[start..].to_vec();
-                    self.tx.truncate(start);
+                    let data = self.tx.written(start).to_vec();
+                    self.tx.discard(start);
                     self.handoffs
                         .push_back((shard, Handoff::Seal { dest, data }));
                 }
@@ -784,13 +779,13 @@ impl Shard {
     /// sealed into this shard's DTLS session with `dest` for a secure endpoint.
     fn commit(&mut self, dest: SocketAddr, start: usize, security: Security) {
         if security == Security::None {
-            self.tx_list.push((dest, start, self.tx.len() - start));
+            self.tx.commit(dest, start);
             return;
         }
         if let Some(dtls) = self.dtls.as_deref_mut() {
-            dtls.seal(dest, &self.tx[start..]);
+            dtls.seal(dest, self.tx.written(start));
         }
-        self.tx.truncate(start);
+        self.tx.discard(start);
     }
 
     /// Seals a message another shard wrote for a DTLS peer of this shard.
@@ -822,8 +817,8 @@ impl Shard {
             MessageType::Con => (MessageType::Ack, req.mid()),
             _ => (MessageType::Non, self.mids.next()),
         };
-        let start = self.tx.len();
-        let mut w = MessageWriter::new(&mut self.tx, ty, resp.code, mid, req.token());
+        let start = self.tx.start();
+        let mut w = MessageWriter::new(self.tx.buffer(), ty, resp.code, mid, req.token());
         let mut id = [0u8; location::ID_LEN];
         if let Some(location) = resp.location {
             let id = location.encode(&mut id);
@@ -836,13 +831,12 @@ impl Shard {
             w.option(option::BLOCK1, &block[..n]);
         }
         w.finish();
-        let len = self.tx.len() - start;
         if req.ty() == MessageType::Con {
             self.dedup.record_response(
                 to,
                 self.link != Link::Udp,
                 req.mid(),
-                &self.tx[start..start + len],
+                self.tx.written(start),
             );
         }
         self.commit_reply(to, start);
@@ -911,8 +905,8 @@ impl Shard {
             Dedup::Duplicate(cached) => {
                 self.stats.duplicates += 1;
                 if let Some(bytes) = cached {
-                    let start = self.tx.len();
-                    self.tx.extend_from_slice(bytes);
+                    let start = self.tx.start();
+                    self.tx.buffer().extend_from_slice(bytes);
                     self.commit_reply(from, start);
                 }
                 true
