@@ -659,51 +659,17 @@ async fn shard_main(ctx: ShardContext) {
         })
     });
     if let Some(socket) = secure_socket {
-        glommio::spawn_local(receive_secure(io.clone(), socket, ctx.shutdown.clone())).detach();
+        glommio::spawn_local(receive(
+            io.clone(),
+            socket,
+            ctx.shutdown.clone(),
+            true,
+            None,
+        ))
+        .detach();
     }
-    let mut recv = RecvBatch::new();
-    let mut turns = 0;
-    while !ctx.shutdown.load(Ordering::Acquire) {
-        let n = match recv.recv(&*socket) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(shard = index, "UDP receive failed: {e}");
-                0
-            }
-        };
-        if n == 0 {
-            let wake =
-                futures_lite::future::or(async { readable(&socket).await.map(|_| ()) }, async {
-                    glommio::timer::sleep(SHUTDOWN_POLL).await;
-                    Ok(())
-                });
-            if let Err(e) = wake.await {
-                tracing::warn!(shard = index, "UDP readiness failed: {e}");
-                glommio::timer::sleep(SHUTDOWN_POLL).await;
-            }
-            continue;
-        }
-        let now = Instant::now();
-        {
-            let mut io = io.borrow_mut();
-            for i in 0..n {
-                let (from, data) = recv.get(i);
-                if recv.is_truncated(i) {
-                    io.shard.handle_truncated(now, from, MAX_DATAGRAM);
-                } else {
-                    io.shard.handle_datagram(now, from, data);
-                }
-            }
-            io.flush(now);
-        }
-        if dumping.is_some() {
-            hist.borrow_mut().record_pipeline(now.elapsed(), n as u64);
-        }
-        turns += 1;
-        if turns % TURNS_PER_YIELD == 0 {
-            glommio::yield_if_needed().await;
-        }
-    }
+    let timed_hist = dumping.is_some().then(|| hist.clone());
+    receive(io.clone(), socket, ctx.shutdown.clone(), false, timed_hist).await;
     // Stop reading; hand the uplink everything still queued, then let it drain.
     {
         let now = Instant::now();
@@ -726,12 +692,15 @@ async fn shard_main(ctx: ShardContext) {
     tracing::debug!(shard = index, "shard stopped");
 }
 
-/// Receives on a shard's DTLS socket until shutdown: handshakes, and records whose
-/// plaintext the shard handles like plain datagrams.
-async fn receive_secure(
+/// Receives on one of a shard's sockets until shutdown: the UDP socket, or (`secure`) the
+/// DTLS one, whose datagrams are handshakes or records the shard opens first. Drains with
+/// `recvmmsg` while datagrams are there and waits for readiness only when none are.
+async fn receive(
     io: Rc<RefCell<ShardIo>>,
     socket: Rc<glommio::net::UdpSocket>,
     shutdown: Arc<AtomicBool>,
+    secure: bool,
+    hist: Option<Rc<RefCell<ShardHistograms>>>,
 ) {
     let mut recv = RecvBatch::new();
     let mut turns = 0;
@@ -739,7 +708,7 @@ async fn receive_secure(
         let n = match recv.recv(&*socket) {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!("DTLS receive failed: {e}");
+                tracing::warn!(secure, "UDP receive failed: {e}");
                 0
             }
         };
@@ -750,7 +719,7 @@ async fn receive_secure(
                     Ok(())
                 });
             if let Err(e) = wake.await {
-                tracing::warn!("DTLS readiness failed: {e}");
+                tracing::warn!(secure, "UDP readiness failed: {e}");
                 glommio::timer::sleep(SHUTDOWN_POLL).await;
             }
             continue;
@@ -762,11 +731,16 @@ async fn receive_secure(
                 let (from, data) = recv.get(i);
                 if recv.is_truncated(i) {
                     io.shard.handle_truncated(now, from, MAX_DATAGRAM);
-                } else {
+                } else if secure {
                     io.shard.handle_secure_datagram(now, from, data);
+                } else {
+                    io.shard.handle_datagram(now, from, data);
                 }
             }
             io.flush(now);
+        }
+        if let Some(hist) = &hist {
+            hist.borrow_mut().record_pipeline(now.elapsed(), n as u64);
         }
         turns += 1;
         if turns % TURNS_PER_YIELD == 0 {
