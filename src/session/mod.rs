@@ -31,6 +31,8 @@ mod journal_tests;
 mod location;
 mod publish;
 mod registration;
+mod secure;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -48,7 +50,7 @@ use crate::coap::{
     MessageWriter, MidGen, TokenGen,
 };
 use crate::config::{Config, Translators, UpdatePublishCondition};
-use crate::dtls::server::{AppData, DtlsServer, DtlsStats, Origin};
+use crate::dtls::server::{AppData, DtlsServer};
 use crate::dtls::Security;
 use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
@@ -60,6 +62,9 @@ use location::KeyGen;
 pub use location::Location;
 use publish::{ip_text, PublishQueue};
 pub use publish::{Publish, PublishRef};
+use secure::identity_hasher;
+pub use secure::Link;
+pub use stats::ShardStats;
 
 /// CON requests remembered for duplicate detection per shard; beyond, the oldest go first.
 /// Retransmissions come within MAX_TRANSMIT_SPAN (45 s), which this covers at ~5.8 k new
@@ -160,31 +165,6 @@ fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
-/// How the datagram being handled reached the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Link {
-    /// Plain CoAP over UDP.
-    #[default]
-    Udp,
-    /// CoAP inside a DTLS session held by `shard`, whose handshake proved `origin`.
-    Dtls {
-        /// The shard holding the session; only it can seal replies.
-        shard: usize,
-        /// What the handshake proved.
-        origin: Origin,
-    },
-}
-
-impl Link {
-    /// How the peer authenticated.
-    pub fn security(self) -> Security {
-        match self {
-            Link::Udp => Security::None,
-            Link::Dtls { origin, .. } => origin.security,
-        }
-    }
-}
-
 /// Work one shard hands to another.
 #[derive(Debug)]
 pub enum Handoff {
@@ -263,59 +243,6 @@ pub struct Migrating {
     register_mid: u16,
     security: Security,
     downlink: Option<Box<downlink::Downlink>>,
-}
-
-/// Counters of one shard; the runtime exports them as metrics.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ShardStats {
-    /// Datagrams handed to the shard (including forwarded ones).
-    pub datagrams: u64,
-    /// Datagrams that did not parse as CoAP.
-    pub malformed: u64,
-    /// Retransmitted CONs answered from the exchange cache.
-    pub duplicates: u64,
-    /// Successful registrations.
-    pub registered: u64,
-    /// Successful updates.
-    pub updated: u64,
-    /// Deregistrations.
-    pub deregistered: u64,
-    /// Registrations removed at lifetime expiry.
-    pub expired: u64,
-    /// Registrations replaced by a newer one of the same name.
-    pub replaced: u64,
-    /// Address changes (NAT rebinding).
-    pub rebound: u64,
-    /// Requests answered with 4.xx or 5.xx.
-    pub rejected: u64,
-    /// Registrations refused because of `max_connections` or `max_conn_rate`.
-    pub overloaded: u64,
-    /// Datagrams forwarded to another shard.
-    pub forwarded: u64,
-    /// Commands received for endpoints on this shard.
-    pub commands: u64,
-    /// Commands answered with an error (bad JSON, unknown endpoint, full queue, ...).
-    pub commands_rejected: u64,
-    /// Responses to commands published.
-    pub command_responses: u64,
-    /// Commands that ran out of retransmissions (`coap_timeout`).
-    pub command_timeouts: u64,
-    /// Commands the device reset (`coap_reset`).
-    pub command_resets: u64,
-    /// CON retransmissions sent.
-    pub retransmissions: u64,
-    /// Observe notifications published.
-    pub notifications: u64,
-    /// Reordered notifications dropped (RFC 7641 §3.4).
-    pub stale_notifications: u64,
-    /// Payloads published undecoded because they did not decode.
-    pub undecodable: u64,
-    /// Datagrams longer than the runtime's receive slot, dropped unread
-    /// ([`Shard::handle_truncated`]).
-    pub truncated: u64,
-    /// Requests refused with 4.03 because the sender's DTLS identity (or its lack of one)
-    /// does not match the endpoint, and datagrams dropped for the same reason.
-    pub forbidden: u64,
 }
 
 /// Token bucket for `max_conn_rate`.
@@ -477,47 +404,6 @@ impl Shard {
         self.dispatch(now, from, self.cfg.shard, 0, Link::Udp, data);
     }
 
-    /// Turns on the DTLS listener's peer table: datagrams of the DTLS socket go to
-    /// [`Shard::handle_secure_datagram`]. The server must hash identities with
-    /// [`Shard::identity_hasher`].
-    pub fn enable_dtls(&mut self, server: DtlsServer) {
-        self.dtls = Some(Box::new(server));
-    }
-
-    /// The keys DTLS identities are hashed with on this node (see [`Origin::identity`]).
-    pub fn identity_hasher(&self) -> ahash::RandomState {
-        self.identity_hasher.clone()
-    }
-
-    /// Counters of the DTLS listener, when it is enabled.
-    pub fn dtls_stats(&self) -> Option<&DtlsStats> {
-        self.dtls.as_deref().map(DtlsServer::stats)
-    }
-
-    /// Established DTLS sessions on this shard.
-    pub fn dtls_sessions(&self) -> usize {
-        self.dtls.as_deref().map_or(0, DtlsServer::sessions)
-    }
-
-    /// Handles one datagram received on this shard's DTLS socket: a handshake step, or
-    /// records whose plaintext is handled like a plain datagram, with its identity.
-    pub fn handle_secure_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let Some(dtls) = self.dtls.as_deref_mut() else {
-            return;
-        };
-        let mut app = std::mem::take(&mut self.app);
-        if let Some(origin) = dtls.handle_datagram(now, from, data, &mut app) {
-            let link = Link::Dtls {
-                shard: self.cfg.shard,
-                origin,
-            };
-            for record in app.records() {
-                self.dispatch(now, from, self.cfg.shard, 0, link, record);
-            }
-        }
-        self.app = app;
-    }
-
     /// Drops a datagram from `from` that arrived truncated because it was longer than the
     /// runtime's `limit`-byte receive slot: a CoAP message cut short would parse as a
     /// different, shorter message, so it is counted and logged (rate limited), not handled.
@@ -619,21 +505,6 @@ impl Shard {
     /// Datagrams queued and not yet drained.
     pub fn pending_transmits(&self) -> usize {
         self.tx.len()
-    }
-
-    /// Hands every queued DTLS datagram (records and handshake flights) to `send` and
-    /// forgets them.
-    pub fn drain_secure_transmits(&mut self, send: impl FnMut(SocketAddr, &[u8])) {
-        if let Some(dtls) = self.dtls.as_deref_mut() {
-            dtls.drain_transmits(send);
-        }
-    }
-
-    /// DTLS datagrams queued and not yet drained.
-    pub fn pending_secure_transmits(&self) -> usize {
-        self.dtls
-            .as_deref()
-            .map_or(0, DtlsServer::pending_transmits)
     }
 
     /// Hands every queued MQTT message to `publish`, oldest first, and forgets them. The
@@ -757,56 +628,6 @@ impl Shard {
         self.commit_reply(dest, start);
     }
 
-    /// Sends the message written at `tx[start..]` to `dest` the way the datagram being
-    /// handled arrived.
-    fn commit_reply(&mut self, dest: SocketAddr, start: usize) {
-        match self.link {
-            Link::Udp => self.commit(dest, start, Security::None),
-            Link::Dtls { shard, origin } => {
-                if shard == self.cfg.shard {
-                    self.commit(dest, start, origin.security);
-                } else {
-                    let data = self.tx.written(start).to_vec();
-                    self.tx.discard(start);
-                    self.handoffs
-                        .push_back((shard, Handoff::Seal { dest, data }));
-                }
-            }
-        }
-    }
-
-    /// Sends the message written at `tx[start..]` to `dest`: as a plain datagram, or
-    /// sealed into this shard's DTLS session with `dest` for a secure endpoint.
-    fn commit(&mut self, dest: SocketAddr, start: usize, security: Security) {
-        if security == Security::None {
-            self.tx.commit(dest, start);
-            return;
-        }
-        if let Some(dtls) = self.dtls.as_deref_mut() {
-            dtls.seal(dest, self.tx.written(start));
-        }
-        self.tx.discard(start);
-    }
-
-    /// Seals a message another shard wrote for a DTLS peer of this shard.
-    fn seal(&mut self, dest: SocketAddr, data: &[u8]) {
-        if let Some(dtls) = self.dtls.as_deref_mut() {
-            dtls.seal(dest, data);
-        }
-    }
-
-    /// Whether the datagram being handled may act for an endpoint registered with
-    /// `security` under the name `ep`: the same kind of link, and over DTLS the identity
-    /// bound to that name.
-    fn link_may_act_for(&self, security: Security, ep: &str) -> bool {
-        match self.link {
-            Link::Udp => security == Security::None,
-            Link::Dtls { origin, .. } => {
-                origin.security == security && origin.identity == self.identity_hasher.hash_one(ep)
-            }
-        }
-    }
-
     /// Queues the response to `req` (piggybacked on the ACK for a CON) and records it in
     /// the exchange cache so a retransmission is answered with the same bytes.
     fn respond(&mut self, to: SocketAddr, req: &Message<'_>, resp: Response) {
@@ -913,22 +734,6 @@ impl Shard {
             }
         }
     }
-}
-
-/// The keys of the hash DTLS identities are compared by: drawn once per process, so every
-/// shard computes the same hash of a name, and nobody outside can aim for a collision.
-fn identity_hasher() -> ahash::RandomState {
-    static KEYS: std::sync::OnceLock<[u64; 4]> = std::sync::OnceLock::new();
-    let k = KEYS.get_or_init(|| {
-        let seed = os_seed();
-        let word = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&seed[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(b)
-        };
-        [word(0), word(1), word(2), word(3)]
-    });
-    ahash::RandomState::with_seeds(k[0], k[1], k[2], k[3])
 }
 
 /// Which translator a message goes out on.
