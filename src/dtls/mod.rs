@@ -17,12 +17,14 @@ pub mod client;
 pub mod cookie;
 pub mod credentials;
 mod ffi;
+mod handshake;
 pub mod hello;
 pub mod pipe;
 pub mod pki;
 pub mod protect;
 pub mod record;
 pub mod server;
+pub use handshake::client_hello_cookie_len;
 #[cfg(test)]
 mod server_tests;
 #[cfg(test)]

@@ -36,9 +36,12 @@ use super::ffi::{
     BIO_ADDR_free, BIO_ADDR_new, BioAddr, DTLS_set_timer_cb, DTLSv1_listen, DTLS_CTRL_GET_TIMEOUT,
     DTLS_CTRL_HANDLE_TIMEOUT,
 };
-use super::hello::ServerHello;
+use super::handshake::{
+    client_hello_cookie_len, drain_handshake, record_layer, retransmit_index, retransmit_timer,
+    HandshakeTrack, RetransmitInitial, RETRANSMIT_MAX_US,
+};
 use super::pipe::DatagramPipe;
-use super::protect::{EstablishedSession, RecordProtection, Suite, MASTER_SECRET_LEN, RANDOM_LEN};
+use super::protect::RecordProtection;
 use super::record::{records, ContentType};
 use super::Security;
 use crate::transmit::Transmits;
@@ -54,40 +57,6 @@ const MAX_PLAINTEXT: usize = 2048;
 /// Path MTU assumed for handshake flights: IPv6's minimum, which every network carries,
 /// so a flight with a certificate chain is fragmented rather than dropped.
 const HANDSHAKE_MTU: u32 = 1280;
-
-/// DTLS record header length (RFC 6347 §4.1).
-const RECORD_HEADER: usize = 13;
-/// DTLS handshake message header length (RFC 6347 §4.2.2).
-const HANDSHAKE_HEADER: usize = 12;
-const CONTENT_HANDSHAKE: u8 = 22;
-const HANDSHAKE_CLIENT_HELLO: u8 = 1;
-
-/// Longest wait between retransmissions of a handshake flight (RFC 6347 §4.2.4.1).
-const RETRANSMIT_MAX_US: u32 = 60_000_000;
-
-/// First retransmission delay of a handshake flight, in µs, kept in the `SSL` object for
-/// [`retransmit_timer`].
-#[derive(Debug, Clone, Copy)]
-struct RetransmitInitial(u32);
-
-fn retransmit_index() -> Index<Ssl, RetransmitInitial> {
-    static INDEX: OnceLock<Index<Ssl, RetransmitInitial>> = OnceLock::new();
-    *INDEX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL has ex-data slots to give"))
-}
-
-/// OpenSSL's DTLS timer callback: the configured first delay, then doubling up to
-/// [`RETRANSMIT_MAX_US`].
-unsafe extern "C" fn retransmit_timer(
-    ssl: *mut openssl_sys::SSL,
-    previous_us: libc::c_uint,
-) -> libc::c_uint {
-    if previous_us > 0 {
-        return previous_us.saturating_mul(2).min(RETRANSMIT_MAX_US);
-    }
-    // SAFETY: OpenSSL passes the live `SSL` the timer belongs to.
-    let ssl = unsafe { SslRef::from_ptr(ssl) };
-    ssl.ex_data(retransmit_index()).map_or(1_000_000, |r| r.0)
-}
 
 /// Resolves the identity of a completed handshake ([`super::credentials::identity_of`] in
 /// the gateway); `None` refuses the peer.
@@ -207,36 +176,14 @@ struct Established {
     final_lens: Box<[u16]>,
 }
 
-/// What the server's own handshake datagrams tell: the suite and encrypt-then-MAC from
-/// its ServerHello, the next sequence number of epoch 1, and the flight written last.
-#[derive(Default)]
-struct HandshakeTrack {
-    suite: Option<Suite>,
-    encrypt_then_mac: bool,
-    next_write_sequence: u64,
-    flight: Vec<Vec<u8>>,
-}
-
-impl HandshakeTrack {
-    /// Notes one datagram the server sent.
-    fn sent(&mut self, datagram: &[u8]) {
-        if self.suite.is_none() {
-            if let Ok(hello) = ServerHello::find(datagram) {
-                self.suite = Suite::from_id(hello.cipher_suite);
-                self.encrypt_then_mac = hello.encrypt_then_mac;
-            }
-        }
-        for record in records(datagram).flatten() {
-            if record.epoch() == 1 {
-                self.next_write_sequence = self.next_write_sequence.max(record.sequence() + 1);
-            }
-        }
-    }
-}
-
-/// Bytes an established, idle session costs in the peer table beyond its entry's key:
-/// checked by a test, since it decides how many DTLS devices a node holds.
+/// Bytes an established, idle session costs in the peer table beyond its entry's key. It
+/// decides how many DTLS devices a node holds (1 M in well under 1.5 GiB), so it is
+/// checked when the crate compiles.
 pub const ESTABLISHED_SIZE: usize = std::mem::size_of::<Peer>();
+const _: () = assert!(
+    ESTABLISHED_SIZE <= 256,
+    "an idle DTLS session outgrew 256 bytes"
+);
 
 /// One shard's DTLS server; see the module documentation.
 pub struct DtlsServer {
@@ -298,27 +245,6 @@ fn ssl_mut(stream: &mut SslStream<DatagramPipe>) -> &mut SslRef {
     // SAFETY: the stream owns its `SSL`; holding the stream mutably borrowed makes this the
     // only reference to it for the borrow's duration.
     unsafe { SslRef::from_ptr_mut(stream.ssl().as_ptr()) }
-}
-
-/// The ClientHello at the start of `data`: `Some(cookie length)` when the datagram's first
-/// record is an unfragmented-enough epoch-0 ClientHello to read it.
-pub fn client_hello_cookie_len(data: &[u8]) -> Option<usize> {
-    if data.len() < RECORD_HEADER + HANDSHAKE_HEADER || data[0] != CONTENT_HANDSHAKE {
-        return None;
-    }
-    // Epoch 0 only: a ClientHello inside an established epoch is a renegotiation attempt.
-    if data[3..5] != [0, 0] {
-        return None;
-    }
-    let hs = &data[RECORD_HEADER..];
-    if hs[0] != HANDSHAKE_CLIENT_HELLO {
-        return None;
-    }
-    let body = &hs[HANDSHAKE_HEADER..];
-    // client_version (2) + random (32), then session_id and cookie with 1-byte lengths.
-    let sid_len = usize::from(*body.get(34)?);
-    let cookie_len = usize::from(*body.get(35 + sid_len)?);
-    Some(cookie_len)
 }
 
 impl DtlsServer {
@@ -792,47 +718,6 @@ impl DtlsServer {
                 self.handshaking -= 1;
             }
         }
-    }
-}
-
-/// The record layer of the session `ssl` just established, from its keys and what the
-/// server's datagrams showed; `None` for a suite the record layer does not implement.
-fn record_layer(ssl: &SslRef, track: &HandshakeTrack) -> Option<RecordProtection> {
-    let suite = track.suite?;
-    let session = ssl.session()?;
-    let mut master_secret = [0u8; MASTER_SECRET_LEN];
-    if session.master_key(&mut master_secret) != MASTER_SECRET_LEN {
-        return None;
-    }
-    let (mut client_random, mut server_random) = ([0u8; RANDOM_LEN], [0u8; RANDOM_LEN]);
-    ssl.client_random(&mut client_random);
-    ssl.server_random(&mut server_random);
-    let records = RecordProtection::server(&EstablishedSession {
-        suite,
-        encrypt_then_mac: track.encrypt_then_mac,
-        master_secret: &master_secret,
-        client_random: &client_random,
-        server_random: &server_random,
-        epoch: 1,
-        next_write_sequence: track.next_write_sequence,
-        last_read_sequence: None,
-    });
-    master_secret.fill(0);
-    Some(records)
-}
-
-/// Queues every datagram a handshaking `stream` wrote as a transmit to `dest`, noting
-/// each in `track`.
-fn drain_handshake(
-    stream: &mut SslStream<DatagramPipe>,
-    track: &mut HandshakeTrack,
-    dest: SocketAddr,
-    tx: &mut Transmits,
-) {
-    while let Some(d) = stream.get_mut().pop_outbound() {
-        track.sent(&d);
-        tx.push(dest, &d);
-        track.flight.push(d);
     }
 }
 

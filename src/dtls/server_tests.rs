@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use openssl::ssl::{ErrorCode, SslStream};
 
+use super::client_hello_cookie_len;
 use super::pipe::DatagramPipe;
 use super::server::*;
 use super::test_support::*;
