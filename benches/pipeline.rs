@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 mod support;
 
 use bytes::BytesMut;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use lwm2m_gateway::coap::{option, Code, MessageType, MessageWriter};
-use lwm2m_gateway::config::Config;
+use lwm2m_gateway::config::{Config, DtlsListenerConfig};
+use lwm2m_gateway::dtls::client::DtlsClient;
+use lwm2m_gateway::dtls::credentials::{identity_of, Credentials};
+use lwm2m_gateway::dtls::server::{enable_cookies, DtlsLimits, DtlsServer};
 use lwm2m_gateway::session::{Shard, ShardConfig};
 use lwm2m_gateway::uplink::{Outgoing, SessionOptions, UplinkSession};
 use support::register;
@@ -288,5 +291,154 @@ fn bench_notify(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_register, bench_pipeline, bench_notify);
+/// A device `bench-1` registered and observed over DTLS (PSK, CCM_8, the gateway's own
+/// record layer): the shard and the device's client.
+fn observed_secure_shard(case: Case) -> (Shard, DtlsClient) {
+    let mut s = shard();
+    let now = Instant::now();
+    let dir = std::env::temp_dir().join(format!("bench-dtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let psk = dir.join("psk.txt");
+    std::fs::write(&psk, "bench-1:30313233343536373839616263646566\n").expect("psk");
+    let creds = Credentials::load(&DtlsListenerConfig {
+        enabled: true,
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        psk_file: Some(psk),
+        certfile: None,
+        keyfile: None,
+        cacertfile: None,
+    })
+    .expect("credentials");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut builder = creds.server_context().expect("context");
+    enable_cookies(&mut builder);
+    let limits = DtlsLimits {
+        handshake_timeout: Duration::from_secs(30),
+        session_idle: Duration::from_secs(86_400),
+        retransmit_initial: Duration::from_secs(1),
+    };
+    let identify = std::sync::Arc::new(move |ssl: &openssl::ssl::SslRef| identity_of(ssl, &creds));
+    let server = DtlsServer::new(builder.build(), identify, s.identity_hasher(), limits, now)
+        .expect("server");
+    s.enable_dtls(server);
+    let mut client = DtlsClient::psk("bench-1", b"0123456789abcdef").expect("client");
+    client.handle_timeout();
+    // Sends what the client wrote and feeds it everything the shard sent back.
+    let exchange = |s: &mut Shard, client: &mut DtlsClient| {
+        while let Some(d) = client.poll_transmit() {
+            s.handle_secure_datagram(now, addr(1), &d);
+        }
+        s.drain_secure_transmits(|_, d| client.handle_datagram(d));
+    };
+    for _ in 0..8 {
+        exchange(&mut s, &mut client);
+    }
+    assert!(client.is_established());
+    let mut buf = Vec::new();
+    register(1, 300, &mut buf);
+    client.send(&buf).expect("send");
+    exchange(&mut s, &mut client);
+    while s.poll_publish().is_some() {}
+    let command = format!(
+        r#"{{"requestID":1,"msgType":"observe","data":{{"path":"{}"}}}}"#,
+        case.path
+    );
+    s.handle_command(now, "lwm2m/bench-1/dn", command.as_bytes());
+    let mut request = Vec::new();
+    while let Some(d) = client.recv() {
+        request = d;
+    }
+    s.drain_secure_transmits(|_, d| client.handle_datagram(d));
+    while let Some(d) = client.recv() {
+        request = d;
+    }
+    let req = lwm2m_gateway::coap::Message::parse(&request).expect("observe request");
+    let token = req.token().to_vec();
+    let mut ack = Vec::new();
+    let mut w = MessageWriter::new(&mut ack, MessageType::Ack, Code::CONTENT, req.mid(), &token);
+    w.uint_option(option::OBSERVE, 1)
+        .uint_option(option::CONTENT_FORMAT, u32::from(case.format))
+        .payload(case.payload);
+    w.finish();
+    client.send(&ack).expect("send");
+    exchange(&mut s, &mut client);
+    let p = s.poll_publish().expect("observe response published");
+    let json: serde_json::Value = serde_json::from_slice(&p.payload).expect("JSON");
+    assert_eq!(json["data"]["code"], "2.05", "{json}");
+    // The token the notifications carry.
+    SECURE_TOKEN.with(|t| *t.borrow_mut() = token);
+    (s, client)
+}
+
+thread_local! {
+    static SECURE_TOKEN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The same notification as [`bench_notify`]'s text case, arriving over DTLS: the record
+/// opened by the shard's DTLS server, then the plain pipeline. The device's sealing is set
+/// up outside the measurement.
+fn bench_notify_dtls(c: &mut Criterion) {
+    let mut g = c.benchmark_group("notify");
+    g.throughput(Throughput::Elements(1));
+    let case = TEXT_FLOAT;
+    g.bench_function("dtls_non_notify_to_publish_bytes", |b| {
+        let (mut s, mut client) = observed_secure_shard(case);
+        let token = SECURE_TOKEN.with(|t| t.borrow().clone());
+        let now = Instant::now();
+        let mut buf = Vec::new();
+        let mut uplink = Uplink::connected();
+        let mut seq = 1u32;
+        b.iter_batched(
+            || {
+                seq += 1;
+                notify(&mut buf, seq, &token, case);
+                client.send(&buf).expect("seal");
+                client.poll_transmit().expect("record")
+            },
+            |record| {
+                s.handle_secure_datagram(now, addr(1), &record);
+                std::hint::black_box(uplink.publish_bytes(&mut s, now).len());
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    let (mut s, mut client) = observed_secure_shard(case);
+    let token = SECURE_TOKEN.with(|t| t.borrow().clone());
+    let now = Instant::now();
+    let mut buf = Vec::new();
+    let mut uplink = Uplink::connected();
+    const N: u32 = 10_000;
+    let records: Vec<Vec<u8>> = (2..2 + N + 100)
+        .map(|seq| {
+            notify(&mut buf, seq, &token, case);
+            client.send(&buf).expect("seal");
+            client.poll_transmit().expect("record")
+        })
+        .collect();
+    for r in &records[..100] {
+        s.handle_secure_datagram(now, addr(1), r);
+        uplink.publish_bytes(&mut s, now);
+    }
+    let before = support::CALLS.load(Ordering::Relaxed);
+    let mut published = 0u64;
+    for r in &records[100..] {
+        s.handle_secure_datagram(now, addr(1), r);
+        published += u64::from(uplink.publish_bytes(&mut s, now).first() == Some(&0x30));
+    }
+    let allocations = support::CALLS.load(Ordering::Relaxed) - before;
+    assert_eq!(published, u64::from(N), "one PUBLISH per notification");
+    println!(
+        "notify/dtls_non_notify_to_publish_bytes: {:.2} heap allocations per notification",
+        allocations as f64 / f64::from(N)
+    );
+}
+
+criterion_group!(
+    benches,
+    bench_register,
+    bench_pipeline,
+    bench_notify,
+    bench_notify_dtls
+);
 criterion_main!(benches);
