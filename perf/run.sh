@@ -2,7 +2,7 @@
 # The capacity suite of SPEC §7 on this machine, one command:
 #
 #   perf/run.sh            # everything, ~4 minutes on 2 cores
-#   perf/run.sh p4 p5      # some of: baseline p2 p2max p3 p4 p5
+#   perf/run.sh p4 p5      # some of: baseline p2 p2max p3 p4 p5 p6
 #
 # Builds release binaries, starts Mosquitto (TCP_NODELAY, on a free port) and, for each
 # scenario, a fresh gateway publishing to it with its own histograms in the scenario's
@@ -11,7 +11,8 @@
 # gateway's shard-*.hlog). Knobs (environment): DEVICES (P4, default 1000000),
 # STORM_RATE (P3, 50000), NOTIFY_RATE (P2 latency, 100000), NOTIFY_MAX_RATE (P2
 # capacity: offered beyond what the box carries, 200000), NOTIFY_DEVICES (10000),
-# COMMAND_RATE (P5, 10000), BASELINE_RATE (offered beyond the box's UDP limit, 400000),
+# COMMAND_RATE (P5, 10000), HANDSHAKE_RATE (P6 full PSK handshakes, 5000; on a gateway
+# of one shard, since P6 is per core), BASELINE_RATE (offered beyond the box's UDP limit, 400000),
 # DURATION (each timed phase, 20s), SHARDS (gateway shards, 2), PERSIST (1: the gateway
 # journals registrations into a fresh directory per scenario, as by default; 0: off).
 #
@@ -31,7 +32,8 @@ DURATION=${DURATION:-20s}
 SHARDS=${SHARDS:-2}
 PERSIST=${PERSIST:-1}
 STEPS=("$@")
-[ ${#STEPS[@]} -gt 0 ] || STEPS=(baseline p3 p4 p2 p2max p5)
+HANDSHAKE_RATE=${HANDSHAKE_RATE:-5000}
+[ ${#STEPS[@]} -gt 0 ] || STEPS=(baseline p3 p4 p2 p2max p5 p6)
 
 log() { printf '\n== %s\n' "$*"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -51,6 +53,9 @@ LG=./target/release/loadgen
 WORK=$(mktemp -d)
 MQTT_PORT=$(free_port)
 COAP_PORT=$(free_port)
+DTLS_PORT=$(free_port)
+PSK_FILE=$WORK/psk.txt
+"$LG" psk-file --devices 40000 --prefix p6 --out "$PSK_FILE" >/dev/null
 MOSQ_PID=""
 GW_PID=""
 cleanup() {
@@ -85,6 +90,9 @@ start_gateway() {
         -e "s|^broker = \"embedded\"|broker = \"mqtt://127.0.0.1:$MQTT_PORT\"|" \
         -e "s|^histogram_dir = \"\"|histogram_dir = \"$dir\"|" \
         -e "s|^histogram_interval = .*|histogram_interval = \"1s\"|" \
+        -e "s|^enabled = false|enabled = $DTLS|" \
+        -e "s|^bind = \"0.0.0.0:5684\"|bind = \"127.0.0.1:$DTLS_PORT\"|" \
+        -e "s|^psk_file = \"\"|psk_file = \"$PSK_FILE\"|" \
         config/gateway.toml >"$WORK/gateway.toml"
     "$GW" --config "$WORK/gateway.toml" >"$dir/gateway.log" 2>&1 &
     GW_PID=$!
@@ -102,6 +110,7 @@ stop_gateway() {
     GW_PID=""
 }
 
+DTLS=false
 DIRS=()
 run() {
     local name=$1
@@ -148,8 +157,24 @@ for step in "${STEPS[@]}"; do
         run command-rtt command-rtt --devices 10000 --command-rate "$COMMAND_RATE" \
             --duration "$DURATION" --mqtt "127.0.0.1:$MQTT_PORT" --prefix p5 || FAILED=1
         ;;
+    p6)
+        # Full PSK handshakes through the cookie exchange, then resumptions from new ports.
+        DTLS=true
+        SHARDS_SAVED=$SHARDS
+        SHARDS=1
+        dir=perf/results/dtls-handshake-$(stamp)
+        log "dtls-handshake at $HANDSHAKE_RATE/s, 1 shard"
+        start_gateway "$dir"
+        "$LG" dtls-handshake --gateway "127.0.0.1:$DTLS_PORT" --devices 20000 \
+            --rate "$HANDSHAKE_RATE" --prefix p6 --resume --gateway-pid "$GW_PID" \
+            --out "$dir" || FAILED=1
+        stop_gateway
+        DIRS+=("$dir")
+        SHARDS=$SHARDS_SAVED
+        DTLS=false
+        ;;
     *)
-        echo "unknown step $step (baseline p2 p2max p3 p4 p5)" >&2
+        echo "unknown step $step (baseline p2 p2max p3 p4 p5 p6)" >&2
         exit 2
         ;;
     esac
