@@ -676,6 +676,15 @@ async fn shard_main(ctx: ShardContext) {
         let mut io = io.borrow_mut();
         io.shard.handle_timeout(now);
         io.flush(now);
+        if let Some(stats) = io.shard.dtls_stats() {
+            // Until the counters have an endpoint of their own (metrics), the log has them.
+            tracing::info!(
+                shard = index,
+                sessions = io.shard.dtls_sessions(),
+                ?stats,
+                "DTLS counters"
+            );
+        }
     }
     if let Some(task) = journaling {
         task.await;
