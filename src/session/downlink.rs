@@ -286,7 +286,7 @@ impl Shard {
     }
 
     /// Publishes `self.json` on the endpoint's topic of `kind`.
-    fn publish_for(&mut self, kind: TopicKind, location: Location) {
+    pub(super) fn publish_for(&mut self, kind: TopicKind, location: Location) {
         let Some(ep) = self.endpoints.get(&location) else {
             return;
         };

@@ -32,6 +32,9 @@ mod location;
 mod publish;
 mod registration;
 mod secure;
+mod send;
+#[cfg(test)]
+mod send_tests;
 mod stats;
 #[cfg(test)]
 mod tests;

@@ -72,6 +72,7 @@ impl Shard {
                     self.register(now, from, msg, &body, block1);
                 }
             }
+            (Some(b"dp"), None, false) => self.send_request(now, from, msg),
             (Some(b"rd"), Some(id), false) => {
                 if let Some(location) = Location::parse(id) {
                     if self.endpoints.contains_key(&location) {
@@ -141,7 +142,7 @@ impl Shard {
 
     /// The request body: the payload itself, or a reassembled Block1 transfer once its last
     /// block arrived. `None` when a response (2.31 Continue or an error) was already queued.
-    fn take_body<'m>(
+    pub(super) fn take_body<'m>(
         &mut self,
         now: Instant,
         from: SocketAddr,

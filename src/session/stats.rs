@@ -39,6 +39,8 @@ pub struct ShardStats {
     pub command_resets: u64,
     /// CON retransmissions sent.
     pub retransmissions: u64,
+    /// LwM2M 1.1 Send reports (`POST /dp`) published.
+    pub sends: u64,
     /// Observe notifications published.
     pub notifications: u64,
     /// Reordered notifications dropped (RFC 7641 §3.4).

@@ -79,6 +79,21 @@ pub fn write_notify(
     msg.end();
 }
 
+/// Appends data a device sent unasked (LwM2M 1.1 Send, `POST /dp`):
+/// `{"msgType":"send","data":{"reqPath":"/dp","content":[...]}}`.
+pub fn write_send(out: &mut Vec<u8>, content: ContentRef<'_>) {
+    let mut msg = ObjectWriter::begin(out);
+    msg.str("msgType", "send");
+    let mut data = ObjectWriter::begin(msg.key("data"));
+    data.str("reqPath", "/dp");
+    content::write_content_json(data.key("content"), content);
+    if content.is_undecoded() {
+        data.key("decoded").extend_from_slice(b"false");
+    }
+    data.end();
+    msg.end();
+}
+
 /// Appends `{<echo>,"msgType":<msg_type>,"data":{"path":<path>}}`.
 fn write_path_message(out: &mut Vec<u8>, echo: &str, msg_type: &str, path: &str) {
     let mut msg = ObjectWriter::begin(out);
