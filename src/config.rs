@@ -720,14 +720,8 @@ mod file {
                     AutoObserve::Paths(p)
                 }
             };
-            // Accepted keys must do what they say: until observe-on-register and queue
-            // mode exist, only their inert defaults are.
-            if auto_observe != AutoObserve::Off {
-                return Err(invalid(
-                    "gateway.auto_observe",
-                    "observing on register is not built yet: leave it false and send observe commands",
-                ));
-            }
+            // Accepted keys must do what they say: until queue mode exists, only its inert
+            // default is.
             let qmode_time_window = duration("gateway.qmode_time_window", &g.qmode_time_window)?;
             if qmode_time_window != Duration::from_secs(22) {
                 return Err(invalid(

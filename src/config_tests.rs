@@ -80,22 +80,24 @@ fn broker_urls() {
 }
 
 #[test]
-fn keys_of_features_not_built_yet_are_refused_unless_inert() {
-    for text in [
-        "[gateway]\nauto_observe = [\"/3/0\"]",
-        "[gateway]\nauto_observe = true",
-    ] {
-        let err = problem(text);
-        assert!(err.starts_with("gateway.auto_observe:"), "{err}");
-        assert!(err.contains("not built yet"), "{err}");
-    }
-    // A malformed value is still named for what is wrong with it.
+fn auto_observe_takes_a_flag_or_paths() {
+    let c = |t: &str| Config::from_toml(t).expect("valid").gateway.auto_observe;
+    assert_eq!(c("[gateway]\nauto_observe = true"), AutoObserve::All);
+    assert_eq!(c("[gateway]\nauto_observe = false"), AutoObserve::Off);
+    assert_eq!(
+        c("[gateway]\nauto_observe = [\"/3/0\", \"/3303\"]"),
+        AutoObserve::Paths(vec!["/3/0".into(), "/3303".into()])
+    );
     assert!(problem("[gateway]\nauto_observe = [\"3/0\"]").contains("must start with '/'"));
+}
+
+#[test]
+fn queue_mode_window_is_refused_unless_inert() {
     let err = problem("[gateway]\nqmode_time_window = \"60s\"");
     assert!(err.starts_with("gateway.qmode_time_window:"), "{err}");
     assert!(err.contains("not built yet"), "{err}");
-    Config::from_toml("[gateway]\nauto_observe = false\nqmode_time_window = \"22s\"")
-        .expect("the inert defaults are accepted");
+    Config::from_toml("[gateway]\nqmode_time_window = \"22s\"")
+        .expect("the inert default is accepted");
 }
 
 #[test]

@@ -206,6 +206,13 @@ impl Shard {
             return;
         };
         self.stats.commands += 1;
+        self.enqueue_command(now, location, payload);
+    }
+
+    /// Queues the command `payload` (MQTT command JSON) for the endpoint of `location` and
+    /// sends it if nothing is in flight; a command that does not parse or build is answered
+    /// with an error response.
+    pub(super) fn enqueue_command(&mut self, now: Instant, location: Location, payload: &[u8]) {
         let Some(ep) = self.endpoints.get(&location) else {
             return;
         };

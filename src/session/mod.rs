@@ -17,6 +17,9 @@
 //! * Endpoint names are unique per node: the *directory* shard of a name (a hash of it)
 //!   remembers which registration holds it and evicts the older one on re-register.
 
+mod auto_observe;
+#[cfg(test)]
+mod auto_observe_tests;
 mod downlink;
 #[cfg(test)]
 mod downlink_tests;
@@ -118,6 +121,8 @@ pub struct ShardConfig {
     pub registry: Arc<Registry>,
     /// Seed of the generator of location keys; the runtime draws it from the OS.
     pub location_seed: [u8; 32],
+    /// What is observed as soon as a device registers (`gateway.auto_observe`).
+    pub auto_observe: crate::config::AutoObserve,
 }
 
 impl ShardConfig {
@@ -140,6 +145,7 @@ impl ShardConfig {
             idle_timeout: config.gateway.idle_timeout,
             registry,
             location_seed: os_seed(),
+            auto_observe: config.gateway.auto_observe.clone(),
         }
     }
 }

@@ -299,6 +299,7 @@ impl Shard {
                 secure: security != Security::None,
             },
         );
+        self.auto_observe(now, location);
     }
 
     /// Whether a confirmable Register is a retransmission of the one that created `old`:

@@ -15,7 +15,7 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn capture(name: &str) -> Vec<u8> {
+pub(super) fn capture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/data/captures/{name}", env!("CARGO_MANIFEST_DIR"));
     hex(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
