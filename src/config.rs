@@ -720,13 +720,11 @@ mod file {
                     AutoObserve::Paths(p)
                 }
             };
-            // Accepted keys must do what they say: until queue mode exists, only its inert
-            // default is.
             let qmode_time_window = duration("gateway.qmode_time_window", &g.qmode_time_window)?;
-            if qmode_time_window != Duration::from_secs(22) {
+            if qmode_time_window.is_zero() {
                 return Err(invalid(
                     "gateway.qmode_time_window",
-                    "queue mode is not built yet (commands go to devices at once): leave it at \"22s\"",
+                    "must be at least 1s: a queue-mode device is reachable that long after it sends",
                 ));
             }
             let update_msg_publish_condition = match g.update_msg_publish_condition.as_str() {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::queue_mode::queued_ttl;
 use super::{directory_shard, ip_text, Location, Shard, TopicKind};
 use crate::coap::{Code, Message, MessageType, MAX_BODY};
 use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
@@ -35,8 +36,11 @@ const FIRMWARE_OBJECT: u16 = 5;
 #[derive(Debug, Default)]
 pub(super) struct Downlink {
     in_flight: Option<Exchange>,
-    queue: VecDeque<Queued>,
+    pub(super) queue: VecDeque<Queued>,
     observations: Vec<Observation>,
+    /// A queue-mode device is reachable until then (its last datagram plus
+    /// `qmode_time_window`); `None` until it sent something since this state exists.
+    pub(super) awake_until: Option<Instant>,
 }
 
 impl Downlink {
@@ -87,11 +91,13 @@ impl Downlink {
 }
 
 #[derive(Debug)]
-struct Queued {
-    echo: Arc<str>,
-    msg_type: String,
+pub(super) struct Queued {
+    pub(super) echo: Arc<str>,
+    pub(super) msg_type: String,
     observe: Option<bool>,
-    request: CoapRequest,
+    pub(super) request: CoapRequest,
+    /// Not sent by then, it is answered 5.04 `expired` instead (queue mode).
+    pub(super) expires: Instant,
 }
 
 #[derive(Debug)]
@@ -223,6 +229,7 @@ impl Shard {
             .map_or("/", |o| o.alternate_path.as_str())
             .to_owned();
         let version = reg.version;
+        let reg_lifetime = reg.lifetime;
         let built = translate::parse_command(payload)
             .and_then(|c| translate::build_request(&c, &alternate, version).map(|r| (c, r)));
         let (command, request) = match built {
@@ -246,10 +253,13 @@ impl Shard {
             ..
         } = command;
         let max = self.cfg.max_queued_commands;
+        let ttl = queued_ttl(&echo, self.cfg.qmode_time_window, reg_lifetime);
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
+        let asleep = ep.registration.queue_mode;
         let dl = ep.downlink.get_or_insert_with(Box::default);
+        let asleep = asleep && !dl.awake_until.is_some_and(|t| t > now);
         if dl.queue.len() >= max {
             self.stats.commands_rejected += 1;
             return self.command_error(
@@ -261,12 +271,24 @@ impl Shard {
                 "command queue is full",
             );
         }
+        let expires = now + ttl;
+        if asleep {
+            self.json.clear();
+            translate::write_queued(&mut self.json, &echo, &msg_type, &req_path, ttl.as_secs());
+        }
         dl.queue.push_back(Queued {
             echo: echo.into(),
             msg_type,
             observe,
             request,
+            expires,
         });
+        if asleep {
+            self.stats.commands_queued += 1;
+            self.queue_expiry
+                .push(std::cmp::Reverse((expires, location)));
+            self.publish_for(TopicKind::Response, location);
+        }
         self.send_next(now, location);
     }
 
@@ -310,7 +332,11 @@ impl Shard {
     }
 
     /// Starts the next queued request if nothing is in flight.
-    fn send_next(&mut self, now: Instant, location: Location) {
+    pub(super) fn send_next(&mut self, now: Instant, location: Location) {
+        if !self.reachable(now, location) {
+            return;
+        }
+        self.expire_queued(now, location);
         let token = self.tokens.next();
         let mid = self.mids.next();
         let jitter = self.jitter();
@@ -451,6 +477,7 @@ impl Shard {
             self.stats.forbidden += 1;
             return;
         }
+        self.wake(now, location);
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
@@ -503,6 +530,7 @@ impl Shard {
             self.stats.forbidden += 1;
             return;
         }
+        self.wake(now, location);
         if msg.ty() == MessageType::Con {
             self.queue_empty(from, MessageType::Ack, msg.mid());
         }

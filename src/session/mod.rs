@@ -33,6 +33,9 @@ mod journal;
 mod journal_tests;
 mod location;
 mod publish;
+mod queue_mode;
+#[cfg(test)]
+mod queue_mode_tests;
 mod registration;
 mod secure;
 mod send;
@@ -123,6 +126,8 @@ pub struct ShardConfig {
     pub location_seed: [u8; 32],
     /// What is observed as soon as a device registers (`gateway.auto_observe`).
     pub auto_observe: crate::config::AutoObserve,
+    /// How long a queue-mode device is reachable after it sent anything.
+    pub qmode_time_window: Duration,
 }
 
 impl ShardConfig {
@@ -146,6 +151,7 @@ impl ShardConfig {
             registry,
             location_seed: os_seed(),
             auto_observe: config.gateway.auto_observe.clone(),
+            qmode_time_window: config.gateway.qmode_time_window,
         }
     }
 }
@@ -301,6 +307,8 @@ pub struct Shard {
     token_owner: AHashMap<[u8; 8], Location>,
     /// Downlink retransmission deadlines `(at, endpoint, mid)`, checked lazily.
     retransmit: BinaryHeap<Reverse<(Instant, Location, u16)>>,
+    /// When commands queued for sleeping devices expire `(at, endpoint)`, checked lazily.
+    queue_expiry: BinaryHeap<Reverse<(Instant, Location)>>,
     rng: u64,
     rate: RateLimit,
     next_housekeeping: Instant,
@@ -369,6 +377,7 @@ impl Shard {
             tokens: TokenGen::new(seed ^ (cfg.shard as u64).rotate_left(32)),
             token_owner: AHashMap::new(),
             retransmit: BinaryHeap::new(),
+            queue_expiry: BinaryHeap::new(),
             rng: seed | 1,
             rate: RateLimit {
                 per_sec,
@@ -480,6 +489,7 @@ impl Shard {
             self.remove_endpoint(now, location, Event::Expired, true);
         }
         self.handle_retransmit(now);
+        self.handle_queue_expiry(now);
         if let Some(dtls) = self.dtls.as_deref_mut() {
             dtls.handle_timeout(now);
         }
@@ -499,7 +509,8 @@ impl Shard {
             .map(|Reverse((at, _))| self.epoch + Duration::from_secs(u64::from(*at)));
         let next_retransmit = self.retransmit.peek().map(|Reverse((at, _, _))| *at);
         let next_dtls = self.dtls.as_deref().and_then(DtlsServer::poll_timeout);
-        [next_expiry, next_retransmit, next_dtls]
+        let next_queue = self.queue_expiry.peek().map(|Reverse((at, _))| *at);
+        [next_expiry, next_retransmit, next_dtls, next_queue]
             .into_iter()
             .flatten()
             .chain([self.next_housekeeping])

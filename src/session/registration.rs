@@ -299,6 +299,7 @@ impl Shard {
                 secure: security != Security::None,
             },
         );
+        self.wake(now, location);
         self.auto_observe(now, location);
     }
 
@@ -390,6 +391,7 @@ impl Shard {
         }
         if arrived_on == self.cfg.shard {
             self.journal_endpoint(location);
+            self.wake(now, location);
         } else {
             self.migrate(now, location, arrived_on);
         }
@@ -467,7 +469,7 @@ impl Shard {
         );
     }
 
-    pub(super) fn adopt(&mut self, _now: Instant, m: Migrating) {
+    pub(super) fn adopt(&mut self, now: Instant, m: Migrating) {
         if home_shard(m.location, self.cfg.shards) == self.cfg.shard {
             self.moved.remove(&m.location.key);
         }
@@ -499,7 +501,10 @@ impl Shard {
         );
         // The state moved with a new owner: journal it here with a higher generation, so
         // the record the previous owner wrote is superseded wherever it lies.
-        self.journal_endpoint(m.location);
+        let location = m.location;
+        self.journal_endpoint(location);
+        // It moved because it just sent an Update from here.
+        self.wake(now, location);
     }
 
     /// Directory update: `location` on `owner` holds `ep`. A fresh registration evicts the

@@ -29,6 +29,7 @@ impl Shard {
             self.stats.forbidden += 1;
             return self.respond(from, msg, Response::code(Code::FORBIDDEN));
         }
+        self.wake(now, location);
         let format = msg.content_format();
         if !matches!(
             format,

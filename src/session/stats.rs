@@ -33,6 +33,10 @@ pub struct ShardStats {
     pub commands_rejected: u64,
     /// Responses to commands published.
     pub command_responses: u64,
+    /// Commands queued for a sleeping queue-mode device.
+    pub commands_queued: u64,
+    /// Queued commands whose time to live ran out before the device woke (5.04).
+    pub commands_expired: u64,
     /// Commands that ran out of retransmissions (`coap_timeout`).
     pub command_timeouts: u64,
     /// Commands the device reset (`coap_reset`).

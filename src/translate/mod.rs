@@ -22,6 +22,6 @@ pub use register::{write_event, write_register, Event, RegMsgType};
 pub use request::{build_request, build_request_as, write_coap_request, CoapRequest, WriteFormat};
 pub use response::{
     write_ack, write_coap_reset, write_coap_timeout, write_command_error, write_error,
-    write_notify, write_response, write_send,
+    write_notify, write_queued, write_response, write_send,
 };
 pub use topic::{Mountpoint, TopicMatch};

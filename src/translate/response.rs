@@ -79,6 +79,20 @@ pub fn write_notify(
     msg.end();
 }
 
+/// Appends the acknowledgement of a command queued for a sleeping device:
+/// `{"requestID":7,"msgType":"queued","data":{"cmdType":"read","reqPath":"/3/0/0","ttl":300}}`.
+/// The device's response follows when it wakes, or an `expired` error after `ttl` seconds.
+pub fn write_queued(out: &mut Vec<u8>, echo: &str, msg_type: &str, req_path: &str, ttl: u64) {
+    let mut msg = ObjectWriter::begin(out);
+    msg.raw_members(echo).str("msgType", "queued");
+    let mut data = ObjectWriter::begin(msg.key("data"));
+    data.str("cmdType", msg_type)
+        .str("reqPath", req_path)
+        .u64("ttl", ttl);
+    data.end();
+    msg.end();
+}
+
 /// Appends data a device sent unasked (LwM2M 1.1 Send, `POST /dp`):
 /// `{"msgType":"send","data":{"reqPath":"/dp","content":[...]}}`.
 pub fn write_send(out: &mut Vec<u8>, content: ContentRef<'_>) {
