@@ -259,7 +259,7 @@ impl Shard {
         };
         let asleep = ep.registration.queue_mode;
         let dl = ep.downlink.get_or_insert_with(Box::default);
-        let asleep = asleep && !dl.awake_until.is_some_and(|t| t > now);
+        let asleep = asleep && dl.awake_until.is_none_or(|t| t <= now);
         if dl.queue.len() >= max {
             self.stats.commands_rejected += 1;
             return self.command_error(
