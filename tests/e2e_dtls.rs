@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::dtls::DtlsConn;
 use common::process::Running;
-use common::{test_config_with, unique, Device, Subscriber, WAKAAMA_OBJECTS};
+use common::{con_request, test_config_with, unique, Device, Subscriber, WAKAAMA_OBJECTS};
 use lwm2m_gateway::coap::{option, Code, Message, MessageType, MessageWriter};
 use lwm2m_gateway::dtls::client::DtlsClient;
 use lwm2m_gateway::dtls::pki::TestPki;
@@ -90,19 +90,7 @@ fn request(
     query: &[&str],
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, MessageType::Con, code, mid, &mid.to_be_bytes());
-    for p in path {
-        w.option(option::URI_PATH, p.as_bytes());
-    }
-    if !payload.is_empty() {
-        w.uint_option(option::CONTENT_FORMAT, 40);
-    }
-    for q in query {
-        w.option(option::URI_QUERY, q.as_bytes());
-    }
-    w.payload(payload);
-    w.finish();
+    let buf = con_request(mid, code, path, query, payload);
     conn.send(&buf).expect("send");
     loop {
         let reply = conn.recv(TIMEOUT).expect("a response over DTLS");

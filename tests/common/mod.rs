@@ -173,21 +173,7 @@ impl Device {
         payload: &[u8],
     ) -> (Code, Vec<String>) {
         self.mid = self.mid.wrapping_add(1);
-        let mut buf = Vec::new();
-        let token = self.mid.to_be_bytes();
-        let mut w = MessageWriter::new(&mut buf, MessageType::Con, code, self.mid, &token);
-        for p in path {
-            w.option(option::URI_PATH, p.as_bytes());
-        }
-        if !payload.is_empty() {
-            w.uint_option(option::CONTENT_FORMAT, 40);
-        }
-        for q in query {
-            w.option(option::URI_QUERY, q.as_bytes());
-        }
-        w.payload(payload);
-        w.finish();
-        self.exchange(&buf)
+        self.exchange(&con_request(self.mid, code, path, query, payload))
     }
 
     /// Sends raw bytes (a CON) and waits for the ACK matching its MID.
@@ -229,6 +215,26 @@ impl Device {
         assert_eq!(loc.len(), 2, "Location-Path rd/<id>");
         loc[1].clone()
     }
+}
+
+/// A CON request with message id `mid` (token: the mid's bytes); a payload is labelled
+/// link-format, as the registration interface wants.
+pub fn con_request(mid: u16, code: Code, path: &[&str], query: &[&str], payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let token = mid.to_be_bytes();
+    let mut w = MessageWriter::new(&mut buf, MessageType::Con, code, mid, &token);
+    for p in path {
+        w.option(option::URI_PATH, p.as_bytes());
+    }
+    if !payload.is_empty() {
+        w.uint_option(option::CONTENT_FORMAT, 40);
+    }
+    for q in query {
+        w.option(option::URI_QUERY, q.as_bytes());
+    }
+    w.payload(payload);
+    w.finish();
+    buf
 }
 
 /// The object list a wakaama 1.1 client registers with.
