@@ -1,5 +1,11 @@
 //! Object definitions: the OMA LwM2M object XML files (LWM2M.xsd shape) in `xml_dir`,
 //! loaded once at start and used to type resource values.
+//!
+//! One object may be defined in several versions (the registry's `version_history`
+//! files, `3303_1_0.xml` beside `3303.xml`): the highest version types values, whatever
+//! version a device names with `ver=` in its object list; the others are kept and
+//! reachable by [`Registry::get_version`]. A file that does not parse is skipped and
+//! reported, never fatal.
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
@@ -34,6 +40,12 @@ pub enum ObjectError {
     #[error("{}: larger than {MAX_XML_FILE_SIZE} bytes", path.display())]
     TooLarge {
         /// The file.
+        path: PathBuf,
+    },
+    /// A directory held no object definition (no `*.xml` file, or none that loaded).
+    #[error("{}: no object definitions (no loadable *.xml file)", path.display())]
+    Empty {
+        /// The directory.
         path: PathBuf,
     },
     /// A file's content is invalid; `source` says how.
@@ -161,8 +173,7 @@ impl ObjectDef {
 
     /// The version as (major, minor) for comparison; unreadable parts count as 0.
     pub fn version_key(&self) -> (u32, u32) {
-        let (major, minor) = self.version.split_once('.').unwrap_or((&self.version, "0"));
-        (major.parse().unwrap_or(0), minor.parse().unwrap_or(0))
+        version_key(&self.version)
     }
 }
 
@@ -264,16 +275,70 @@ fn parse_instances(text: Option<&str>) -> Option<bool> {
     }
 }
 
-/// Object definitions by object ID.
+/// Reads and parses one file; errors name the file.
+fn read_definitions(path: &FsPath) -> Result<Vec<ObjectDef>, ObjectError> {
+    let in_file = |source: ObjectError| ObjectError::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    };
+    let io_err = |source| ObjectError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(io_err)?.len();
+    if size > MAX_XML_FILE_SIZE {
+        return Err(ObjectError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io_err)?;
+    parse_object_xml(&text).map_err(in_file)
+}
+
+/// What [`Registry::load_dir_with_report`] made of a directory's files.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// `*.xml` files read.
+    pub files: usize,
+    /// Object definitions parsed, the superseded ones included.
+    pub definitions: usize,
+    /// Files that hold no object definition (an index, a list of common resources or
+    /// units); they are not errors.
+    pub without_definitions: Vec<PathBuf>,
+    /// Files skipped because they could not be read or parsed; each error names its file.
+    pub skipped: Vec<ObjectError>,
+}
+
+/// Object definitions by object ID: the highest version of each serves
+/// ([`get`](Registry::get)); the other versions stay reachable by
+/// [`get_version`](Registry::get_version).
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     objects: HashMap<u16, ObjectDef, ahash::RandomState>,
+    /// Lower versions of an object defined by more than one file, highest first.
+    older: HashMap<u16, Vec<ObjectDef>, ahash::RandomState>,
+}
+
+/// `major.minor` as a comparable pair; unreadable parts count as 0.
+fn version_key(version: &str) -> (u32, u32) {
+    let (major, minor) = version.split_once('.').unwrap_or((version, "0"));
+    (major.parse().unwrap_or(0), minor.parse().unwrap_or(0))
 }
 
 impl Registry {
-    /// Loads every `*.xml` file of a directory (in name order). When an object ID is
-    /// defined more than once the highest `ObjectVersion` is kept.
+    /// Loads every `*.xml` file of a directory as [`Registry::load_dir_with_report`] does,
+    /// without the report (its skipped files were logged).
     pub fn load_dir(dir: &FsPath) -> Result<Registry, ObjectError> {
+        Registry::load_dir_with_report(dir).map(|(registry, _)| registry)
+    }
+
+    /// Loads every `*.xml` file of a directory (not its subdirectories), in name order so
+    /// that the outcome does not depend on the file system. A file that cannot be read or
+    /// parsed is logged with its reason and skipped; the directory is an error only when
+    /// it cannot be listed or yields no definition at all. When an object ID is defined
+    /// more than once the highest `ObjectVersion` serves; of two equal versions the file
+    /// first in name order.
+    pub fn load_dir_with_report(dir: &FsPath) -> Result<(Registry, LoadReport), ObjectError> {
         let io_err = |path: &FsPath| {
             let path = path.to_path_buf();
             move |source| ObjectError::Io { path, source }
@@ -284,59 +349,106 @@ impl Registry {
             if path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
+                && path.is_file()
             {
                 files.push(path);
             }
         }
         files.sort();
         let mut registry = Registry::default();
+        let mut report = LoadReport {
+            files: files.len(),
+            ..LoadReport::default()
+        };
         for path in files {
-            let size = std::fs::metadata(&path).map_err(io_err(&path))?.len();
-            if size > MAX_XML_FILE_SIZE {
-                return Err(ObjectError::TooLarge { path });
-            }
-            let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-            let defs = parse_object_xml(&text).map_err(|e| ObjectError::InFile {
-                path: path.clone(),
-                source: Box::new(e),
-            })?;
-            if defs.is_empty() {
-                tracing::debug!(file = %path.display(), "no object definitions in file");
-            }
-            for def in defs {
-                registry.insert(def, &path);
+            match read_definitions(&path) {
+                Ok(defs) if defs.is_empty() => {
+                    tracing::debug!(file = %path.display(), "no object definitions in file");
+                    report.without_definitions.push(path);
+                }
+                Ok(defs) => {
+                    report.definitions += defs.len();
+                    for def in defs {
+                        registry.insert(def, &path);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("skipping object definition file {e}");
+                    report.skipped.push(e);
+                }
             }
         }
-        Ok(registry)
+        if registry.is_empty() {
+            return Err(ObjectError::Empty {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok((registry, report))
     }
 
-    /// Adds a definition; of two with the same ID the higher version stays (the earlier
-    /// one on a tie).
+    /// Adds a definition. The higher version of two with the same ID serves and the lower
+    /// is kept as an older version; of two equal versions the one added first stays.
     fn insert(&mut self, def: ObjectDef, file: &FsPath) {
-        match self.objects.get(&def.id) {
-            Some(old) if old.version_key() >= def.version_key() => {
-                tracing::info!(
-                    object = def.id,
-                    kept = %old.version,
-                    ignored = %def.version,
-                    file = %file.display(),
-                    "object defined twice; keeping the higher version"
-                );
-            }
-            Some(old) => {
-                tracing::info!(
-                    object = def.id,
-                    kept = %def.version,
-                    ignored = %old.version,
-                    file = %file.display(),
-                    "object defined twice; keeping the higher version"
-                );
-                self.objects.insert(def.id, def);
-            }
-            None => {
-                self.objects.insert(def.id, def);
-            }
+        let Some(serving) = self.objects.get_mut(&def.id) else {
+            self.objects.insert(def.id, def);
+            return;
+        };
+        let (serving_key, new_key) = (serving.version_key(), def.version_key());
+        if serving_key == new_key
+            || self
+                .older
+                .get(&def.id)
+                .is_some_and(|o| o.iter().any(|d| d.version_key() == new_key))
+        {
+            tracing::warn!(
+                object = def.id,
+                version = %def.version,
+                file = %file.display(),
+                "object version defined twice; keeping the first"
+            );
+            return;
         }
+        let older = if new_key > serving_key {
+            tracing::info!(
+                object = def.id,
+                serving = %def.version,
+                older = %serving.version,
+                file = %file.display(),
+                "object defined in two versions; the higher serves"
+            );
+            std::mem::replace(serving, def)
+        } else {
+            tracing::info!(
+                object = def.id,
+                serving = %serving.version,
+                older = %def.version,
+                file = %file.display(),
+                "object defined in two versions; the higher serves"
+            );
+            def
+        };
+        let versions = self.older.entry(older.id).or_default();
+        versions.push(older);
+        versions.sort_by_key(|d| std::cmp::Reverse(d.version_key()));
+    }
+
+    /// The definition of `object` in exactly `version` (`"1.0"` and `"1"` are the same):
+    /// the serving one or an older one; `None` when no file defines that version.
+    pub fn get_version(&self, object: u16, version: &str) -> Option<&ObjectDef> {
+        let key = version_key(version);
+        let serving = self.objects.get(&object)?;
+        if serving.version_key() == key {
+            return Some(serving);
+        }
+        self.older
+            .get(&object)?
+            .iter()
+            .find(|d| d.version_key() == key)
+    }
+
+    /// Number of object definitions kept beside the serving ones (lower versions).
+    pub fn older_versions(&self) -> usize {
+        self.older.values().map(Vec::len).sum()
     }
 
     /// Builds a registry from definitions (tests, embedded defaults).

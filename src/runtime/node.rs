@@ -202,8 +202,17 @@ impl Gateway {
         if let Some(holder) = port::other_holder(bind, &[]) {
             return Err(StartError::PortHeld { addr: bind, holder });
         }
-        let registry = Arc::new(crate::lwm2m::Registry::load_dir(&config.gateway.xml_dir)?);
-        tracing::info!(objects = registry.len(), dir = %config.gateway.xml_dir.display(), "object definitions loaded");
+        let (registry, report) =
+            crate::lwm2m::Registry::load_dir_with_report(&config.gateway.xml_dir)?;
+        tracing::info!(
+            dir = %config.gateway.xml_dir.display(),
+            files = report.files,
+            objects = registry.len(),
+            older_versions = registry.older_versions(),
+            skipped = report.skipped.len(),
+            "object definitions loaded"
+        );
+        let registry = Arc::new(registry);
         let broker = match &config.mqtt.broker {
             Broker::Embedded => Some(uplink::start_embedded(config.mqtt.embedded_bind)?),
             Broker::External { .. } => None,

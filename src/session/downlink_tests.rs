@@ -448,3 +448,81 @@ fn firmware_notifications_go_to_dm_notify() {
         }
     }
 }
+
+/// Objects beyond the core ones arrive typed because the shipped `lwm2m_xml/` is the OMA
+/// registry (this test depends on that on purpose: it is what the default `xml_dir` is for).
+/// Without a definition, the text values would be strings and the TLV base64 with
+/// `"decoded": false`.
+#[test]
+fn registry_objects_decode_typed() {
+    let mut node = Node::new(1, |_| {});
+    let req = super::tests::request(
+        MessageType::Con,
+        Code::POST,
+        1,
+        &["rd"],
+        &["ep=dev1", "lt=3000", "lwm2m=1.1"],
+        b"</>;rt=\"oma.lwm2m\",</3303/0>,</3311/0>,</10262/0>",
+    );
+    node.recv(0, DEVICE, &req);
+    node.take_published();
+    let tlv_10262 = [
+        &[0xc5, 0x00][..],
+        b"meter",
+        &[0xc4, 0x03, 0x0c, 0xe7, 0x00, 0x00], // /10262/0/3 Objlnk 3303:0
+    ]
+    .concat();
+    let cases: [(&str, u16, &[u8], serde_json::Value); 4] = [
+        (
+            "/3303/0/5700",
+            0,
+            b"21.5",
+            serde_json::json!([{"path": "/3303/0/5700", "value": 21.5}]),
+        ),
+        (
+            "/3311/0/5850",
+            0,
+            b"1",
+            serde_json::json!([{"path": "/3311/0/5850", "value": true}]),
+        ),
+        (
+            "/3311/0/5850",
+            crate::content::format::TLV,
+            &[0xe1, 0x16, 0xda, 0x00], // 16-bit resource ID 5850, value 0,
+            serde_json::json!([{"path": "/3311/0/5850", "value": false}]),
+        ),
+        (
+            "/10262/0",
+            crate::content::format::TLV,
+            &tlv_10262,
+            serde_json::json!([
+                {"path": "/10262/0/0", "value": "meter"},
+                {"path": "/10262/0/3", "value": "3303:0"}
+            ]),
+        ),
+    ];
+    for (i, (path, cf, payload, want)) in cases.into_iter().enumerate() {
+        command(
+            &mut node,
+            "dev1",
+            &format!(r#"{{"requestID":{i},"msgType":"read","data":{{"path":"{path}"}}}}"#),
+        );
+        let sent = sent_to_device(&mut node);
+        let req = Message::parse(&sent[0]).expect("request");
+        answer(
+            &mut node,
+            MessageType::Ack,
+            Code::CONTENT,
+            req.mid(),
+            req.token(),
+            Some(cf),
+            payload,
+        );
+        let published = node.take_published();
+        assert_eq!(published.len(), 1, "{path}");
+        let data = &published[0].1["data"];
+        assert_eq!(data["code"], "2.05", "{path}: {data}");
+        assert!(data.get("decoded").is_none(), "{path}: {data}");
+        assert_eq!(data["content"], want, "{path}");
+    }
+}

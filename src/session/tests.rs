@@ -20,7 +20,7 @@ pub(super) fn capture(name: &str) -> Vec<u8> {
     hex(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 
-/// The project's own object definitions.
+/// The object definitions shipped in `lwm2m_xml/` (the OMA registry).
 pub(super) fn registry() -> Arc<Registry> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/lwm2m_xml");
     Arc::new(Registry::load_dir(std::path::Path::new(dir)).expect("lwm2m_xml loads"))
