@@ -31,8 +31,8 @@ mod store;
 
 pub use frame::{scan, FrameReader, NewerFormat, RawFrame, ScanReport};
 pub use record::{
-    encode_endpoint, encode_removed, EndpointRef, ObservationRef, Record, StoredEndpoint,
-    StoredObservation, FORMAT_VERSION,
+    encode_endpoint, encode_removed, EndpointRef, ObservationRef, QueuedRef, Record, StoredCommand,
+    StoredEndpoint, StoredObservation, FORMAT_VERSION,
 };
 pub use restore::{plan_restore, Merge, RestorePlan};
 pub use store::{

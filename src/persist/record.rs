@@ -58,6 +58,25 @@ pub struct StoredObservation {
     pub req_path: String,
 }
 
+/// A command queued for a sleeping device, as journaled: the MQTT command as it came, and
+/// when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCommand {
+    /// The command JSON.
+    pub command: Vec<u8>,
+    /// Unix seconds after which it is answered `expired` instead of sent.
+    pub expires_unix: u64,
+}
+
+/// A borrowed queued command, for encoding without copying.
+#[derive(Debug, Clone, Copy)]
+pub struct QueuedRef<'a> {
+    /// The command JSON.
+    pub command: &'a [u8],
+    /// When it expires, Unix seconds.
+    pub expires_unix: u64,
+}
+
 /// A borrowed observation, for encoding without copying.
 #[derive(Debug, Clone, Copy)]
 pub struct ObservationRef<'a> {
@@ -100,9 +119,12 @@ pub struct StoredEndpoint {
     pub object_list: Option<Arc<ObjectList>>,
     /// Active observations.
     pub observations: Vec<StoredObservation>,
-    /// How it registered: plain, or over DTLS with a PSK or a certificate. Written last,
-    /// and absent from records written before DTLS existed (read as plain).
+    /// How it registered: plain, or over DTLS with a PSK or a certificate. Absent from
+    /// records written before DTLS existed (read as plain).
     pub security: Security,
+    /// Commands waiting for it to wake (queue mode). Written last, absent from records
+    /// written before queue mode existed.
+    pub queued: Vec<StoredCommand>,
 }
 
 /// A record of the journal.
@@ -152,6 +174,14 @@ impl Record {
                         req_path: &o.req_path,
                     })
                     .collect();
+                let queued: Vec<QueuedRef<'_>> = e
+                    .queued
+                    .iter()
+                    .map(|q| QueuedRef {
+                        command: &q.command,
+                        expires_unix: q.expires_unix,
+                    })
+                    .collect();
                 encode_endpoint(
                     out,
                     &EndpointRef {
@@ -168,6 +198,7 @@ impl Record {
                         params: &e.params,
                         object_list: e.object_list.as_deref(),
                         security: e.security,
+                        queued: &queued,
                     },
                     &obs,
                 );
@@ -210,6 +241,8 @@ pub struct EndpointRef<'a> {
     pub object_list: Option<&'a ObjectList>,
     /// How it registered.
     pub security: Security,
+    /// Commands waiting for it to wake.
+    pub queued: &'a [QueuedRef<'a>],
 }
 
 /// Appends an endpoint frame.
@@ -269,6 +302,12 @@ pub fn encode_endpoint(
         put_str(out, o.req_path);
     }
     out.push(e.security as u8);
+    put_u32(out, e.queued.len() as u32);
+    for q in e.queued {
+        put_u32(out, q.command.len() as u32);
+        out.extend_from_slice(q.command);
+        put_u64(out, q.expires_unix);
+    }
     finish(out, start);
 }
 
@@ -550,6 +589,19 @@ fn decode_endpoint(
             _ => return Err(DecodeError::Invalid("security")),
         },
     };
+    let mut queued = Vec::new();
+    if !r.data.is_empty() {
+        let n = r.count()?;
+        queued.reserve(n);
+        for _ in 0..n {
+            let len = r.u32()? as usize;
+            let command = r.take(len)?.to_vec();
+            queued.push(StoredCommand {
+                command,
+                expires_unix: r.u64()?,
+            });
+        }
+    }
     Ok(StoredEndpoint {
         key,
         home,
@@ -565,6 +617,7 @@ fn decode_endpoint(
         object_list,
         observations,
         security,
+        queued,
     })
 }
 

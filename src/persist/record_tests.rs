@@ -41,6 +41,10 @@ pub(crate) fn endpoint(key: u64, generation: u32, ep: &str) -> StoredEndpoint {
             req_path: "/3/0/9".into(),
         }],
         security: Security::None,
+        queued: vec![StoredCommand {
+            command: br#"{"requestID":3,"msgType":"read","data":{"path":"/3/0/0"}}"#.to_vec(),
+            expires_unix: 1_800_000_000,
+        }],
     }
 }
 

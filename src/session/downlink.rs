@@ -79,6 +79,11 @@ impl Downlink {
         }
     }
 
+    /// The commands waiting for the device to wake: the command JSON and its expiry.
+    pub(super) fn queued(&self) -> impl Iterator<Item = (&[u8], Instant)> + '_ {
+        self.queue.iter().map(|q| (&*q.command, q.expires))
+    }
+
     /// The observations, as the journal records them.
     pub(super) fn observation_refs(&self) -> impl Iterator<Item = persist::ObservationRef<'_>> {
         self.observations.iter().map(|o| persist::ObservationRef {
@@ -98,6 +103,8 @@ pub(super) struct Queued {
     pub(super) request: CoapRequest,
     /// Not sent by then, it is answered 5.04 `expired` instead (queue mode).
     pub(super) expires: Instant,
+    /// The command as it came, journaled while it waits for a sleeping device.
+    pub(super) command: Arc<[u8]>,
 }
 
 #[derive(Debug)]
@@ -219,6 +226,19 @@ impl Shard {
     /// sends it if nothing is in flight; a command that does not parse or build is answered
     /// with an error response.
     pub(super) fn enqueue_command(&mut self, now: Instant, location: Location, payload: &[u8]) {
+        self.enqueue_command_until(now, location, payload, None);
+    }
+
+    /// [`Shard::enqueue_command`], or with `restored` the expiry of a command queued before
+    /// a restart: it was acknowledged then, so it is queued again silently.
+    pub(super) fn enqueue_command_until(
+        &mut self,
+        now: Instant,
+        location: Location,
+        payload: &[u8],
+        restored: Option<Instant>,
+    ) {
+        let restoring = restored.is_some();
         let Some(ep) = self.endpoints.get(&location) else {
             return;
         };
@@ -271,7 +291,7 @@ impl Shard {
                 "command queue is full",
             );
         }
-        let expires = now + ttl;
+        let expires = restored.unwrap_or(now + ttl);
         if asleep {
             self.json.clear();
             translate::write_queued(&mut self.json, &echo, &msg_type, &req_path, ttl.as_secs());
@@ -282,12 +302,16 @@ impl Shard {
             observe,
             request,
             expires,
+            command: payload.into(),
         });
         if asleep {
             self.stats.commands_queued += 1;
             self.queue_expiry
                 .push(std::cmp::Reverse((expires, location)));
-            self.publish_for(TopicKind::Response, location);
+            if !restoring {
+                self.publish_for(TopicKind::Response, location);
+            }
+            self.journal_endpoint(location);
         }
         self.send_next(now, location);
     }
@@ -344,6 +368,7 @@ impl Shard {
             return;
         };
         let (addr, security) = (ep.addr, ep.security);
+        let journaled = ep.registration.queue_mode;
         let Some(dl) = ep.downlink.as_mut() else {
             return;
         };
@@ -387,6 +412,10 @@ impl Shard {
         self.retransmit
             .push(std::cmp::Reverse((now + timeout, location, mid)));
         self.commit(addr, start, security);
+        if journaled {
+            // It left the journaled queue.
+            self.journal_endpoint(location);
+        }
     }
 
     /// A uniform factor in [0, 0.5) for ACK_RANDOM_FACTOR 1.5.

@@ -9,9 +9,10 @@
 //!
 //! What is journaled: Register, Update (lifetime, binding, object list, address), moves
 //! between shards, observations started and cancelled, and removal (deregister, expiry,
-//! replacement). Not journaled: an observation's sequence number as each notification
-//! arrives (it is written with the next change of the endpoint), commands in flight or
-//! queued, and the exchange cache.
+//! replacement), and the commands a queue-mode device has waiting while it sleeps. Not
+//! journaled: an observation's sequence number as each notification arrives (it is
+//! written with the next change of the endpoint), commands in flight, and the exchange
+//! cache.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,6 +96,20 @@ impl Shard {
             .as_deref()
             .map(|d| d.observation_refs().collect())
             .unwrap_or_default();
+        // Queued commands survive a restart only for queue-mode devices: for others they
+        // are in flight within seconds, and a command in flight is not journaled.
+        let epoch = self.epoch;
+        let queued: Vec<persist::QueuedRef<'_>> = match ep.downlink.as_deref() {
+            Some(d) if reg.queue_mode => d
+                .queued()
+                .map(|(command, expires)| persist::QueuedRef {
+                    command,
+                    expires_unix: journal.epoch_unix
+                        + expires.saturating_duration_since(epoch).as_secs(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         persist::encode_endpoint(
             &mut journal.buf,
             &EndpointRef {
@@ -113,6 +128,7 @@ impl Shard {
                 params: &reg.params,
                 object_list: reg.object_list.as_deref(),
                 security: ep.security,
+                queued: &queued,
             },
             &observations,
         );
@@ -186,6 +202,12 @@ impl Shard {
                 },
             );
             self.expiry.push(std::cmp::Reverse((expires, location.key)));
+            // Commands a sleeping device had waiting, acknowledged before the restart.
+            for q in stored.queued {
+                let left = q.expires_unix.saturating_sub(now_unix);
+                let expires = now + std::time::Duration::from_secs(left);
+                self.enqueue_command_until(now, location, &q.command, Some(expires));
+            }
         }
         for (key, owner) in restore.moved {
             self.moved.insert(key, owner);

@@ -318,3 +318,63 @@ fn a_restored_registration_keeps_its_remaining_lifetime() {
     let published = node.take_published();
     assert_eq!(published[0].1["data"]["event"], "expired");
 }
+
+#[test]
+fn commands_queued_for_a_sleeping_device_survive_a_restart() {
+    let dev = "127.0.0.9:5683";
+    let mut node = journaled(1, BOOT_UNIX);
+    let req = request(
+        MessageType::Con,
+        Code::POST,
+        1,
+        &["rd"],
+        &["ep=sleeper", "lt=3600", "b=UQ"],
+        b"</3/0>",
+    );
+    let replies = node.recv(0, dev, &req);
+    let reply = Message::parse(&replies[0]).expect("reply");
+    let loc = reply
+        .location_path()
+        .nth(1)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .expect("location");
+    node.advance(Duration::from_secs(30));
+    command(
+        &mut node,
+        "sleeper",
+        r#"{"reqID":"a","msgType":"read","data":{"path":"/3/0/0"}}"#,
+    );
+    command(
+        &mut node,
+        "sleeper",
+        r#"{"reqID":"b","mheaders":{"ttl":40},"msgType":"read","data":{"path":"/3/0/1"}}"#,
+    );
+    assert!(sent_to(&mut node, dev).is_empty(), "asleep");
+    let bytes = journal_of(&mut node);
+
+    // A minute later the gateway is back; the short-lived command expired meanwhile.
+    let mut node = restart(&bytes, 1, BOOT_UNIX + 90);
+    node.advance(Duration::from_millis(10));
+    let expired = node.take_published();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].1["reqID"], "b");
+    assert_eq!(expired[0].1["data"]["reason"], "expired");
+    // The device wakes: the other one, acknowledged before the restart, is sent now.
+    let replies = node.recv(
+        0,
+        dev,
+        &request(MessageType::Con, Code::POST, 2, &["rd", &loc], &[], b""),
+    );
+    let gets: Vec<_> = replies
+        .iter()
+        .filter_map(|r| Message::parse(r).ok())
+        .filter(|m| m.code() == Code::GET)
+        .map(|m| {
+            m.uri_path()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    assert_eq!(gets, vec!["3/0/0"]);
+}

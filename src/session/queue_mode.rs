@@ -88,6 +88,7 @@ impl Shard {
                 "expired",
             );
             self.publish_for(super::TopicKind::Response, location);
+            self.journal_endpoint(location);
         }
     }
 
