@@ -6,6 +6,10 @@
 //! unknown `msgType`, a missing field, a bad path or value), this parser returns an error
 //! whose `reason` becomes a `4.00 bad_request` response on the command's response topic.
 //!
+//! The LwM2M 1.1 composite operations, which EMQX does not have, take `data.paths`
+//! (`read-composite`, `observe-composite`, `cancel-observe-composite`) or `data.content`
+//! with absolute paths (`write-composite`); their `reqPath` is [`COMPOSITE_REQ_PATH`].
+//!
 //! Extensions over EMQX, all optional: `"encoding":"hex"` is also read inside `data` and
 //! per content item (EMQX reads it only at the top level); `data.replace` chooses PUT
 //! (replace) or POST (partial update) for a batch write; `data.accept` asks a read or
