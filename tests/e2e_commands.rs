@@ -122,6 +122,13 @@ fn run_device(socket: UdpSocket, gateway: SocketAddr, log: Log, stop: Arc<Atomic
                 let _ = socket.send_to(&resp, from);
                 continue;
             }
+            // Read-Composite (LwM2M 1.1): the names asked for, with their values.
+            (Code::FETCH, "/") if req.payload() == br#"[{"n":"/3/0/0"},{"n":"/3/0/9"},{"n":"/3303/0/5700"}]"# => (
+                Code::CONTENT,
+                Some(110),
+                br#"[{"bn":"/3/0/","n":"0","vs":"Open Mobile Alliance"},{"n":"9","v":100},{"bn":"/3303/0/","n":"5700","v":22.5}]"#
+                    .to_vec(),
+            ),
             (Code::PUT, "/3/0/14" | "/1/0/1" | "/3/0/9") => (Code::CHANGED, None, Vec::new()),
             (Code::POST, "/3/0/4") => (Code::CHANGED, None, Vec::new()),
             (Code::POST, "/31024") => (Code::CREATED, None, Vec::new()),
@@ -296,6 +303,32 @@ fn separate_response_reset_and_undecoded_content() {
     let r = s.one(json!({"msgType":"read","data":{"path":"/32000/0/1"}}));
     assert_eq!(r["data"]["decoded"], false, "{r}");
     assert_eq!(r["data"]["content"][0]["path"], "/32000/0/1");
+    s.stop.store(true, Ordering::Relaxed);
+    gw.stop();
+}
+
+#[test]
+fn composite_read_of_three_paths_over_udp() {
+    let (gw, mut s) = session("composite");
+    let r = s.one(json!({
+        "msgType":"read-composite",
+        "data":{"paths":["/3/0/0","/3/0/9","/3303/0/5700"]}
+    }));
+    assert_eq!(r["msgType"], "read-composite");
+    assert_eq!(r["data"]["code"], "2.05", "{r}");
+    assert_eq!(r["data"]["reqPath"], "/");
+    assert_eq!(
+        r["data"]["content"],
+        json!([
+            {"path":"/3/0/0","value":"Open Mobile Alliance"},
+            {"path":"/3/0/9","value":100},
+            {"path":"/3303/0/5700","value":22.5}
+        ])
+    );
+    assert_eq!(
+        s.log.lock().expect("log").last().map(String::as_str),
+        Some("FETCH / 52")
+    );
     s.stop.store(true, Ordering::Relaxed);
     gw.stop();
 }

@@ -216,6 +216,28 @@ pub(crate) fn name_prefix(entries: &[Entry], base: &Path) -> Result<Path, Conten
     Ok(prefix)
 }
 
+/// Encodes the request of a composite read or observe (LwM2M 1.1 Core §5.4.6, Transport
+/// §6.3.6): one record per path with only its name, `[{"n":"/3/0/0"},{"n":"/1/0"}]`, into
+/// `out` (appends).
+pub fn encode_senml_names(paths: &[Path], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, path) in paths.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"n\":\"");
+        if path.depth() == 0 {
+            out.push(b'/');
+        }
+        for id in path.ids() {
+            out.push(b'/');
+            write_u64(out, u64::from(*id));
+        }
+        out.extend_from_slice(b"\"}");
+    }
+    out.push(b']');
+}
+
 /// Encodes entries as SenML JSON (`bn` = the base path with a trailing `/`, `n`
 /// relative; when an entry is the base path itself, `bn` is its parent) into `out`
 /// (appends). Opaque is `vd` in unpadded base64url, Objlnk is `vlo`, Time and Unsigned

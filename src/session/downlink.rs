@@ -9,11 +9,15 @@ use std::time::{Duration, Instant};
 
 use super::queue_mode::queued_ttl;
 use super::{directory_shard, ip_text, Location, Shard, TopicKind};
-use crate::coap::{Code, Message, MessageType, MAX_BODY};
+use crate::coap::{Code, Message, MessageType};
 use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
 use crate::lwm2m::Path;
 use crate::persist;
 use crate::translate::{self, CoapRequest, Command, CommandKind};
+
+mod block2;
+
+use block2::{Block2Body, Block2Step};
 
 /// RFC 7252 ACK_TIMEOUT.
 pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,9 +67,11 @@ impl Downlink {
             .into_iter()
             .take(MAX_OBSERVATIONS)
             .filter_map(|o| {
+                let path = Path::parse(&o.req_path).ok()?;
                 Some(Observation {
                     token: o.token,
-                    path: Path::parse(&o.req_path).ok()?,
+                    observed: Observed::Path(path),
+                    path,
                     echo: o.echo.into(),
                     req_path: o.req_path.into(),
                     last_seq: o.last_seq,
@@ -84,14 +90,20 @@ impl Downlink {
         self.queue.iter().map(|q| (&*q.command, q.expires))
     }
 
-    /// The observations, as the journal records them.
+    /// The observations, as the journal records them. Composite observations are left
+    /// out: a record holds one path per observation, so after a restart their
+    /// notifications meet an unknown token and are reset, which ends them on the device.
     pub(super) fn observation_refs(&self) -> impl Iterator<Item = persist::ObservationRef<'_>> {
-        self.observations.iter().map(|o| persist::ObservationRef {
-            token: o.token,
-            last_seq: o.last_seq,
-            echo: &o.echo,
-            req_path: &o.req_path,
-        })
+        let single = |o: &&Observation| matches!(o.observed, Observed::Path(_));
+        self.observations
+            .iter()
+            .filter(single)
+            .map(|o| persist::ObservationRef {
+                token: o.token,
+                last_seq: o.last_seq,
+                echo: &o.echo,
+                req_path: &o.req_path,
+            })
     }
 }
 
@@ -129,26 +141,25 @@ struct Exchange {
     acked: bool,
 }
 
-/// A response body arriving in Block2 blocks (RFC 7959 §2.4).
-#[derive(Debug)]
-struct Block2Body {
-    body: Vec<u8>,
-    /// The block asked for next.
-    next: u32,
-    /// The block size exponent the device chose.
-    szx: u8,
+/// What an observation watches, which an observe replaces and a cancel ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Observed {
+    /// One path (observe).
+    Path(Path),
+    /// A composite observation's paths, sorted: the same set in another order is the
+    /// same observation.
+    Composite(Box<[Path]>),
 }
 
-/// What [`Shard::take_block2`] made of a response.
-enum Block2Step {
-    /// Not block-wise (or a single block): the response is complete as it is.
-    Whole,
-    /// A block that is not the last: the next one was asked for.
-    Asked,
-    /// The last block: the whole body.
-    Assembled(Vec<u8>),
-    /// Blocks out of sequence or too many: the exchange ends with this code.
-    Failed(Code),
+impl Observed {
+    fn of(request: &CoapRequest) -> Observed {
+        if request.composite.is_empty() {
+            return Observed::Path(request.path);
+        }
+        let mut paths = request.composite.clone();
+        paths.sort_unstable();
+        Observed::Composite(paths.into())
+    }
 }
 
 #[derive(Debug)]
@@ -156,7 +167,9 @@ struct Observation {
     token: [u8; 8],
     echo: Arc<str>,
     req_path: Arc<str>,
-    /// The observed path, for every notification's content.
+    observed: Observed,
+    /// The request path, for every notification's content: `/` for a composite one,
+    /// whose SenML names every value's absolute path.
     path: Path,
     last_seq: Option<u32>,
     last_at: Instant,
@@ -262,8 +275,10 @@ impl Shard {
             }
         };
         let observe = match command.kind {
-            CommandKind::Observe { .. } => Some(true),
-            CommandKind::CancelObserve { .. } => Some(false),
+            CommandKind::Observe { .. } | CommandKind::ObserveComposite { .. } => Some(true),
+            CommandKind::CancelObserve { .. } | CommandKind::CancelObserveComposite { .. } => {
+                Some(false)
+            }
             _ => None,
         };
         let Command {
@@ -380,11 +395,13 @@ impl Shard {
         };
         // Cancelling an observation reuses its token (RFC 7641 §3.6).
         let token = match q.observe {
-            Some(false) => dl
-                .observations
-                .iter()
-                .find(|o| o.path == q.request.path)
-                .map_or(token, |o| o.token),
+            Some(false) => {
+                let observed = Observed::of(&q.request);
+                dl.observations
+                    .iter()
+                    .find(|o| o.observed == observed)
+                    .map_or(token, |o| o.token)
+            }
             _ => token,
         };
         let mut datagram = Vec::with_capacity(64 + q.request.payload.len());
@@ -653,25 +670,27 @@ impl Shard {
                         && msg.observe().is_some()
                         && dl.observations.len() < MAX_OBSERVATIONS =>
                 {
-                    dl.observations.retain(|o| o.path != ex.path);
+                    let observed = Observed::of(&ex.request);
+                    dl.observations.retain(|o| o.observed != observed);
                     dl.observations.push(Observation {
                         token: ex.token,
                         echo: ex.echo.clone(),
                         req_path: ex.req_path.clone(),
+                        observed,
                         path,
                         last_seq: msg.observe(),
                         last_at: now,
                     });
                 }
                 Some(false) => {
-                    let path = ex.path;
+                    let observed = Observed::of(&ex.request);
                     let gone: Vec<[u8; 8]> = dl
                         .observations
                         .iter()
-                        .filter(|o| o.path == path)
+                        .filter(|o| o.observed == observed)
                         .map(|o| o.token)
                         .collect();
-                    dl.observations.retain(|o| o.path != path);
+                    dl.observations.retain(|o| o.observed != observed);
                     for t in gone {
                         if t != ex.token {
                             self.token_owner.remove(&t);
@@ -790,59 +809,5 @@ impl Shard {
                 reason,
             );
         }
-    }
-
-    /// Follows a response to the in-flight request that comes in Block2 blocks: each
-    /// block but the last is kept and the next one asked for (the same request without
-    /// payload, RFC 7959 §3.3, with a new MID and the same token), so that a device
-    /// answering a read or a write in blocks is never left waiting.
-    fn take_block2(&mut self, now: Instant, location: Location, msg: &Message<'_>) -> Block2Step {
-        let Some(block) = msg.block2().filter(|_| msg.code().class() == 2) else {
-            return Block2Step::Whole;
-        };
-        let mid = self.mids.next();
-        let jitter = self.jitter();
-        let Some(ep) = self.endpoints.get_mut(&location) else {
-            return Block2Step::Whole;
-        };
-        let (addr, security) = (ep.addr, ep.security);
-        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
-            return Block2Step::Whole;
-        };
-        let mut body = match ex.block2.take() {
-            // Not a transfer this exchange started: taken as it is.
-            None if block.num != 0 || !block.more => return Block2Step::Whole,
-            None => Vec::new(),
-            Some(rx) if block.num == rx.next && block.szx == rx.szx => rx.body,
-            Some(_) => return Block2Step::Failed(Code::REQUEST_ENTITY_INCOMPLETE),
-        };
-        if body.len() + msg.payload().len() > MAX_BODY {
-            return Block2Step::Failed(Code::REQUEST_ENTITY_TOO_LARGE);
-        }
-        body.extend_from_slice(msg.payload());
-        if !block.more {
-            return Block2Step::Assembled(body);
-        }
-        let next = block.num + 1;
-        let mut datagram = Vec::with_capacity(64);
-        let request = ex.request.next_block(next, block.szx);
-        translate::write_coap_request(&request, MessageType::Con, mid, &ex.token, &mut datagram);
-        ex.block2 = Some(Block2Body {
-            body,
-            next,
-            szx: block.szx,
-        });
-        ex.mid = mid;
-        ex.attempts = 0;
-        ex.acked = false;
-        ex.timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
-        ex.deadline = now + ex.timeout;
-        let start = self.tx.start();
-        self.tx.buffer().extend_from_slice(&datagram);
-        ex.datagram = datagram;
-        self.retransmit
-            .push(std::cmp::Reverse((ex.deadline, location, mid)));
-        self.commit(addr, start, security);
-        Block2Step::Asked
     }
 }

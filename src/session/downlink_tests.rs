@@ -7,9 +7,9 @@ use super::tests::{registry, Node};
 use super::*;
 use crate::coap::{Message, MessageType, MessageWriter};
 
-const DEVICE: &str = "127.0.0.2:56830";
+pub(super) const DEVICE: &str = "127.0.0.2:56830";
 
-fn registered(shards: usize) -> (Node, String) {
+pub(super) fn registered(shards: usize) -> (Node, String) {
     let mut node = Node::new(shards, |_| {});
     let req = super::tests::request(
         MessageType::Con,
@@ -33,7 +33,7 @@ pub(super) fn command(node: &mut Node, ep: &str, json: &str) {
     node.settle();
 }
 
-fn sent_to_device(node: &mut Node) -> Vec<Vec<u8>> {
+pub(super) fn sent_to_device(node: &mut Node) -> Vec<Vec<u8>> {
     let to = DEVICE.parse().expect("addr");
     let out = node
         .sent
@@ -45,7 +45,7 @@ fn sent_to_device(node: &mut Node) -> Vec<Vec<u8>> {
     out
 }
 
-fn answer(
+pub(super) fn answer(
     node: &mut Node,
     ty: MessageType,
     code: Code,

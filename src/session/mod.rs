@@ -20,6 +20,8 @@
 mod auto_observe;
 #[cfg(test)]
 mod auto_observe_tests;
+#[cfg(test)]
+mod composite_tests;
 mod downlink;
 #[cfg(test)]
 mod downlink_tests;

@@ -5,6 +5,11 @@
 //! (replace) or POST (partial update), write-attr is PUT with the attributes as Uri-Query,
 //! execute and create are POST, delete is DELETE, cancel-observe is GET with Observe 1.
 //! Values are encoded as TLV for LwM2M 1.0 devices and SenML JSON for 1.1 and later.
+//!
+//! The LwM2M 1.1 composite operations go to the root path `/` (after the alternate path)
+//! with a SenML JSON payload (Transport §6.3.6): read-composite is FETCH (RFC 8132) naming
+//! the paths, observe-composite and its cancel the same FETCH with Observe 0 / 1, and
+//! write-composite is iPATCH carrying the values.
 
 use crate::coap::{option, Block, Code, MessageType, MessageWriter};
 use crate::content::{self, Entry};
@@ -78,21 +83,32 @@ pub struct CoapRequest {
     /// The path as the command wrote it (see [`Command::req_path`]): the `reqPath` of the
     /// response.
     pub req_path: String,
+    /// The paths of a composite read or (cancel-)observe, as the payload names them;
+    /// empty for other requests (`path` is then `/`).
+    pub composite: Vec<Path>,
 }
 
 impl CoapRequest {
     /// The request for the next block of a response that came in Block2 blocks: the same
     /// method, path and query without payload (RFC 7959 §3.3), asking for block `num` of
-    /// size exponent `szx`.
+    /// size exponent `szx`. A FETCH keeps its payload: it says what is fetched (RFC 8132
+    /// §2.3.2).
     pub fn next_block(&self, num: u32, szx: u8) -> CoapRequest {
+        let block2 = Some(Block {
+            num,
+            more: false,
+            szx,
+        });
+        if self.method == Code::FETCH {
+            return CoapRequest {
+                block2,
+                ..self.clone()
+            };
+        }
         CoapRequest {
             content_format: None,
             payload: Vec::new(),
-            block2: Some(Block {
-                num,
-                more: false,
-                szx,
-            }),
+            block2,
             ..self.clone()
         }
     }
@@ -127,6 +143,7 @@ pub fn build_request_as(
         payload: Vec::new(),
         path: target.path,
         req_path: cmd.req_path.clone(),
+        composite: cmd.kind.composite_paths().to_vec(),
     };
     match &cmd.kind {
         CommandKind::Read { accept, .. } => req.accept = *accept,
@@ -160,6 +177,22 @@ pub fn build_request_as(
             encode(cmd, &mut req, entries, &base.path, format)?;
         }
         CommandKind::Delete { .. } => req.method = Code::DELETE,
+        CommandKind::ReadComposite { paths, accept }
+        | CommandKind::ObserveComposite { paths, accept } => {
+            fetch_paths(&mut req, paths, *accept);
+            if matches!(cmd.kind, CommandKind::ObserveComposite { .. }) {
+                req.observe = Some(OBSERVE_REGISTER);
+            }
+        }
+        CommandKind::CancelObserveComposite { paths } => {
+            fetch_paths(&mut req, paths, content::format::SENML_JSON);
+            req.observe = Some(OBSERVE_DEREGISTER);
+        }
+        CommandKind::WriteComposite { entries } => {
+            req.method = Code::IPATCH;
+            // Composite operations exist from LwM2M 1.1 on, which has SenML JSON.
+            encode(cmd, &mut req, entries, &Path::ROOT, WriteFormat::SenmlJson)?;
+        }
     }
     if !req.payload.is_empty() {
         let len = write_coap_request(&req, MessageType::Con, 0, &[0; TOKEN_LEN], &mut Vec::new());
@@ -176,6 +209,14 @@ pub fn build_request_as(
         }
     }
     Ok(req)
+}
+
+/// Makes `req` a FETCH naming `paths` in SenML JSON, answered in `accept`.
+fn fetch_paths(req: &mut CoapRequest, paths: &[Path], accept: u16) {
+    req.method = Code::FETCH;
+    req.content_format = Some(content::format::SENML_JSON);
+    req.accept = Some(accept);
+    content::encode_senml_names(paths, &mut req.payload);
 }
 
 /// The path values are encoded relative to: the object instance for a write on a resource

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    CommandErrorKind, CommandKind, Failure, Target, ATTR_KEYS, MAX_ENTRIES, MAX_QUERY_LEN,
-    MAX_QUERY_PARAMS, MAX_QUOTE_LEN,
+    CommandErrorKind, CommandKind, Failure, Target, ATTR_KEYS, MAX_COMPOSITE_PATHS, MAX_ENTRIES,
+    MAX_QUERY_LEN, MAX_QUERY_PARAMS, MAX_QUOTE_LEN,
 };
 use crate::content::{self, Entry};
 use crate::lwm2m::Path;
@@ -24,6 +24,10 @@ pub(super) enum Op {
     Delete,
     Observe,
     CancelObserve,
+    ReadComposite,
+    WriteComposite,
+    ObserveComposite,
+    CancelObserveComposite,
 }
 
 impl Op {
@@ -39,14 +43,32 @@ impl Op {
             "delete" => Op::Delete,
             "observe" => Op::Observe,
             "cancel-observe" => Op::CancelObserve,
+            "read-composite" => Op::ReadComposite,
+            "write-composite" => Op::WriteComposite,
+            "observe-composite" => Op::ObserveComposite,
+            "cancel-observe-composite" => Op::CancelObserveComposite,
             _ => return None,
         })
+    }
+
+    /// Whether the operation is one of LwM2M 1.1's composite operations on `/`.
+    pub(super) fn is_composite(self) -> bool {
+        matches!(
+            self,
+            Op::ReadComposite
+                | Op::WriteComposite
+                | Op::ObserveComposite
+                | Op::CancelObserveComposite
+        )
     }
 
     /// Path depths the operation allows (LwM2M 1.1 §6.3, §6.4).
     fn depths(self) -> (usize, usize) {
         match self {
             Op::Read | Op::WriteAttr | Op::Observe | Op::CancelObserve => (1, 4),
+            // Each of `data.paths`; `data.content` items need a resource (instance).
+            Op::ReadComposite | Op::ObserveComposite | Op::CancelObserveComposite => (1, 4),
+            Op::WriteComposite => (3, 4),
             Op::Discover => (1, 3),
             Op::Execute => (3, 3),
             Op::Create => (1, 1),
@@ -104,7 +126,79 @@ pub(super) fn parse_kind(
             accept: accept_field(data)?,
         },
         Op::CancelObserve => CommandKind::CancelObserve { target: target()? },
+        Op::ReadComposite => CommandKind::ReadComposite {
+            paths: paths_field(op, data)?,
+            accept: composite_accept(data)?,
+        },
+        Op::WriteComposite => CommandKind::WriteComposite {
+            // Every item names its absolute path: relative to `/`, at least 3 levels.
+            entries: entries(data, &Path::ROOT, 3, top_hex)?,
+        },
+        Op::ObserveComposite => CommandKind::ObserveComposite {
+            paths: paths_field(op, data)?,
+            accept: composite_accept(data)?,
+        },
+        Op::CancelObserveComposite => CommandKind::CancelObserveComposite {
+            paths: paths_field(op, data)?,
+        },
     })
+}
+
+/// `data.paths` of a composite command: 1 to [`MAX_COMPOSITE_PATHS`] distinct paths, in
+/// the order given (the device answers in its own order anyway).
+fn paths_field(op: Op, data: &Map<String, Json>) -> Result<Vec<Path>, Failure> {
+    let items = match data.get("paths") {
+        None | Some(Json::Null) => return Err(missing("data.paths")),
+        Some(Json::Array(items)) => items,
+        Some(_) => return Err(wrong_type("data.paths", "an array")),
+    };
+    if items.is_empty() {
+        return Err((
+            CommandErrorKind::MissingField,
+            "data.paths is empty".to_owned(),
+        ));
+    }
+    if items.len() > MAX_COMPOSITE_PATHS {
+        return Err((
+            CommandErrorKind::TooManyPaths,
+            format!("data.paths has more than {MAX_COMPOSITE_PATHS} paths"),
+        ));
+    }
+    let mut paths = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("data.paths[{i}]");
+        let Json::String(s) = item else {
+            return Err(wrong_type(&field, "a string"));
+        };
+        let path = Path::parse(s).map_err(|_| {
+            (
+                CommandErrorKind::BadPath,
+                format!("bad path {} in {field}", quote(s)),
+            )
+        })?;
+        check_depth(op_name(op), &field, &path, op.depths())?;
+        if paths.contains(&path) {
+            return Err((
+                CommandErrorKind::DuplicatePath,
+                format!("{field} {path} is listed twice"),
+            ));
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// `data.accept` of a composite read or observe: SenML JSON (the default) or SenML CBOR,
+/// the formats that can carry values of several paths.
+fn composite_accept(data: &Map<String, Json>) -> Result<u16, Failure> {
+    match accept_field(data)? {
+        None => Ok(content::format::SENML_JSON),
+        Some(f @ (content::format::SENML_JSON | content::format::SENML_CBOR)) => Ok(f),
+        Some(other) => Err((
+            CommandErrorKind::WrongFieldType,
+            format!("data.accept {other} is not SenML JSON (110) or SenML CBOR (112)"),
+        )),
+    }
 }
 
 /// A single write (`path`, `type`, `value`) or a batch write (`basePath`, `content`).
@@ -203,6 +297,10 @@ fn entries(
 /// The path of a content item (`field`) without `path`: `base` itself, which must be a
 /// resource or resource instance.
 fn at_base(base: &Path, field: &str) -> Result<Path, Failure> {
+    if *base == Path::ROOT {
+        // A composite write: no basePath to fall back to.
+        return Err(missing(&format!("{field}.path")));
+    }
     if base.depth() < 3 {
         return Err((
             CommandErrorKind::MissingField,
@@ -416,6 +514,10 @@ fn op_name(op: Op) -> &'static str {
         Op::Delete => "delete",
         Op::Observe => "observe",
         Op::CancelObserve => "cancel-observe",
+        Op::ReadComposite => "read-composite",
+        Op::WriteComposite => "write-composite",
+        Op::ObserveComposite => "observe-composite",
+        Op::CancelObserveComposite => "cancel-observe-composite",
     }
 }
 

@@ -6,6 +6,10 @@
 //! unknown `msgType`, a missing field, a bad path or value), this parser returns an error
 //! whose `reason` becomes a `4.00 bad_request` response on the command's response topic.
 //!
+//! The LwM2M 1.1 composite operations, which EMQX does not have, take `data.paths`
+//! (`read-composite`, `observe-composite`, `cancel-observe-composite`) or `data.content`
+//! with absolute paths (`write-composite`); their `reqPath` is [`COMPOSITE_REQ_PATH`].
+//!
 //! Extensions over EMQX, all optional: `"encoding":"hex"` is also read inside `data` and
 //! per content item (EMQX reads it only at the top level); `data.replace` chooses PUT
 //! (replace) or POST (partial update) for a batch write; `data.accept` asks a read or
@@ -46,6 +50,22 @@ pub const MAX_QUERY_PARAMS: usize = 16;
 
 /// Longest Uri-Query parameter: RFC 7252 allows 255 bytes per Uri-Query option.
 pub const MAX_QUERY_LEN: usize = 255;
+
+/// Most paths in one composite command. The request must fit one datagram
+/// ([`crate::translate::request::MAX_REQUEST_LEN`], 1152 bytes, as block-wise downlink is
+/// not implemented): a SenML record naming the longest path, `{"n":"/65535/65535/65535/65535"},`,
+/// is 33 bytes, and 32 of them leave room for the header, token and options.
+pub const MAX_COMPOSITE_PATHS: usize = 32;
+
+/// The `reqPath` of composite commands and their responses: the request goes to the root
+/// path `/` (LwM2M 1.1 Transport §6.3.6), and `content` names each path it covers.
+pub const COMPOSITE_REQ_PATH: &str = "/";
+
+/// The target of composite operations: the root path, no query.
+static ROOT_TARGET: Target = Target {
+    path: Path::ROOT,
+    query: Vec::new(),
+};
 
 /// Longest quoted input kept in an error reason, so a reason stays one readable line.
 const MAX_QUOTE_LEN: usize = 64;
@@ -144,6 +164,30 @@ pub enum CommandKind {
         /// What was observed.
         target: Target,
     },
+    /// Read-Composite (LwM2M 1.1): FETCH on `/` with the paths as SenML names.
+    ReadComposite {
+        /// What to read, in the order given, no two alike (1 to 4 levels each).
+        paths: Vec<Path>,
+        /// Content format asked for: SenML JSON unless `data.accept` asks for SenML CBOR.
+        accept: u16,
+    },
+    /// Write-Composite (LwM2M 1.1): iPATCH on `/` with the values as SenML JSON.
+    WriteComposite {
+        /// Values at absolute resource (instance) paths, sorted by path.
+        entries: Vec<Entry>,
+    },
+    /// Observe-Composite (LwM2M 1.1): FETCH on `/` with Observe 0 and the paths.
+    ObserveComposite {
+        /// What to observe, as for [`CommandKind::ReadComposite`].
+        paths: Vec<Path>,
+        /// Content format asked for.
+        accept: u16,
+    },
+    /// Cancel a composite observation: FETCH on `/` with Observe 1 and the same paths.
+    CancelObserveComposite {
+        /// The paths that were observed (in any order).
+        paths: Vec<Path>,
+    },
 }
 
 impl CommandKind {
@@ -158,6 +202,20 @@ impl CommandKind {
             | CommandKind::Observe { target, .. }
             | CommandKind::CancelObserve { target } => target,
             CommandKind::Write { base, .. } | CommandKind::Create { base, .. } => base,
+            CommandKind::ReadComposite { .. }
+            | CommandKind::WriteComposite { .. }
+            | CommandKind::ObserveComposite { .. }
+            | CommandKind::CancelObserveComposite { .. } => &ROOT_TARGET,
+        }
+    }
+
+    /// The paths of a composite read or (cancel-)observe; empty for other operations.
+    pub fn composite_paths(&self) -> &[Path] {
+        match self {
+            CommandKind::ReadComposite { paths, .. }
+            | CommandKind::ObserveComposite { paths, .. }
+            | CommandKind::CancelObserveComposite { paths } => paths,
+            _ => &[],
         }
     }
 }
@@ -229,6 +287,8 @@ pub enum CommandErrorKind {
     DuplicatePath,
     /// More than [`MAX_ENTRIES`] content items.
     TooManyEntries,
+    /// More than [`MAX_COMPOSITE_PATHS`] paths in a composite command.
+    TooManyPaths,
     /// The values could not be encoded for the device.
     Encode,
     /// The CoAP request would not fit one datagram (block-wise downlink is not supported
@@ -257,6 +317,7 @@ impl CommandErrorKind {
             CommandErrorKind::BadAttribute => "bad_attribute",
             CommandErrorKind::DuplicatePath => "duplicate_path",
             CommandErrorKind::TooManyEntries => "too_many_entries",
+            CommandErrorKind::TooManyPaths => "too_many_paths",
             CommandErrorKind::Encode => "encode",
             CommandErrorKind::RequestTooLarge => "request_too_large",
         }
@@ -290,10 +351,20 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
     let mut members = Vec::new();
     let parsed = read_members(text, &mut members);
     let top = TopLevel::from_members(&members);
+    let composite = top
+        .msg_type
+        .as_deref()
+        .and_then(Op::parse)
+        .is_some_and(Op::is_composite);
+    let req_path = if composite {
+        Some(COMPOSITE_REQ_PATH.to_owned())
+    } else {
+        top.data.and_then(data_req_path)
+    };
     let with_echo = |(kind, reason): Failure| CommandError {
         echo: top.echo.clone(),
         msg_type: top.msg_type.clone(),
-        req_path: top.data.and_then(data_req_path),
+        req_path: req_path.clone(),
         kind,
         reason,
     };
@@ -330,7 +401,7 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
     }
     .map_err(with_echo)?;
     let kind = parse_kind(op, &data, top.hex).map_err(with_echo)?;
-    let req_path = top.data.and_then(data_req_path).unwrap_or_default();
+    let req_path = req_path.unwrap_or_default();
     Ok(Command {
         echo: top.echo,
         msg_type,
@@ -471,6 +542,8 @@ impl<'de> TopLevel<'de> {
     }
 }
 
+#[cfg(test)]
+mod composite_tests;
 #[cfg(test)]
 mod error_tests;
 #[cfg(test)]
