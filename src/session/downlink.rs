@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::queue_mode::queued_ttl;
-use super::{directory_shard, ip_text, Location, Shard, TopicKind};
+use super::{ip_text, Location, Shard, TopicKind};
 use crate::coap::{Code, Message, MessageType};
 use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
 use crate::lwm2m::Path;
 use crate::persist;
-use crate::translate::{self, CoapRequest, Command, CommandKind};
+use crate::translate::{self, CoapRequest};
 
 mod block2;
+mod command;
 
 use block2::{Block2Body, Block2Step};
 
@@ -199,138 +199,6 @@ enum Outcome {
 }
 
 impl Shard {
-    /// Handles one MQTT publish on the command topic.
-    pub fn handle_command(&mut self, now: Instant, topic: &str, payload: &[u8]) {
-        let Some(m) = self.cfg.mountpoint.match_topic(topic) else {
-            return;
-        };
-        let Some(ep) = m.endpoint else { return };
-        let peerhost = m.peerhost.unwrap_or("");
-        let Some(location) = self.endpoints.by_name(ep) else {
-            // Every shard sees every command; the name's directory shard answers for
-            // endpoints registered nowhere.
-            if directory_shard(ep, self.cfg.shards) == self.cfg.shard
-                && !self.directory.contains_key(ep)
-            {
-                self.stats.commands_rejected += 1;
-                let (echo, msg_type, req_path) = match translate::parse_command(payload) {
-                    Ok(c) => (c.echo, Some(c.msg_type), Some(c.req_path)),
-                    Err(e) => (e.echo, e.msg_type, e.req_path),
-                };
-                self.json.clear();
-                translate::write_error(
-                    &mut self.json,
-                    &echo,
-                    msg_type.as_deref(),
-                    req_path.as_deref(),
-                    Code::NOT_FOUND,
-                    "endpoint is not registered",
-                );
-                let ep = ep.to_owned();
-                self.publish_to(TopicKind::Response, &ep, peerhost);
-            }
-            return;
-        };
-        self.stats.commands += 1;
-        self.enqueue_command(now, location, payload);
-    }
-
-    /// Queues the command `payload` (MQTT command JSON) for the endpoint of `location` and
-    /// sends it if nothing is in flight; a command that does not parse or build is answered
-    /// with an error response.
-    pub(super) fn enqueue_command(&mut self, now: Instant, location: Location, payload: &[u8]) {
-        self.enqueue_command_until(now, location, payload, None);
-    }
-
-    /// [`Shard::enqueue_command`], or with `restored` the expiry of a command queued before
-    /// a restart: it was acknowledged then, so it is queued again silently.
-    pub(super) fn enqueue_command_until(
-        &mut self,
-        now: Instant,
-        location: Location,
-        payload: &[u8],
-        restored: Option<Instant>,
-    ) {
-        let restoring = restored.is_some();
-        let Some(ep) = self.endpoints.get(&location) else {
-            return;
-        };
-        let reg = &ep.registration;
-        let alternate = reg
-            .object_list
-            .as_ref()
-            .map_or("/", |o| o.alternate_path.as_str())
-            .to_owned();
-        let version = reg.version;
-        let reg_lifetime = reg.lifetime;
-        let built = translate::parse_command(payload)
-            .and_then(|c| translate::build_request(&c, &alternate, version).map(|r| (c, r)));
-        let (command, request) = match built {
-            Ok(built) => built,
-            Err(e) => {
-                self.stats.commands_rejected += 1;
-                self.json.clear();
-                translate::write_command_error(&mut self.json, &e);
-                return self.publish_for(TopicKind::Response, location);
-            }
-        };
-        let observe = match command.kind {
-            CommandKind::Observe { .. } | CommandKind::ObserveComposite { .. } => Some(true),
-            CommandKind::CancelObserve { .. } | CommandKind::CancelObserveComposite { .. } => {
-                Some(false)
-            }
-            _ => None,
-        };
-        let Command {
-            echo,
-            msg_type,
-            req_path,
-            ..
-        } = command;
-        let max = self.cfg.max_queued_commands;
-        let ttl = queued_ttl(&echo, self.cfg.qmode_time_window, reg_lifetime);
-        let Some(ep) = self.endpoints.get_mut(&location) else {
-            return;
-        };
-        let asleep = ep.registration.queue_mode;
-        let dl = ep.downlink.get_or_insert_with(Box::default);
-        let asleep = asleep && dl.awake_until.is_none_or(|t| t <= now);
-        if dl.queue.len() >= max {
-            self.stats.commands_rejected += 1;
-            return self.command_error(
-                location,
-                &echo,
-                &msg_type,
-                &req_path,
-                Code::SERVICE_UNAVAILABLE,
-                "command queue is full",
-            );
-        }
-        let expires = restored.unwrap_or(now + ttl);
-        if asleep {
-            self.json.clear();
-            translate::write_queued(&mut self.json, &echo, &msg_type, &req_path, ttl.as_secs());
-        }
-        dl.queue.push_back(Queued {
-            echo: echo.into(),
-            msg_type,
-            observe,
-            request,
-            expires,
-            command: payload.into(),
-        });
-        if asleep {
-            self.stats.commands_queued += 1;
-            self.queue_expiry
-                .push(std::cmp::Reverse((expires, location)));
-            if !restoring {
-                self.publish_for(TopicKind::Response, location);
-            }
-            self.journal_endpoint(location);
-        }
-        self.send_next(now, location);
-    }
-
     /// Publishes an error response about a command for a registered endpoint.
     fn command_error(
         &mut self,
