@@ -132,6 +132,8 @@ fn handle(
             None => counters.add(Counter::Malformed, 1),
         },
         (Kind::Response, Some("register" | "update" | "event")) | (Kind::Notify, _) => {}
+        // The device sleeps; its answer (or an `expired` error) comes later.
+        (Kind::Response, Some("queued")) => counters.add(Counter::CommandsQueued, 1),
         (Kind::Response, _) => {
             let Some(id) = msg.request_id.as_ref().and_then(|v| v.as_u64()) else {
                 counters.add(Counter::Malformed, 1);

@@ -147,6 +147,9 @@ pub enum Counter {
     CommandsOk,
     /// Command responses with an error code or `coap_timeout`.
     CommandsFailed,
+    /// Commands the gateway acknowledged as `queued` for a sleeping device (their
+    /// response follows when it wakes).
+    CommandsQueued,
     /// Datagrams sent to the echo sink.
     PingsSent,
     /// Echoes received.
@@ -171,7 +174,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 24] = [
         Counter::Registered,
         Counter::RegisterFailed,
         Counter::Timeouts,
@@ -185,6 +188,7 @@ impl Counter {
         Counter::CommandsSent,
         Counter::CommandsOk,
         Counter::CommandsFailed,
+        Counter::CommandsQueued,
         Counter::PingsSent,
         Counter::PingsOk,
         Counter::Malformed,
@@ -213,6 +217,7 @@ impl Counter {
             Counter::CommandsSent => "commands_sent",
             Counter::CommandsOk => "commands_ok",
             Counter::CommandsFailed => "commands_failed",
+            Counter::CommandsQueued => "commands_queued",
             Counter::PingsSent => "pings_sent",
             Counter::PingsOk => "pings_ok",
             Counter::Malformed => "malformed",
