@@ -193,3 +193,28 @@ fn write_beyond_the_per_command_limit_is_answered_4_13_without_sending() {
         "{data}"
     );
 }
+
+#[test]
+fn write_beyond_the_shard_cap_is_refused_with_5_03_and_the_charge_is_given_back() {
+    use std::sync::atomic::Ordering;
+    let (mut node, ep) = registered(1);
+    let pending = node.shards[0].pending_block1.clone();
+    // Other transfers hold all but 1 KiB of the shard's cap.
+    pending.store(downlink::MAX_PENDING_BLOCK1_BYTES - 1024, Ordering::Relaxed);
+    let (json, _) = firmware_write(4 * 1024);
+    command(&mut node, &ep, &json);
+    assert!(sent_to_device(&mut node).is_empty(), "not sent");
+    let published = node.take_published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].1["data"]["code"], "5.03");
+    assert!(published[0].1["data"]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("64 MiB")));
+    // Once they end, the write goes out and holds its body until its response.
+    pending.store(0, Ordering::Relaxed);
+    command(&mut node, &ep, &json);
+    let held = pending.load(Ordering::Relaxed);
+    assert!(held > 4 * 1024, "{held}");
+    let (_, _, _) = device_takes_all(&mut node, usize::MAX, 6);
+    assert_eq!(pending.load(Ordering::Relaxed), 0);
+}
