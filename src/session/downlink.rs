@@ -14,9 +14,12 @@ use crate::lwm2m::Path;
 use crate::persist;
 use crate::translate::{self, CoapRequest};
 
+mod block1;
 mod block2;
 mod command;
 
+pub(super) use block1::MAX_PENDING_BLOCK1_BYTES;
+use block1::{Block1Charge, Block1Step};
 use block2::{Block2Body, Block2Step};
 
 /// RFC 7252 ACK_TIMEOUT.
@@ -117,6 +120,8 @@ pub(super) struct Queued {
     pub(super) expires: Instant,
     /// The command as it came, journaled while it waits for a sleeping device.
     pub(super) command: Arc<[u8]>,
+    /// A body sent in Block1 blocks: its share of the shard's cap.
+    charge: Option<Block1Charge>,
 }
 
 #[derive(Debug)]
@@ -139,6 +144,9 @@ struct Exchange {
     timeout: Duration,
     deadline: Instant,
     acked: bool,
+    /// A body sent in Block1 blocks (`request.block1`): its share of the shard's cap,
+    /// held until the exchange ends.
+    _charge: Option<Block1Charge>,
 }
 
 /// What an observation watches, which an observe replaces and a cancel ends.
@@ -292,6 +300,7 @@ impl Shard {
             timeout,
             deadline: now + timeout,
             acked: false,
+            _charge: q.charge,
         });
         self.token_owner.insert(token, location);
         self.retransmit
@@ -416,6 +425,10 @@ impl Shard {
                 ex.deadline = now + SEPARATE_RESPONSE_WAIT;
                 self.retransmit
                     .push(std::cmp::Reverse((ex.deadline, location, ex.mid)));
+                if block1::past_first(ex.request.block1) {
+                    // The command's ack went out with its first block.
+                    return;
+                }
                 self.json.clear();
                 translate::write_ack(&mut self.json, &ex.echo, &ex.req_path);
                 self.publish_for(TopicKind::Response, location);
@@ -489,6 +502,10 @@ impl Shard {
         let code = msg.code();
         let mut assembled = None;
         if let Outcome::Response = outcome {
+            match self.take_block1(now, location, msg) {
+                Block1Step::Whole => {}
+                Block1Step::Sent | Block1Step::Stale => return,
+            }
             match self.take_block2(now, location, msg) {
                 Block2Step::Whole => {}
                 Block2Step::Asked => return,

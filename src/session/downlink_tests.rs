@@ -354,12 +354,12 @@ fn block2_response_is_followed_up_and_published_whole() {
     assert_eq!(sent_to_device(&mut node).len(), 1);
 }
 
-/// A write that does not fit one datagram is answered at once with 4.13 and a reason,
-/// is never sent, and does not hold up the commands behind it.
+/// A write beyond the block-wise limit is answered at once with 4.13 and a reason, is
+/// never sent, and does not hold up the commands behind it.
 #[test]
 fn oversized_write_is_answered_at_once_and_never_blocks_the_queue() {
     let (mut node, ep) = registered(1);
-    let big = "x".repeat(3000);
+    let big = "x".repeat(crate::translate::MAX_BLOCK1_BODY + 1);
     let json = format!(
         r#"{{"requestID":1,"msgType":"write","data":{{"path":"/3/0/14","type":"String","value":"{big}"}}}}"#
     );

@@ -21,6 +21,8 @@ mod auto_observe;
 #[cfg(test)]
 mod auto_observe_tests;
 #[cfg(test)]
+mod block1_tests;
+#[cfg(test)]
 mod composite_tests;
 mod downlink;
 #[cfg(test)]
@@ -303,6 +305,9 @@ pub struct Shard {
     expiry: BinaryHeap<Reverse<(u32, u64)>>,
     dedup: DedupCache,
     blocks: Block1Assembler,
+    /// Bytes of Block1 request bodies queued or in flight (see
+    /// [`downlink::MAX_PENDING_BLOCK1_BYTES`]).
+    pending_block1: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     mids: MidGen,
     tokens: TokenGen,
     /// Outstanding request and observation tokens → the endpoint they belong to.
@@ -375,6 +380,7 @@ impl Shard {
             expiry: BinaryHeap::new(),
             dedup: DedupCache::new(DEDUP_CAPACITY),
             blocks: Block1Assembler::new(cfg.idle_timeout),
+            pending_block1: Default::default(),
             mids: MidGen::new((seed ^ (seed >> 16) ^ cfg.shard as u64) as u16),
             tokens: TokenGen::new(seed ^ (cfg.shard as u64).rotate_left(32)),
             token_owner: AHashMap::new(),

@@ -11,16 +11,30 @@
 //! the paths, observe-composite and its cancel the same FETCH with Observe 0 / 1, and
 //! write-composite is iPATCH carrying the values.
 
-use crate::coap::{option, Block, Code, MessageType, MessageWriter};
+use crate::coap::{option, Block, Code, MessageType, MessageWriter, MAX_BLOCK_NUM};
 use crate::content::{self, Entry};
 use crate::lwm2m::{Path, Version};
 
 use super::command::{Command, CommandError, CommandErrorKind, CommandKind, Target};
 
 /// Largest request sent in one datagram. RFC 7252 §4.6: without a known path MTU a
-/// message should stay within 1152 bytes; bigger writes need Block1 downlink, which is not
-/// implemented yet, so they are refused with 4.13 instead of being sent and lost.
+/// message should stay within 1152 bytes; a bigger body is sent in Block1 blocks
+/// (RFC 7959 §2.5), each datagram within this size.
 pub const MAX_REQUEST_LEN: usize = 1152;
+
+/// Block size exponent a Block1 transfer starts at: SZX 6 is 1024 bytes, the largest
+/// block RFC 7959 allows and the largest power of two that leaves room for header, token
+/// and options within [`MAX_REQUEST_LEN`]. A device that wants smaller blocks says so in
+/// its 2.31 or 4.13 response and the transfer goes on at its size.
+pub const BLOCK1_START_SZX: u8 = 6;
+
+/// Largest request body sent to one device in Block1 blocks. A firmware package pushed
+/// to `/5/0/0` is hundreds of KiB; 512 KiB is 512 blocks of 1 KiB, minutes on a slow
+/// link, and a command JSON of [`super::command::MAX_COMMAND_LEN`] (1 MiB) carries at
+/// most ~768 KiB of base64 opaque, so this is the limit a write actually meets. A bigger
+/// body is refused with 4.13 before anything is sent: images that large belong behind a
+/// Package URI (`/5/0/1`) the device downloads itself.
+pub const MAX_BLOCK1_BODY: usize = 512 * 1024;
 
 /// Token length every request is sized for (the shard's tokens are 8 bytes).
 const TOKEN_LEN: usize = 8;
@@ -76,7 +90,11 @@ pub struct CoapRequest {
     /// Block2 (RFC 7959): which block of the response to send, when continuing a
     /// response the device sent in blocks.
     pub block2: Option<Block>,
-    /// The payload; empty for none.
+    /// Block1 (RFC 7959): the block of `payload` this datagram carries, when the body is
+    /// too large for one datagram; `None` sends `payload` whole.
+    pub block1: Option<Block>,
+    /// The payload; empty for none. With `block1`, the whole body, held once for the
+    /// exchange: each datagram carries its block's slice.
     pub payload: Vec<u8>,
     /// The LwM2M path without alternate path or query, e.g. `/3/0/13`.
     pub path: Path,
@@ -92,25 +110,61 @@ impl CoapRequest {
     /// The request for the next block of a response that came in Block2 blocks: the same
     /// method, path and query without payload (RFC 7959 §3.3), asking for block `num` of
     /// size exponent `szx`. A FETCH keeps its payload: it says what is fetched (RFC 8132
-    /// §2.3.2).
+    /// §2.3.2). A body sent in Block1 blocks is not sent again (nor copied).
     pub fn next_block(&self, num: u32, szx: u8) -> CoapRequest {
         let block2 = Some(Block {
             num,
             more: false,
             szx,
         });
-        if self.method == Code::FETCH {
-            return CoapRequest {
-                block2,
-                ..self.clone()
-            };
-        }
+        let keep_payload = self.method == Code::FETCH && self.block1.is_none();
         CoapRequest {
-            content_format: None,
-            payload: Vec::new(),
+            method: self.method,
+            uri_path: self.uri_path.clone(),
+            uri_query: self.uri_query.clone(),
+            content_format: self.content_format.filter(|_| keep_payload),
+            accept: self.accept,
+            observe: self.observe,
             block2,
-            ..self.clone()
+            block1: None,
+            payload: if keep_payload {
+                self.payload.clone()
+            } else {
+                Vec::new()
+            },
+            path: self.path,
+            req_path: self.req_path.clone(),
+            composite: self.composite.clone(),
         }
+    }
+
+    /// The slice of the payload this datagram carries: the current Block1 block, or the
+    /// whole payload.
+    pub fn body(&self) -> &[u8] {
+        match self.block1 {
+            None => &self.payload,
+            Some(b) => {
+                let start = b.offset().min(self.payload.len());
+                let end = (start + b.size()).min(self.payload.len());
+                &self.payload[start..end]
+            }
+        }
+    }
+
+    /// Moves the Block1 transfer to the block at byte `offset` with size exponent `szx`
+    /// (RFC 7959 §2.5: a smaller size renumbers, the offset stays); `false` if there is
+    /// no transfer or nothing is left at `offset`.
+    pub fn seek_block1(&mut self, offset: usize, szx: u8) -> bool {
+        let size = 16usize << szx;
+        if self.block1.is_none() || offset >= self.payload.len() || offset % size != 0 {
+            return false;
+        }
+        self.block1 = Some(Block {
+            num: (offset / size) as u32,
+            more: offset + size < self.payload.len(),
+            szx,
+        });
+        true
     }
 }
 
@@ -140,6 +194,7 @@ pub fn build_request_as(
         accept: None,
         observe: None,
         block2: None,
+        block1: None,
         payload: Vec::new(),
         path: target.path,
         req_path: cmd.req_path.clone(),
@@ -197,19 +252,63 @@ pub fn build_request_as(
     if !req.payload.is_empty() {
         let len = write_coap_request(&req, MessageType::Con, 0, &[0; TOKEN_LEN], &mut Vec::new());
         if len > MAX_REQUEST_LEN {
-            return Err(CommandError {
+            let too_large = |reason: String| CommandError {
                 echo: cmd.echo.clone(),
                 msg_type: Some(cmd.msg_type.clone()),
                 req_path: Some(cmd.req_path.clone()),
                 kind: CommandErrorKind::RequestTooLarge,
-                reason: format!(
-                    "request of {len} bytes does not fit one datagram ({MAX_REQUEST_LEN} bytes) and block-wise writes are not supported yet"
-                ),
+                reason,
+            };
+            // A FETCH names what it fetches: its paths are bounded to fit one datagram.
+            if req.method == Code::FETCH {
+                return Err(too_large(format!(
+                    "request of {len} bytes does not fit one datagram ({MAX_REQUEST_LEN} bytes)"
+                )));
+            }
+            let body = req.payload.len();
+            if body > MAX_BLOCK1_BODY {
+                return Err(too_large(format!(
+                    "request body of {body} bytes exceeds the block-wise write limit of {MAX_BLOCK1_BODY} bytes"
+                )));
+            }
+            let Some(szx) = block1_szx(&mut req) else {
+                return Err(too_large(format!(
+                    "request options leave no room for a block within {MAX_REQUEST_LEN} bytes"
+                )));
+            };
+            req.block1 = Some(Block {
+                num: 0,
+                more: true,
+                szx,
             });
         }
     }
     Ok(req)
 }
+
+/// The largest block size exponent, from [`BLOCK1_START_SZX`] down, whose block fits one
+/// datagram with the request's header, token and options (long Uri-Query or alternate
+/// paths take room from the payload).
+fn block1_szx(req: &mut CoapRequest) -> Option<u8> {
+    // Measured without the body: the largest Block1 value, Size1 and the payload marker
+    // are added.
+    let payload = std::mem::take(&mut req.payload);
+    req.block1 = Some(Block {
+        num: MAX_BLOCK_NUM,
+        more: true,
+        szx: 0,
+    });
+    let head = write_coap_request(req, MessageType::Con, 0, &[0; TOKEN_LEN], &mut Vec::new());
+    req.block1 = None;
+    req.payload = payload;
+    let overhead = head + SIZE1_OPTION_LEN + 1;
+    (0..=BLOCK1_START_SZX)
+        .rev()
+        .find(|szx| overhead + (16usize << szx) <= MAX_REQUEST_LEN)
+}
+
+/// Most bytes a Size1 option adds (header byte, extended delta, 4-byte value).
+const SIZE1_OPTION_LEN: usize = 6;
 
 /// Makes `req` a FETCH naming `paths` in SenML JSON, answered in `accept`.
 fn fetch_paths(req: &mut CoapRequest, paths: &[Path], accept: u16) {
@@ -292,6 +391,14 @@ pub fn write_coap_request(
     if let Some(block2) = req.block2 {
         w.block_option(option::BLOCK2, block2);
     }
-    w.payload(&req.payload);
+    if let Some(block1) = req.block1 {
+        w.block_option(option::BLOCK1, block1);
+        // The first block tells the total size (RFC 7959 §4), so a device can refuse a
+        // body it cannot hold before it is sent.
+        if block1.num == 0 {
+            w.uint_option(option::SIZE1, req.payload.len() as u32);
+        }
+    }
+    w.payload(req.body());
     w.finish()
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Queued, Shard};
+use super::{Block1Charge, Queued, Shard, MAX_PENDING_BLOCK1_BYTES};
 use crate::coap::Code;
 use crate::session::queue_mode::queued_ttl;
 use crate::session::{directory_shard, Location, TopicKind};
@@ -123,6 +123,35 @@ impl Shard {
                 "command queue is full",
             );
         }
+        // A body sent in Block1 blocks counts against the shard's cap until it ends.
+        let charge = match request.block1 {
+            None => None,
+            Some(_) => match Block1Charge::take(&self.pending_block1, request.payload.len()) {
+                Some(charge) => Some(charge),
+                None => {
+                    self.stats.commands_rejected += 1;
+                    let reason = format!(
+                        "block-wise writes pending on this shard would exceed {} MiB",
+                        MAX_PENDING_BLOCK1_BYTES >> 20
+                    );
+                    return self.command_error(
+                        location,
+                        &echo,
+                        &msg_type,
+                        &req_path,
+                        Code::SERVICE_UNAVAILABLE,
+                        &reason,
+                    );
+                }
+            },
+        };
+        let Some(dl) = self
+            .endpoints
+            .get_mut(&location)
+            .and_then(|e| e.downlink.as_mut())
+        else {
+            return;
+        };
         let expires = restored.unwrap_or(now + ttl);
         if asleep {
             self.json.clear();
@@ -135,6 +164,7 @@ impl Shard {
             request,
             expires,
             command: payload.into(),
+            charge,
         });
         if asleep {
             self.stats.commands_queued += 1;

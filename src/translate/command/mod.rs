@@ -52,8 +52,8 @@ pub const MAX_QUERY_PARAMS: usize = 16;
 pub const MAX_QUERY_LEN: usize = 255;
 
 /// Most paths in one composite command. The request must fit one datagram
-/// ([`crate::translate::request::MAX_REQUEST_LEN`], 1152 bytes, as block-wise downlink is
-/// not implemented): a SenML record naming the longest path, `{"n":"/65535/65535/65535/65535"},`,
+/// ([`crate::translate::request::MAX_REQUEST_LEN`], 1152 bytes, as a FETCH is not sent in
+/// Block1 blocks): a SenML record naming the longest path, `{"n":"/65535/65535/65535/65535"},`,
 /// is 33 bytes, and 32 of them leave room for the header, token and options.
 pub const MAX_COMPOSITE_PATHS: usize = 32;
 
@@ -291,8 +291,9 @@ pub enum CommandErrorKind {
     TooManyPaths,
     /// The values could not be encoded for the device.
     Encode,
-    /// The CoAP request would not fit one datagram (block-wise downlink is not supported
-    /// yet).
+    /// The CoAP request is too large: a body beyond
+    /// [`crate::translate::request::MAX_BLOCK1_BODY`], or a FETCH that does not fit one
+    /// datagram.
     RequestTooLarge,
 }
 

@@ -1,10 +1,13 @@
 //! Each SPEC §5 command: what it parses to and the CoAP request bytes it becomes.
 
 use super::*;
+use crate::coap::Block;
 use crate::coap::{Message, MessageType};
 use crate::content::Value;
 use crate::lwm2m::Version;
-use crate::translate::request::{build_request, write_coap_request, CoapRequest};
+use crate::translate::request::{
+    build_request, write_coap_request, CoapRequest, MAX_BLOCK1_BODY, MAX_REQUEST_LEN,
+};
 use proptest::prelude::*;
 
 fn path(s: &str) -> Path {
@@ -259,26 +262,48 @@ fn duplicate_content_paths_last_one_wins() {
     );
 }
 
-/// A request that would not fit one datagram is refused with 4.13 before anything is
-/// sent (until Block1 downlink exists), naming the size.
+/// A write that does not fit one datagram is sent in Block1 blocks of 1024 bytes; one
+/// whose body passes [`MAX_BLOCK1_BODY`] is refused with 4.13, naming the limit.
 #[test]
-fn write_larger_than_a_datagram_is_refused() {
+fn write_larger_than_a_datagram_goes_block_wise_up_to_the_limit() {
     let big = "A".repeat(3000);
     let json = format!(
         r#"{{"requestID":9,"msgType":"write","data":{{"path":"/3/0/1","type":"String","value":"{big}"}}}}"#
+    );
+    let req = build_request(&parse(&json), "/", V10).expect("block-wise");
+    let first = Block {
+        num: 0,
+        more: true,
+        szx: 6,
+    };
+    assert_eq!(req.block1, Some(first));
+    assert_eq!(req.body(), &req.payload[..1024]);
+    let mut dgram = Vec::new();
+    let len = write_coap_request(&req, MessageType::Con, 1, &[0; 8], &mut dgram);
+    assert!(len <= MAX_REQUEST_LEN, "{len}");
+    let msg = Message::parse(&dgram).expect("parse");
+    assert_eq!(msg.block1(), Some(first));
+    assert_eq!(msg.size1(), Some(req.payload.len() as u32));
+    // Up to the datagram, it is sent whole.
+    let fits = "A".repeat(1100);
+    let json = format!(
+        r#"{{"msgType":"write","data":{{"path":"/3/0/1","type":"String","value":"{fits}"}}}}"#
+    );
+    assert_eq!(
+        build_request(&parse(&json), "/", V10).expect("fits").block1,
+        None
+    );
+    // Beyond the block-wise limit, refused.
+    let huge = "A".repeat(MAX_BLOCK1_BODY + 1);
+    let json = format!(
+        r#"{{"requestID":9,"msgType":"write","data":{{"path":"/3/0/1","type":"String","value":"{huge}"}}}}"#
     );
     let err = build_request(&parse(&json), "/", V10).expect_err("too large");
     assert_eq!(err.kind, CommandErrorKind::RequestTooLarge);
     assert_eq!(err.code(), Code::REQUEST_ENTITY_TOO_LARGE);
     assert_eq!(err.req_path.as_deref(), Some("/3/0/1"));
     assert_eq!(err.echo, r#""requestID":9"#);
-    assert!(err.reason.contains("1152"), "{}", err.reason);
-    // Up to the limit, it is sent.
-    let fits = "A".repeat(1100);
-    let json = format!(
-        r#"{{"msgType":"write","data":{{"path":"/3/0/1","type":"String","value":"{fits}"}}}}"#
-    );
-    assert!(build_request(&parse(&json), "/", V10).is_ok());
+    assert!(err.reason.contains("524288"), "{}", err.reason);
 }
 
 #[test]
