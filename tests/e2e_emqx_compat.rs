@@ -514,18 +514,22 @@ fn large_writes_and_block2_answers_never_wedge_the_device() {
     let mut t = Emqx::start("big", |_| {});
     t.register("</1>, </2>, </3/0>, </4>, </5>");
 
+    // Too large for one datagram, the write goes out in Block1 blocks; a device that
+    // cannot take it answers the first block 4.13, which ends the command.
     let big = "x".repeat(3000);
     t.command(json!({"requestID":1,"msgType":"write","data":{"path":"/3/0/14","type":"String","value":big}}));
+    let first = t.recv_request();
+    assert_eq!(first.code, Code::PUT);
+    assert!(
+        !first.payload.is_empty() && first.payload.len() <= 1024,
+        "one block of the body: {} bytes",
+        first.payload.len()
+    );
+    t.respond(&first, Code::REQUEST_ENTITY_TOO_LARGE, None, None, b"");
     let r = t.response();
     assert_eq!(
         (&r["requestID"], &r["data"]["code"], &r["data"]["reqPath"]),
         (&json!(1), &json!("4.13"), &json!("/3/0/14"))
-    );
-    assert!(
-        r["data"]["reason"]
-            .as_str()
-            .is_some_and(|s| s.contains("block")),
-        "{r}"
     );
     t.no_request(Duration::from_millis(300));
     let r = t.round_trip(
