@@ -196,6 +196,20 @@ const TLV_INSTANCE: Case = Case {
     ],
 };
 
+/// The observation token of the observe `request` and the device's ACK carrying
+/// `case`'s first value.
+fn observe_ack(request: &[u8], case: Case) -> (Vec<u8>, Vec<u8>) {
+    let req = lwm2m_gateway::coap::Message::parse(request).expect("observe request");
+    let token = req.token().to_vec();
+    let mut ack = Vec::new();
+    let mut w = MessageWriter::new(&mut ack, MessageType::Ack, Code::CONTENT, req.mid(), &token);
+    w.uint_option(option::OBSERVE, 1)
+        .uint_option(option::CONTENT_FORMAT, u32::from(case.format))
+        .payload(case.payload);
+    w.finish();
+    (token, ack)
+}
+
 /// A registered device observed on `case.path`, ready for notifications: returns the
 /// shard and the observation token.
 fn observed_shard(case: Case) -> (Shard, Vec<u8>) {
@@ -213,14 +227,7 @@ fn observed_shard(case: Case) -> (Shard, Vec<u8>) {
     s.handle_command(now, "lwm2m/bench-1/dn", command.as_bytes());
     let mut request = Vec::new();
     s.drain_transmits(|_, d| request = d.to_vec());
-    let req = lwm2m_gateway::coap::Message::parse(&request).expect("observe request");
-    let token = req.token().to_vec();
-    let mut ack = Vec::new();
-    let mut w = MessageWriter::new(&mut ack, MessageType::Ack, Code::CONTENT, req.mid(), &token);
-    w.uint_option(option::OBSERVE, 1)
-        .uint_option(option::CONTENT_FORMAT, u32::from(case.format))
-        .payload(case.payload);
-    w.finish();
+    let (token, ack) = observe_ack(&request, case);
     s.handle_datagram(now, addr(1), &ack);
     let p = s.poll_publish().expect("observe response published");
     let json: serde_json::Value = serde_json::from_slice(&p.payload).expect("JSON");
@@ -292,8 +299,8 @@ fn bench_notify(c: &mut Criterion) {
 }
 
 /// A device `bench-1` registered and observed over DTLS (PSK, CCM_8, the gateway's own
-/// record layer): the shard and the device's client.
-fn observed_secure_shard(case: Case) -> (Shard, DtlsClient) {
+/// record layer): the shard, the device's client and the observation token.
+fn observed_secure_shard(case: Case) -> (Shard, DtlsClient, Vec<u8>) {
     let mut s = shard();
     let now = Instant::now();
     let dir = std::env::temp_dir().join(format!("bench-dtls-{}", std::process::id()));
@@ -352,26 +359,13 @@ fn observed_secure_shard(case: Case) -> (Shard, DtlsClient) {
     while let Some(d) = client.recv() {
         request = d;
     }
-    let req = lwm2m_gateway::coap::Message::parse(&request).expect("observe request");
-    let token = req.token().to_vec();
-    let mut ack = Vec::new();
-    let mut w = MessageWriter::new(&mut ack, MessageType::Ack, Code::CONTENT, req.mid(), &token);
-    w.uint_option(option::OBSERVE, 1)
-        .uint_option(option::CONTENT_FORMAT, u32::from(case.format))
-        .payload(case.payload);
-    w.finish();
+    let (token, ack) = observe_ack(&request, case);
     client.send(&ack).expect("send");
     exchange(&mut s, &mut client);
     let p = s.poll_publish().expect("observe response published");
     let json: serde_json::Value = serde_json::from_slice(&p.payload).expect("JSON");
     assert_eq!(json["data"]["code"], "2.05", "{json}");
-    // The token the notifications carry.
-    SECURE_TOKEN.with(|t| *t.borrow_mut() = token);
-    (s, client)
-}
-
-thread_local! {
-    static SECURE_TOKEN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    (s, client, token)
 }
 
 /// The same notification as [`bench_notify`]'s text case, arriving over DTLS: the record
@@ -382,8 +376,7 @@ fn bench_notify_dtls(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let case = TEXT_FLOAT;
     g.bench_function("dtls_non_notify_to_publish_bytes", |b| {
-        let (mut s, mut client) = observed_secure_shard(case);
-        let token = SECURE_TOKEN.with(|t| t.borrow().clone());
+        let (mut s, mut client, token) = observed_secure_shard(case);
         let now = Instant::now();
         let mut buf = Vec::new();
         let mut uplink = Uplink::connected();
@@ -403,8 +396,7 @@ fn bench_notify_dtls(c: &mut Criterion) {
         )
     });
     g.finish();
-    let (mut s, mut client) = observed_secure_shard(case);
-    let token = SECURE_TOKEN.with(|t| t.borrow().clone());
+    let (mut s, mut client, token) = observed_secure_shard(case);
     let now = Instant::now();
     let mut buf = Vec::new();
     let mut uplink = Uplink::connected();

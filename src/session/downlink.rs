@@ -149,6 +149,19 @@ struct Exchange {
     _charge: Option<Block1Charge>,
 }
 
+impl Exchange {
+    /// Makes `datagram` (message id `mid`) the exchange's request, as a follow-up block is:
+    /// retransmissions count afresh from an RFC 7252 initial timeout (`jitter` in [0, 0.5)).
+    fn restart(&mut self, now: Instant, mid: u16, datagram: Vec<u8>, jitter: f64) {
+        self.mid = mid;
+        self.datagram = datagram;
+        self.attempts = 0;
+        self.acked = false;
+        self.timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
+        self.deadline = now + self.timeout;
+    }
+}
+
 /// What an observation watches, which an observe replaces and a cancel ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Observed {

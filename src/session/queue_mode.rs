@@ -16,14 +16,14 @@ use crate::translate;
 /// lives in memory; a device not heard from for that long is not coming back for it.
 const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// A queued command's time to live: `"mheaders":{"ttl":<seconds>}` in the command when it
-/// is there (at least one `qmode_time_window`, at most [`MAX_TTL`]), else the device's
+/// A queued command's time to live: `"mheaders":{"ttl":<seconds>}` in the command's echoed
+/// members `echo` when given and there (at least one `qmode_time_window`, at most [`MAX_TTL`]), else the device's
 /// registration lifetime: a device in queue mode must Update within it, so a command
 /// waits at most until the device's next scheduled wake-up.
-pub(super) fn queued_ttl(echo: &str, window: Duration, lifetime: u32) -> Duration {
-    let asked = (!echo.is_empty())
-        .then(|| serde_json::from_str::<serde_json::Value>(&format!("{{{echo}}}")).ok())
-        .flatten()
+pub(super) fn queued_ttl(echo: Option<&str>, window: Duration, lifetime: u32) -> Duration {
+    let asked = echo
+        .filter(|e| e.contains("\"mheaders\""))
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(&format!("{{{e}}}")).ok())
         .and_then(|v| v.get("mheaders")?.get("ttl")?.as_u64());
     match asked {
         Some(secs) => Duration::from_secs(secs).clamp(window, MAX_TTL),

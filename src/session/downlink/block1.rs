@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Shard, ACK_TIMEOUT};
+use super::Shard;
 use crate::coap::{Block, Code, Message, MessageType};
 use crate::session::Location;
 use crate::translate;
@@ -126,14 +126,9 @@ impl Shard {
         let mut datagram = std::mem::take(&mut ex.datagram);
         datagram.clear();
         translate::write_coap_request(&ex.request, MessageType::Con, mid, &ex.token, &mut datagram);
-        ex.mid = mid;
-        ex.attempts = 0;
-        ex.acked = false;
-        ex.timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
-        ex.deadline = now + ex.timeout;
+        ex.restart(now, mid, datagram, jitter);
         let start = self.tx.start();
-        self.tx.buffer().extend_from_slice(&datagram);
-        ex.datagram = datagram;
+        self.tx.buffer().extend_from_slice(&ex.datagram);
         self.retransmit
             .push(std::cmp::Reverse((ex.deadline, location, mid)));
         self.commit(addr, start, security);

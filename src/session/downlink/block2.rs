@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Shard, ACK_TIMEOUT};
+use super::Shard;
 use crate::coap::{Code, Message, MessageType, MAX_BODY};
 use crate::session::Location;
 use crate::translate;
@@ -76,14 +76,9 @@ impl Shard {
             next,
             szx: block.szx,
         });
-        ex.mid = mid;
-        ex.attempts = 0;
-        ex.acked = false;
-        ex.timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
-        ex.deadline = now + ex.timeout;
+        ex.restart(now, mid, datagram, jitter);
         let start = self.tx.start();
-        self.tx.buffer().extend_from_slice(&datagram);
-        ex.datagram = datagram;
+        self.tx.buffer().extend_from_slice(&ex.datagram);
         self.retransmit
             .push(std::cmp::Reverse((ex.deadline, location, mid)));
         self.commit(addr, start, security);

@@ -79,7 +79,7 @@ impl Shard {
             .map_or("/", |o| o.alternate_path.as_str())
             .to_owned();
         let version = reg.version;
-        let reg_lifetime = reg.lifetime;
+        let (reg_lifetime, queue_mode) = (reg.lifetime, reg.queue_mode);
         let built = translate::parse_command(payload)
             .and_then(|c| translate::build_request(&c, &alternate, version).map(|r| (c, r)));
         let (command, request) = match built {
@@ -105,7 +105,9 @@ impl Shard {
             ..
         } = command;
         let max = self.cfg.max_queued_commands;
-        let ttl = queued_ttl(&echo, self.cfg.qmode_time_window, reg_lifetime);
+        // Only a queue-mode device's commands may wait long enough for a TTL to matter.
+        let asked = queue_mode.then_some(echo.as_str());
+        let ttl = queued_ttl(asked, self.cfg.qmode_time_window, reg_lifetime);
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
