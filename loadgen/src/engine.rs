@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,8 @@ use crate::device::{self, Device, Format, Life, Pending, ResourcePath, Served};
 use crate::dtls::{Event, Peers};
 use crate::metrics::{Clock, Counter, Counters, Metric, Recorder};
 use crate::net::{device_index, device_ip, MultiSource};
+
+mod wake;
 
 /// RFC 7252 ACK_TIMEOUT: first retransmission after this long, doubling each time.
 const ACK_TIMEOUT_NS: u64 = 2_000_000_000;
@@ -71,8 +73,11 @@ pub struct Plan {
     pub queue_ratio: f64,
     /// How long a queue-mode device listens after each of its sends (ms).
     pub awake_ms: u32,
-    /// `udp-baseline`: datagrams per second to the echo sink, and until when (ns).
-    pub pings: Option<(f64, u64)>,
+    /// Once [`Control::start_wakes`]: every queue-mode device wakes this often (ns), and
+    /// notifies only then; 0 = never (it then notifies on the common schedule).
+    pub wake_period_ns: u64,
+    /// The echo sink pings go to (`udp-baseline`, `steady-notify --echo-baseline`).
+    pub echo: Option<SocketAddrV4>,
     /// `--dtls`: every device handshakes (PSK) before its first request and speaks CoAP
     /// inside DTLS records.
     pub dtls: Option<Arc<ClientConfig>>,
@@ -80,7 +85,7 @@ pub struct Plan {
 
 impl Plan {
     /// `devices` on `sockets` aimed at `target` that do nothing until a scenario says what:
-    /// no registrations, notifications or pings.
+    /// no registrations, notifications, wakes or pings.
     pub fn new(target: SocketAddrV4, devices: u32, sockets: u32) -> Plan {
         Plan {
             target,
@@ -102,7 +107,8 @@ impl Plan {
             rebind_ratio: 0.0,
             queue_ratio: 0.0,
             awake_ms: 1,
-            pings: None,
+            wake_period_ns: 0,
+            echo: None,
             dtls: None,
         }
     }
@@ -119,6 +125,14 @@ pub struct Control {
     notify_rate: AtomicU64,
     /// Deregistration starts at this time + 1 ns (0: never).
     deregister_start: AtomicU64,
+    /// Queue-mode devices start waking at this time + 1 ns (0: not yet).
+    wake_start: AtomicU64,
+    /// Pings to the echo sink start at this time + 1 ns (0: none).
+    ping_start: AtomicU64,
+    /// Pings per second over all devices (f64 bits).
+    ping_rate: AtomicU64,
+    /// No ping is due at or after this time (ns).
+    ping_end: AtomicU64,
 }
 
 impl Control {
@@ -138,6 +152,38 @@ impl Control {
         self.deregister_start.store(start_ns + 1, Ordering::Release);
     }
 
+    /// Starts the queue-mode devices' wake cycles (`Plan::wake_period_ns`) at `start_ns`;
+    /// they go on until the run stops, so queued commands reach them after notifying ends.
+    pub fn start_wakes(&self, start_ns: u64) {
+        self.wake_start.store(start_ns + 1, Ordering::Release);
+    }
+
+    /// Stops the wake cycles.
+    pub fn stop_wakes(&self) {
+        self.wake_start.store(0, Ordering::Release);
+    }
+
+    /// Sends `rate` pings per second in total to `Plan::echo` from `start_ns` until `end_ns`.
+    pub fn start_pings(&self, start_ns: u64, rate: f64, end_ns: u64) {
+        self.ping_rate.store(rate.to_bits(), Ordering::Relaxed);
+        self.ping_end.store(end_ns, Ordering::Relaxed);
+        self.ping_start.store(start_ns + 1, Ordering::Release);
+    }
+
+    /// The current ping schedule: start, rate, end.
+    fn pings(&self) -> Option<(u64, f64, u64)> {
+        let start = self.ping_start.load(Ordering::Acquire).checked_sub(1)?;
+        Some((
+            start,
+            f64::from_bits(self.ping_rate.load(Ordering::Relaxed)),
+            self.ping_end.load(Ordering::Relaxed),
+        ))
+    }
+
+    fn wake_start(&self) -> Option<u64> {
+        self.wake_start.load(Ordering::Acquire).checked_sub(1)
+    }
+
     fn notify(&self) -> Option<(u64, f64)> {
         let start = self.notify_start.load(Ordering::Acquire).checked_sub(1)?;
         Some((
@@ -149,7 +195,7 @@ impl Control {
 
 /// Whether item `n` of a sequence is one of the `ratio` share picked evenly (every 10th
 /// for 0.1), without randomness so runs repeat.
-fn every(n: u64, ratio: f64) -> bool {
+pub fn every(n: u64, ratio: f64) -> bool {
     ((n + 1) as f64 * ratio).floor() - (n as f64 * ratio).floor() >= 1.0
 }
 
@@ -169,6 +215,8 @@ struct Worker<'a> {
     devices: Vec<Device>,
     retransmit: BinaryHeap<Reverse<(u64, u32, u16)>>,
     observed: Vec<u32>,
+    /// The queue-mode devices of this worker, in wake order.
+    sleepers: Vec<u32>,
     rec: Recorder,
     out: Vec<u8>,
     /// With `--dtls`: the devices' connections, and a buffer for decrypted datagrams.
@@ -199,6 +247,7 @@ pub fn run_worker(
             .collect(),
         retransmit: BinaryHeap::new(),
         observed: Vec::new(),
+        sleepers: Vec::new(),
         rec,
         out: Vec::with_capacity(512),
         dtls: plan
@@ -211,6 +260,7 @@ pub fn run_worker(
             Vec::new()
         },
     };
+    w.sleepers = (0..local).filter(|&j| w.queue_mode(j)).collect();
     w.run()
 }
 
@@ -224,7 +274,8 @@ impl Worker<'_> {
         let k = u64::from(self.plan.sockets);
         let s = u64::from(self.shard);
         let (mut reg_next, mut dereg_next, mut update_next) = (0u64, 0u64, 0u64);
-        let (mut notify_next, mut notify_epoch, mut ping_next) = (0u64, u64::MAX, 0u64);
+        let (mut notify_next, mut notify_epoch) = (0u64, u64::MAX);
+        let (mut ping_next, mut ping_epoch, mut wake_next) = (0u64, u64::MAX, 0u64);
         let update_period = (f64::from(self.plan.lifetime) * UPDATE_FRACTION * 1e9) as u64;
         let mut rx = [0u8; 2048];
         while !self.ctl.stop.load(Ordering::Relaxed) {
@@ -304,18 +355,28 @@ impl Worker<'_> {
                     notify_next += 1;
                 }
             }
-            if let Some((rate, end)) = self.plan.pings {
-                while budget > 0 {
-                    budget -= 1;
+            if let Some((start, rate, end)) = self.ctl.pings() {
+                if ping_epoch != start {
+                    ping_epoch = start;
+                    ping_next = 0;
+                }
+                while rate > 0.0 && budget > 0 {
                     let g = ping_next * k + s;
-                    let due = offset(g, rate);
-                    if due > now || due >= end {
+                    let due = start + offset(g, rate);
+                    if due >= end {
+                        break;
+                    }
+                    if due > now {
                         wake = wake.min(due);
                         break;
                     }
-                    self.ping(g, due)?;
+                    budget -= 1;
+                    self.ping(g)?;
                     ping_next += 1;
                 }
+            }
+            if let Some(start) = self.ctl.wake_start() {
+                self.wakes(start, now, &mut wake_next, &mut wake, &mut budget)?;
             }
             self.retransmit(now)?;
             if self.dtls.is_some() {
@@ -326,7 +387,9 @@ impl Worker<'_> {
                 match self.socket.try_recv_to(&mut rx) {
                     Ok((len, local, from)) => {
                         received += 1;
-                        if from.ip() == IpAddr::V4(*self.plan.target.ip()) {
+                        if self.plan.echo.is_some_and(|e| from == SocketAddr::V4(e)) {
+                            self.ping_reply(&rx[..len]);
+                        } else if from.ip() == IpAddr::V4(*self.plan.target.ip()) {
                             if let Some(j) = self.local_of(device_index(local)) {
                                 if self.dtls.is_some() {
                                     self.receive_dtls(j, &rx[..len])?;
@@ -594,22 +657,6 @@ impl Worker<'_> {
         self.send(j)
     }
 
-    fn ping(&mut self, g: u64, _due: u64) -> anyhow::Result<()> {
-        let j = ((g / u64::from(self.plan.sockets)) % self.devices.len().max(1) as u64) as u32;
-        self.out.clear();
-        let mut w = MessageWriter::new(
-            &mut self.out,
-            MessageType::Con,
-            Code::GET,
-            g as u16,
-            &g.to_be_bytes(),
-        );
-        w.option(option::URI_PATH, b"ping");
-        w.finish();
-        self.counters.add(Counter::PingsSent, 1);
-        self.send(j)
-    }
-
     fn retransmit(&mut self, now: u64) -> anyhow::Result<()> {
         while let Some(&Reverse((at, j, mid))) = self.retransmit.peek() {
             if at > now {
@@ -643,16 +690,6 @@ impl Worker<'_> {
             self.counters.add(Counter::Malformed, 1);
             return Ok(());
         };
-        if self.plan.pings.is_some() {
-            if let (MessageType::Ack, Ok(tok)) = (msg.ty(), <[u8; 8]>::try_from(msg.token())) {
-                let (rate, _) = self.plan.pings.unwrap_or((1.0, 0));
-                let due = offset(u64::from_be_bytes(tok), rate);
-                self.rec
-                    .record(Metric::UdpRtt, now, now.saturating_sub(due));
-                self.counters.add(Counter::PingsOk, 1);
-            }
-            return Ok(());
-        }
         match msg.ty() {
             MessageType::Ack | MessageType::Rst => self.complete(j, &msg, now),
             MessageType::Con | MessageType::Non if msg.code().is_request() => {
@@ -675,7 +712,9 @@ impl Worker<'_> {
                 self.counters.add(Counter::RequestsAnswered, 1);
                 if served == Served::Observed {
                     self.counters.add(Counter::Observed, 1);
-                    if !self.observed.contains(&j) {
+                    // A sleeping device notifies only when it wakes.
+                    let sleeper = self.plan.wake_period_ns > 0 && self.queue_mode(j);
+                    if !sleeper && !self.observed.contains(&j) {
                         self.observed.push(j);
                     }
                 }

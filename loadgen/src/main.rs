@@ -16,6 +16,7 @@ mod handshake;
 mod metrics;
 mod mqtt;
 mod net;
+mod notify;
 mod scenario;
 mod watch;
 
@@ -83,8 +84,10 @@ pub struct DeviceArgs {
     /// `--awake` after each of their own messages and sleep (drop requests) otherwise.
     #[arg(long, default_value_t = 0.0)]
     pub queue_ratio: f64,
-    /// How long a queue-mode device stays reachable after each of its messages.
-    #[arg(long, default_value = "22s", value_parser = humantime::parse_duration)]
+    /// How long a queue-mode device stays reachable after each of its messages: at least
+    /// the gateway's `qmode_time_window` (22s by default) and a little more, or the gateway
+    /// sends to a device that already sleeps.
+    #[arg(long, default_value = "23s", value_parser = humantime::parse_duration)]
     pub awake: Duration,
     /// Longest the registration phase may take.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
@@ -159,6 +162,31 @@ pub struct NotifyArgs {
     /// How long devices notify (soak: how long the whole run lasts).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Queue-mode devices (`--queue-ratio`) sleep and wake this often, each wake a
+    /// notification or an Update (alternately), instead of notifying with the rest;
+    /// 0s: they notify with the rest.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wake_period: Duration,
+    /// Read commands published per second while devices notify, to devices in turn,
+    /// sleeping ones included; 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    pub command_rate: f64,
+    /// Path the commands read.
+    #[arg(long, default_value = "/3/0")]
+    pub read_path: String,
+    /// Time to live of each command (`mheaders.ttl`, whole seconds) [default: the
+    /// gateway's, the device's lifetime].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub command_ttl: Option<Duration>,
+    /// After each notify phase, drive the echo sink of `udp-baseline` at the same rate for
+    /// as long, and print the gateway's CPU per notification (with `--gateway-pid`) beside
+    /// the sink's CPU per datagram.
+    #[arg(long)]
+    pub echo_baseline: bool,
+    /// Notify phases (each followed by its echo phase with `--echo-baseline`), so the two
+    /// sides interleave on a noisy machine.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
 }
 
 /// Options of `command-rtt`.
@@ -275,8 +303,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::RegisterStorm(args) => scenario::register_storm(&args),
-        Command::SteadyNotify(args) => scenario::steady_notify(&args, false),
-        Command::Soak(args) => scenario::steady_notify(&args, true),
+        Command::SteadyNotify(args) => notify::steady_notify(&args, false),
+        Command::Soak(args) => notify::steady_notify(&args, true),
         Command::CommandRtt(args) => scenario::command_rtt(&args),
         Command::UdpBaseline(args) => scenario::udp_baseline(&args),
         Command::PskFile(args) => psk_file(&args).map(|()| true),

@@ -65,8 +65,12 @@ pub enum Metric {
     Deregister,
     /// Notification due on the device → notification received over MQTT.
     NotifyE2e,
-    /// Command due to be published over MQTT → its response received over MQTT.
+    /// Command due to be published over MQTT → its response received over MQTT (commands
+    /// the gateway sent at once).
     CommandRtt,
+    /// The same for commands the gateway acknowledged `queued` because the device slept:
+    /// the wait until it woke included.
+    QueuedRtt,
     /// Datagram sent to the echo sink → echo received.
     UdpRtt,
     /// A probe published over MQTT → received back on the subscription: the broker's own
@@ -80,12 +84,13 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in file order.
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 10] = [
         Metric::Register,
         Metric::Update,
         Metric::Deregister,
         Metric::NotifyE2e,
         Metric::CommandRtt,
+        Metric::QueuedRtt,
         Metric::UdpRtt,
         Metric::BrokerRtt,
         Metric::DtlsHandshake,
@@ -100,6 +105,7 @@ impl Metric {
             Metric::Deregister => "deregister",
             Metric::NotifyE2e => "notify_e2e",
             Metric::CommandRtt => "command_rtt",
+            Metric::QueuedRtt => "queued_rtt",
             Metric::UdpRtt => "udp_rtt",
             Metric::BrokerRtt => "broker_rtt",
             Metric::DtlsHandshake => "dtls_handshake",
@@ -150,6 +156,14 @@ pub enum Counter {
     /// Commands the gateway acknowledged as `queued` for a sleeping device (their
     /// response follows when it wakes).
     CommandsQueued,
+    /// Command responses `coap_timeout`: the device never answered what the gateway sent.
+    CommandsTimedOut,
+    /// Of those, commands to queue-mode devices: the gateway sent while the device slept.
+    SleeperTimedOut,
+    /// Commands answered 5.04 `expired`: queued longer than their time to live.
+    CommandsExpired,
+    /// Times a sleeping (queue-mode) device woke and sent a notification or an Update.
+    Wakes,
     /// Datagrams sent to the echo sink.
     PingsSent,
     /// Echoes received.
@@ -174,7 +188,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 24] = [
+    pub const ALL: [Counter; 28] = [
         Counter::Registered,
         Counter::RegisterFailed,
         Counter::Timeouts,
@@ -189,6 +203,10 @@ impl Counter {
         Counter::CommandsOk,
         Counter::CommandsFailed,
         Counter::CommandsQueued,
+        Counter::CommandsTimedOut,
+        Counter::SleeperTimedOut,
+        Counter::CommandsExpired,
+        Counter::Wakes,
         Counter::PingsSent,
         Counter::PingsOk,
         Counter::Malformed,
@@ -218,6 +236,10 @@ impl Counter {
             Counter::CommandsOk => "commands_ok",
             Counter::CommandsFailed => "commands_failed",
             Counter::CommandsQueued => "commands_queued",
+            Counter::CommandsTimedOut => "commands_coap_timeout",
+            Counter::SleeperTimedOut => "sleeping_coap_timeout",
+            Counter::CommandsExpired => "commands_expired",
+            Counter::Wakes => "wakes",
             Counter::PingsSent => "pings_sent",
             Counter::PingsOk => "pings_ok",
             Counter::Malformed => "malformed",

@@ -239,8 +239,9 @@ impl EchoSink {
     }
 
     /// Echoes until `stop` returns true (checked at least every 50 ms); returns datagrams
-    /// echoed.
-    pub fn run(&self, stop: &dyn Fn() -> bool) -> io::Result<u64> {
+    /// echoed and the CPU time the calling thread spent meanwhile.
+    pub fn run(&self, stop: &dyn Fn() -> bool) -> io::Result<EchoStats> {
+        let cpu_before = thread_cpu_ns()?;
         let fd = self.socket.as_raw_fd();
         let mut bufs = vec![[0u8; ECHO_MTU]; ECHO_BATCH];
         // SAFETY: plain-old-data C structs; all-zero is a valid (empty) value for each.
@@ -318,8 +319,40 @@ impl EchoSink {
             }
             echoed += sent as u64;
         }
-        Ok(echoed)
+        Ok(EchoStats {
+            echoed,
+            cpu_ns: thread_cpu_ns()?.saturating_sub(cpu_before),
+        })
     }
+}
+
+/// What one [`EchoSink::run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoStats {
+    /// Datagrams echoed.
+    pub echoed: u64,
+    /// User plus system CPU time of the sink's thread (ns), idle polling included.
+    pub cpu_ns: u64,
+}
+
+impl EchoStats {
+    /// CPU per datagram echoed (µs); `None` before the first.
+    pub fn us_per_datagram(&self) -> Option<f64> {
+        (self.echoed > 0).then(|| self.cpu_ns as f64 / 1e3 / self.echoed as f64)
+    }
+}
+
+/// User plus system CPU time of the calling thread (`getrusage(RUSAGE_THREAD)`, µs
+/// resolution), in ns.
+pub fn thread_cpu_ns() -> io::Result<u64> {
+    // SAFETY: all-zero is a valid rusage; getrusage writes into the live local.
+    let mut usage: libc::rusage = unsafe { zeroed() };
+    // SAFETY: RUSAGE_THREAD with a valid pointer has no other precondition.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    Ok(ns(usage.ru_utime) + ns(usage.ru_stime))
 }
 
 #[cfg(test)]
@@ -381,7 +414,9 @@ mod echo_tests {
                 assert_eq!(device_index(local), Some(i));
             }
             stop.store(true, Ordering::Relaxed);
-            assert_eq!(t.join().expect("sink thread").expect("sink"), 3);
+            let stats = t.join().expect("sink thread").expect("sink");
+            assert_eq!(stats.echoed, 3);
+            assert!(stats.us_per_datagram().is_some(), "{stats:?}");
         });
     }
 }

@@ -13,27 +13,27 @@ use crate::watch::Watch;
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use crate::app::{self, Shared, OBSERVE_ID_BASE};
+use crate::app::{self, Shared};
 use crate::device::WAKAAMA_OBJECTS;
 use crate::engine::{run_worker, Control, Plan};
 use crate::metrics::{
     collect, fmt_ns, Clock, Counter, Counters, IntervalMsg, Metric, MetricTotal, Recorder,
 };
-use crate::net::{EchoSink, MultiSource};
-use crate::{BaselineArgs, CommandArgs, DeviceArgs, NotifyArgs, OutputArgs, RegisterStormArgs};
+use crate::net::{EchoSink, EchoStats, MultiSource};
+use crate::{BaselineArgs, CommandArgs, DeviceArgs, OutputArgs, RegisterStormArgs};
 
 /// Most sockets (threads) a run may use.
 const MAX_SOCKETS: u32 = 64;
 /// Devices addressable from 127.16.0.1 up to 127.255.255.254.
-const MAX_DEVICES: u32 = (128 << 24) - (127 << 24 | 16 << 16) - 2;
+pub(crate) const MAX_DEVICES: u32 = (128 << 24) - (127 << 24 | 16 << 16) - 2;
 /// How often phase conditions are checked.
-const POLL: Duration = Duration::from_millis(20);
+pub(crate) const POLL: Duration = Duration::from_millis(20);
 /// How long in-flight notifications and responses may take after sending stops.
-const DRAIN: Duration = Duration::from_secs(3);
+pub(crate) const DRAIN: Duration = Duration::from_secs(3);
 /// Every this many commands, a probe measures the broker's own round trip alongside.
 const PROBE_EVERY: u64 = 10;
 /// How long observations may take to be established after the last observe command.
-const OBSERVE_SETTLE: Duration = Duration::from_secs(10);
+pub(crate) const OBSERVE_SETTLE: Duration = Duration::from_secs(10);
 /// Socket receive timeout of the device sockets (they poll before receiving anyway).
 const SOCKET_TIMEOUT: Duration = Duration::from_millis(1);
 
@@ -41,7 +41,7 @@ const SOCKET_TIMEOUT: Duration = Duration::from_millis(1);
 pub(crate) struct Env<'a> {
     pub clock: Clock,
     pub counters: &'a Counters,
-    ctl: &'a Control,
+    pub ctl: &'a Control,
     tx: Sender<IntervalMsg>,
     /// The gateway process, with `--gateway-pid`.
     pub watch: Option<&'a Watch>,
@@ -66,7 +66,7 @@ impl Env<'_> {
     }
 
     /// Polls `done` until it holds or `deadline_ns` passes; `true` if it held.
-    fn wait(&self, deadline_ns: u64, mut done: impl FnMut() -> bool) -> bool {
+    pub fn wait(&self, deadline_ns: u64, mut done: impl FnMut() -> bool) -> bool {
         loop {
             if done() {
                 return true;
@@ -79,7 +79,7 @@ impl Env<'_> {
     }
 
     /// Waits for every device to register, fail or time out, or the registration timeout.
-    fn wait_registered(&self, devices: u32, timeout: Duration) -> u64 {
+    pub fn wait_registered(&self, devices: u32, timeout: Duration) -> u64 {
         let c = self.counters;
         let settled = || {
             c.get(Counter::Registered) + c.get(Counter::RegisterFailed) + c.get(Counter::Timeouts)
@@ -125,7 +125,7 @@ pub(crate) fn check_duration(d: Duration, flag: &str) -> anyhow::Result<()> {
 }
 
 /// Validates the shared device flags into a plan for a registering scenario.
-fn device_plan(args: &DeviceArgs) -> anyhow::Result<Plan> {
+pub(crate) fn device_plan(args: &DeviceArgs) -> anyhow::Result<Plan> {
     let target = loopback_v4(args.gateway, "--gateway")?;
     check_counts(args.devices, args.sockets)?;
     check_rate(args.rate, "--rate")?;
@@ -199,99 +199,6 @@ pub fn register_storm(args: &RegisterStormArgs) -> anyhow::Result<bool> {
     )
 }
 
-/// `steady-notify` (`soak` = with updates, and `--duration` bounding the whole run).
-pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
-    let mut plan = device_plan(&args.devices)?;
-    check_rate(args.notify_rate, "--notify-rate")?;
-    check_rate(args.observe_rate, "--observe-rate")?;
-    check_duration(args.duration, "--duration")?;
-    if !(0.0..=1.0).contains(&args.con_ratio) {
-        bail!(
-            "--con-ratio must be between 0 and 1, got {}",
-            args.con_ratio
-        );
-    }
-    let path = args.path;
-    let instance = format!("</{}/{}>", path.object, path.instance);
-    if !plan.objects.contains(&instance) {
-        plan.objects.push(',');
-        plan.objects.push_str(&instance);
-    }
-    plan.notify_path = path;
-    plan.format = args.format;
-    plan.con_ratio = args.con_ratio;
-    plan.updates = soak;
-    if !(0.0..=1.0).contains(&args.rebind_ratio) {
-        bail!(
-            "--rebind-ratio must be between 0 and 1, got {}",
-            args.rebind_ratio
-        );
-    }
-    if args.rebind_ratio > 0.0 && !soak {
-        bail!("--rebind-ratio needs Updates to rebind on: use it with soak");
-    }
-    if args.rebind_ratio > 0.0 && plan.devices > MAX_DEVICES / 2 {
-        bail!(
-            "--rebind-ratio gives every device a second address: at most {} devices",
-            MAX_DEVICES / 2
-        );
-    }
-    if args.rebind_ratio > 0.0 && plan.dtls.is_some() {
-        bail!("--rebind-ratio with --dtls would need session resumption on rebinding, which the device simulation does not do");
-    }
-    plan.rebind_ratio = args.rebind_ratio;
-    let mut metrics = vec![Metric::Register];
-    if soak {
-        metrics.push(Metric::Update);
-    }
-    metrics.push(Metric::NotifyE2e);
-    if plan.dtls.is_some() {
-        metrics.push(Metric::DtlsHandshake);
-    }
-    let name = if soak { "soak" } else { "steady-notify" };
-    let dev = &args.devices;
-    execute(name, &dev.output, &metrics, Some(&plan), |env| {
-        with_mqtt(env, &args.mqtt, |client, shared| {
-            let registered = env.wait_registered(dev.devices, dev.timeout);
-            if registered == 0 {
-                bail!("no device registered with {}", dev.gateway);
-            }
-            let path = path.to_string();
-            let start = env.now();
-            for g in 0..u64::from(dev.devices) {
-                pace(env, start, g, args.observe_rate);
-                let ep = format!("{}-{g}", dev.prefix);
-                client
-                    .publish(
-                        &app::command_topic(&args.mqtt.topic_prefix, &ep),
-                        app::observe_command(OBSERVE_ID_BASE + g, &path).as_bytes(),
-                    )
-                    .context("publishing an observe command")?;
-            }
-            let c = env.counters;
-            env.wait(env.now() + OBSERVE_SETTLE.as_nanos() as u64, || {
-                c.get(Counter::Observed) >= registered
-            });
-            if c.get(Counter::Observed) == 0 {
-                bail!("no device was observed: does the gateway handle observe commands?");
-            }
-            let notify_start = env.now();
-            env.ctl.start_notify(notify_start, args.notify_rate);
-            let end = if soak { 0 } else { notify_start } + args.duration.as_nanos() as u64;
-            env.wait(end, || shared.stop.load(Ordering::Relaxed));
-            env.ctl.stop_notify();
-            env.wait(env.now() + DRAIN.as_nanos() as u64, || {
-                c.get(Counter::NotifyReceived) >= c.get(Counter::NotifySent)
-            });
-            let lost = c
-                .get(Counter::NotifySent)
-                .saturating_sub(c.get(Counter::NotifyReceived));
-            c.add(Counter::Lost, lost);
-            Ok(())
-        })
-    })
-}
-
 /// `command-rtt`: read commands over MQTT at a set rate, timed to their responses.
 pub fn command_rtt(args: &CommandArgs) -> anyhow::Result<bool> {
     let plan = device_plan(&args.devices)?;
@@ -342,7 +249,8 @@ pub fn command_rtt(args: &CommandArgs) -> anyhow::Result<bool> {
     })
 }
 
-/// `udp-baseline`: the engine against a raw recvmmsg echo sink.
+/// `udp-baseline`: the engine against a raw recvmmsg echo sink, whose own CPU per
+/// datagram is reported beside the round trips.
 pub fn udp_baseline(args: &BaselineArgs) -> anyhow::Result<bool> {
     let addr = loopback_v4(args.sink, "--sink")?;
     check_counts(args.devices, args.sockets)?;
@@ -351,7 +259,7 @@ pub fn udp_baseline(args: &BaselineArgs) -> anyhow::Result<bool> {
     let sink = EchoSink::bind(addr).with_context(|| format!("binding the echo sink on {addr}"))?;
     let target = sink.local_addr().context("echo sink address")?;
     let plan = Plan {
-        pings: Some((args.rate, args.duration.as_nanos() as u64)),
+        echo: Some(target),
         ..Plan::new(target, args.devices, args.sockets)
     };
     execute(
@@ -360,31 +268,68 @@ pub fn udp_baseline(args: &BaselineArgs) -> anyhow::Result<bool> {
         &[Metric::UdpRtt],
         Some(&plan),
         |env| {
-            let stop = std::sync::atomic::AtomicBool::new(false);
-            std::thread::scope(|s| {
-                let echo = s.spawn(|| sink.run(&|| stop.load(Ordering::Relaxed)));
-                let c = env.counters;
-                let end = (args.duration + DRAIN).as_nanos() as u64;
-                env.wait(end, || {
-                    env.now() > args.duration.as_nanos() as u64
-                        && c.get(Counter::PingsOk) >= c.get(Counter::PingsSent)
-                });
-                stop.store(true, Ordering::Relaxed);
-                echo.join()
-                    .map_err(|_| anyhow::anyhow!("the echo sink panicked"))?
-                    .context("echo sink")?;
-                let lost = c
-                    .get(Counter::PingsSent)
-                    .saturating_sub(c.get(Counter::PingsOk));
-                c.add(Counter::Timeouts, lost);
-                Ok(())
-            })
+            let stats = echo_phase(env, &sink, args.rate, args.duration)?;
+            env.report("echo", echo_json(&stats));
+            println!("{}", echo_line(&stats));
+            let c = env.counters;
+            let lost = c
+                .get(Counter::PingsSent)
+                .saturating_sub(c.get(Counter::PingsOk));
+            c.add(Counter::Timeouts, lost);
+            Ok(())
         },
     )
 }
 
+/// Pings `sink` at `rate` for `duration` from the devices and waits (at most [`DRAIN`])
+/// for the echoes; the sink runs on a thread of its own meanwhile.
+pub(crate) fn echo_phase(
+    env: &Env<'_>,
+    sink: &EchoSink,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<EchoStats> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let echo = s.spawn(|| sink.run(&|| stop.load(Ordering::Relaxed)));
+        let c = env.counters;
+        let (sent, ok) = (c.get(Counter::PingsSent), c.get(Counter::PingsOk));
+        let start = env.now();
+        let end = start + duration.as_nanos() as u64;
+        env.ctl.start_pings(start, rate, end);
+        env.wait(end + DRAIN.as_nanos() as u64, || {
+            env.now() > end && c.get(Counter::PingsOk) - ok >= c.get(Counter::PingsSent) - sent
+        });
+        stop.store(true, Ordering::Relaxed);
+        echo.join()
+            .map_err(|_| anyhow::anyhow!("the echo sink panicked"))?
+            .context("echo sink")
+    })
+}
+
+/// `echo sink: 50000 datagrams, 0.61 s CPU, 12.2 µs per datagram`.
+pub(crate) fn echo_line(stats: &EchoStats) -> String {
+    format!(
+        "echo sink: {} datagrams, {:.2} s CPU, {} per datagram",
+        stats.echoed,
+        stats.cpu_ns as f64 / 1e9,
+        stats
+            .us_per_datagram()
+            .map_or_else(|| "-".to_string(), |us| format!("{us:.1} µs")),
+    )
+}
+
+/// The `echo` object of `summary.json`.
+pub(crate) fn echo_json(stats: &EchoStats) -> serde_json::Value {
+    json!({
+        "echoed": stats.echoed,
+        "cpu_s": stats.cpu_ns as f64 / 1e9,
+        "cpu_us_per_datagram": stats.us_per_datagram(),
+    })
+}
+
 /// Sleeps until item `k` of a schedule starting at `start` is due; returns its due time.
-fn pace(env: &Env<'_>, start: u64, k: u64, rate: f64) -> u64 {
+pub(crate) fn pace(env: &Env<'_>, start: u64, k: u64, rate: f64) -> u64 {
     let due = start + (k as f64 * 1e9 / rate) as u64;
     let now = env.now();
     if due > now {
@@ -394,7 +339,7 @@ fn pace(env: &Env<'_>, start: u64, k: u64, rate: f64) -> u64 {
 }
 
 /// Runs `body` with a connected, subscribed MQTT application.
-fn with_mqtt(
+pub(crate) fn with_mqtt(
     env: &Env<'_>,
     mqtt: &crate::MqttArgs,
     body: impl FnOnce(&Publisher, &Shared) -> anyhow::Result<()>,
