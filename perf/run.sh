@@ -2,7 +2,7 @@
 # The capacity suite of SPEC §7 on this machine, one command:
 #
 #   perf/run.sh            # everything, ~4 minutes on 2 cores
-#   perf/run.sh p4 p5      # some of: baseline p2 p2max p3 p4 p5 p6
+#   perf/run.sh p4 p5      # some of: baseline p2 p2max p3 p4 p5 p6 queue cpu
 #
 # Builds release binaries, starts Mosquitto (TCP_NODELAY, on a free port) and, for each
 # scenario, a fresh gateway publishing to it with its own histograms in the scenario's
@@ -15,6 +15,11 @@
 # of one shard, since P6 is per core), BASELINE_RATE (offered beyond the box's UDP limit, 400000),
 # DURATION (each timed phase, 20s), SHARDS (gateway shards, 2), PERSIST (1: the gateway
 # journals registrations into a fresh directory per scenario, as by default; 0: off).
+# `queue` (not in the default set): 2,000 devices, half of them sleeping (queue mode,
+# awake QUEUE_AWAKE of every QUEUE_WAKE, the gateway's window QUEUE_WINDOW), notifying and
+# read 200 times a second for 60 s. `cpu` (not in the default set): the gateway's CPU per
+# notification beside the echo sink's CPU per datagram at each of CPU_RATES, two
+# interleaved rounds of 5 s each.
 #
 # P2 compares capacities: `baseline` and `p2max` both offer more than the box carries, so
 # what arrives per second is each path's limit on this machine in this run.
@@ -33,6 +38,11 @@ SHARDS=${SHARDS:-2}
 PERSIST=${PERSIST:-1}
 STEPS=("$@")
 HANDSHAKE_RATE=${HANDSHAKE_RATE:-5000}
+QMODE_WINDOW=22s
+QUEUE_WINDOW=${QUEUE_WINDOW:-5s}
+QUEUE_AWAKE=${QUEUE_AWAKE:-6s}
+QUEUE_WAKE=${QUEUE_WAKE:-20s}
+CPU_RATES=${CPU_RATES:-5000 20000}
 [ ${#STEPS[@]} -gt 0 ] || STEPS=(baseline p3 p4 p2 p2max p5 p6)
 
 log() { printf '\n== %s\n' "$*"; }
@@ -86,6 +96,7 @@ start_gateway() {
     fi
     sed -e "s|^dir = \"data\"|dir = \"$journal\"|" \
         -e "s|^shards = .*|shards = $SHARDS|" \
+        -e "s|^qmode_time_window = .*|qmode_time_window = \"$QMODE_WINDOW\"|" \
         -e "s|^bind = \"0.0.0.0:5683\"|bind = \"127.0.0.1:$COAP_PORT\"|" \
         -e "s|^broker = \"embedded\"|broker = \"mqtt://127.0.0.1:$MQTT_PORT\"|" \
         -e "s|^histogram_dir = \"\"|histogram_dir = \"$dir\"|" \
@@ -173,8 +184,25 @@ for step in "${STEPS[@]}"; do
         SHARDS=$SHARDS_SAVED
         DTLS=false
         ;;
+    queue)
+        # Commands to sleeping devices: queued, then answered when the device wakes.
+        QMODE_WINDOW=$QUEUE_WINDOW
+        run queue-mode steady-notify --devices 2000 --queue-ratio 0.5 \
+            --awake "$QUEUE_AWAKE" --wake-period "$QUEUE_WAKE" --notify-rate 1000 \
+            --command-rate 200 --duration 60s --mqtt "127.0.0.1:$MQTT_PORT" \
+            --prefix queue || FAILED=1
+        QMODE_WINDOW=22s
+        ;;
+    cpu)
+        # Gateway CPU per notification beside the echo sink's CPU per datagram (#12).
+        for rate in $CPU_RATES; do
+            run cpu-echo-$rate steady-notify --devices 10000 --notify-rate "$rate" \
+                --duration 5s --echo-baseline --rounds 2 --mqtt "127.0.0.1:$MQTT_PORT" \
+                --prefix cpu || FAILED=1
+        done
+        ;;
     *)
-        echo "unknown step $step (baseline p2 p2max p3 p4 p5 p6)" >&2
+        echo "unknown step $step (baseline p2 p2max p3 p4 p5 p6 queue cpu)" >&2
         exit 2
         ;;
     esac
