@@ -179,7 +179,7 @@ impl Shard {
                 params: stored.params,
                 object_list,
             };
-            registration.queue_mode = registration.compute_queue_mode();
+            registration.queue_mode = registration.compute_queue_mode(&self.cfg.psm_apns);
             let downlink = (!stored.observations.is_empty())
                 .then(|| Box::new(Downlink::restored(now, stored.observations)));
             if let Some(dl) = &downlink {

@@ -132,6 +132,8 @@ pub struct ShardConfig {
     pub auto_observe: crate::config::AutoObserve,
     /// How long a queue-mode device is reachable after it sent anything.
     pub qmode_time_window: Duration,
+    /// APNs (lower case) that put a device in queue mode (`gateway.psm_apns`).
+    pub psm_apns: Vec<String>,
 }
 
 impl ShardConfig {
@@ -156,6 +158,7 @@ impl ShardConfig {
             location_seed: os_seed(),
             auto_observe: config.gateway.auto_observe.clone(),
             qmode_time_window: config.gateway.qmode_time_window,
+            psm_apns: config.gateway.psm_apns.clone(),
         }
     }
 }
