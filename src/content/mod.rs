@@ -43,6 +43,7 @@ mod tests_prop;
 use crate::lwm2m::{Path, Registry, ResourceType};
 
 pub use json_out::write_content_json;
+pub use senml_cbor::{encode_senml_cbor, encode_senml_cbor_names};
 pub use senml_json::{encode_senml_json, encode_senml_names};
 pub use text::encode_text;
 pub use tlv::encode_tlv;

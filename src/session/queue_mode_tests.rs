@@ -241,6 +241,9 @@ fn a_u_device_on_a_psm_apn_is_in_queue_mode() {
         );
         let sent: Vec<_> = node.sent.drain(..).collect();
         assert_eq!(sent.len(), 1, "{ep}: sent at once");
-        assert!(node.take_published().iter().all(|(_, v)| v["msgType"] != "queued"));
+        assert!(node
+            .take_published()
+            .iter()
+            .all(|(_, v)| v["msgType"] != "queued"));
     }
 }
