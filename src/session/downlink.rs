@@ -16,11 +16,13 @@ use crate::translate::{self, CoapRequest};
 
 mod block1;
 mod block2;
+mod block2_notify;
 mod command;
 
 pub(super) use block1::MAX_PENDING_BLOCK1_BYTES;
-use block1::{Block1Charge, Block1Step};
+use block1::{Block1Step, BodyCharge};
 use block2::{Block2Body, Block2Step};
+use block2_notify::NotifyBody;
 
 /// RFC 7252 ACK_TIMEOUT.
 pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,6 +47,9 @@ pub(super) struct Downlink {
     in_flight: Option<Exchange>,
     pub(super) queue: VecDeque<Queued>,
     observations: Vec<Observation>,
+    /// Notifications whose representation is still arriving in Block2 blocks, at most one
+    /// per observation.
+    notify_bodies: Vec<NotifyBody>,
     /// A queue-mode device is reachable until then (its last datagram plus
     /// `qmode_time_window`); `None` until it sent something since this state exists.
     pub(super) awake_until: Option<Instant>,
@@ -57,11 +62,16 @@ impl Downlink {
             .iter()
             .map(|e| e.token)
             .chain(self.observations.iter().map(|o| o.token))
+            .chain(self.notify_bodies.iter().map(NotifyBody::token))
     }
 
-    /// Deadline of the in-flight exchange, for re-arming after a move between shards.
-    pub(super) fn deadline(&self) -> Option<(Instant, u16)> {
-        self.in_flight.as_ref().map(|e| (e.deadline, e.mid))
+    /// Retransmission deadlines of the in-flight exchange and of the requests for
+    /// notification blocks, for re-arming after a move between shards.
+    pub(super) fn deadlines(&self) -> impl Iterator<Item = (Instant, u16)> + '_ {
+        self.in_flight
+            .iter()
+            .map(|e| (e.deadline, e.mid))
+            .chain(self.notify_bodies.iter().map(NotifyBody::deadline))
     }
 
     /// Downlink state holding only observations restored from the journal.
@@ -121,7 +131,7 @@ pub(super) struct Queued {
     /// The command as it came, journaled while it waits for a sleeping device.
     pub(super) command: Arc<[u8]>,
     /// A body sent in Block1 blocks: its share of the shard's cap.
-    charge: Option<Block1Charge>,
+    charge: Option<BodyCharge>,
 }
 
 #[derive(Debug)]
@@ -146,7 +156,7 @@ struct Exchange {
     acked: bool,
     /// A body sent in Block1 blocks (`request.block1`): its share of the shard's cap,
     /// held until the exchange ends.
-    _charge: Option<Block1Charge>,
+    _charge: Option<BodyCharge>,
 }
 
 impl Exchange {
@@ -216,6 +226,8 @@ enum Outcome {
         echo: Arc<str>,
         req_path: Arc<str>,
         path: Path,
+        /// Its representation reassembled from Block2 blocks; `None`: the payload.
+        body: Option<Vec<u8>>,
     },
 }
 
@@ -344,10 +356,16 @@ impl Shard {
                 continue;
             };
             let (addr, security) = (ep.addr, ep.security);
-            let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
+            let Some(ex) = ep
+                .downlink
+                .as_mut()
+                .and_then(|d| d.in_flight.as_mut())
+                .filter(|ex| ex.mid == mid)
+            else {
+                self.retransmit_notify_body(now, location, mid);
                 continue;
             };
-            if ex.mid != mid || ex.deadline > now {
+            if ex.deadline > now {
                 continue;
             }
             if !ex.acked && ex.attempts < MAX_RETRANSMIT {
@@ -417,12 +435,15 @@ impl Shard {
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
-        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
+        let Some(ex) = ep
+            .downlink
+            .as_mut()
+            .and_then(|d| d.in_flight.as_mut())
+            .filter(|ex| ex.mid == msg.mid())
+        else {
+            self.ack_notify_body(now, location, msg);
             return;
         };
-        if ex.mid != msg.mid() {
-            return;
-        }
         match (msg.ty(), msg.code().is_empty()) {
             (MessageType::Rst, _) => {
                 self.stats.command_resets += 1;
@@ -484,6 +505,9 @@ impl Shard {
         if in_flight {
             return self.complete(now, location, msg, Outcome::Response);
         }
+        if dl.notify_bodies.iter().any(|b| b.token() == token) {
+            return self.take_notify_block(now, location, msg);
+        }
         let Some(seq) = msg.observe() else { return };
         let Some(obs) = dl.observations.iter_mut().find(|o| o.token == token) else {
             return;
@@ -505,13 +529,27 @@ impl Shard {
             echo: obs.echo.clone(),
             req_path: obs.req_path.clone(),
             path: obs.path,
+            body: None,
         };
-        self.complete(now, location, msg, outcome);
+        // A newer notification supersedes one whose blocks are still arriving.
+        self.abandon_notify_body(location, |b| b.observation() == token);
+        match msg.block2().filter(|_| msg.code().class() == 2) {
+            Some(block) if block.num == 0 && block.more => {
+                self.start_notify_body(now, location, token, seq, block, msg)
+            }
+            _ => self.complete(now, location, msg, outcome),
+        }
     }
 
     /// Publishes a response or notification with its decoded content; a response that
     /// comes in Block2 blocks is published once its last block arrived.
-    fn complete(&mut self, now: Instant, location: Location, msg: &Message<'_>, outcome: Outcome) {
+    fn complete(
+        &mut self,
+        now: Instant,
+        location: Location,
+        msg: &Message<'_>,
+        mut outcome: Outcome,
+    ) {
         let code = msg.code();
         let mut assembled = None;
         if let Outcome::Response = outcome {
@@ -538,6 +576,9 @@ impl Shard {
                 }
             }
         }
+        if let Outcome::Notification { body, .. } = &mut outcome {
+            assembled = body.take();
+        }
         let payload = assembled.as_deref().unwrap_or(msg.payload());
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
@@ -556,6 +597,7 @@ impl Shard {
                 echo,
                 req_path,
                 path,
+                body: _,
             } => (echo, req_path, path, Some(seq)),
         };
         // A successful observe starts an observation; a cancel ends it.

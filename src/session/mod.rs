@@ -23,6 +23,8 @@ mod auto_observe_tests;
 #[cfg(test)]
 mod block1_tests;
 #[cfg(test)]
+mod block2_notify_tests;
+#[cfg(test)]
 mod composite_tests;
 mod downlink;
 #[cfg(test)]
@@ -73,7 +75,7 @@ use endpoints::{Directory, Endpoint, Endpoints};
 pub use journal::ShardRestore;
 use location::KeyGen;
 pub use location::Location;
-use publish::{ip_text, PublishQueue};
+use publish::{ip_text, PublishQueue, TopicKind};
 pub use publish::{Publish, PublishRef};
 use secure::identity_hasher;
 pub use secure::Link;
@@ -311,6 +313,9 @@ pub struct Shard {
     /// Bytes of Block1 request bodies queued or in flight (see
     /// [`downlink::MAX_PENDING_BLOCK1_BYTES`]).
     pending_block1: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of Block2 notification bodies being collected (bounded by
+    /// `downlink::block2_notify::MAX_PENDING_NOTIFY_BYTES`).
+    pending_notify: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     mids: MidGen,
     tokens: TokenGen,
     /// Outstanding request and observation tokens → the endpoint they belong to.
@@ -384,6 +389,7 @@ impl Shard {
             dedup: DedupCache::new(DEDUP_CAPACITY),
             blocks: Block1Assembler::new(cfg.idle_timeout),
             pending_block1: Default::default(),
+            pending_notify: Default::default(),
             mids: MidGen::new((seed ^ (seed >> 16) ^ cfg.shard as u64) as u16),
             tokens: TokenGen::new(seed ^ (cfg.shard as u64).rotate_left(32)),
             token_owner: AHashMap::new(),
@@ -763,31 +769,6 @@ impl Shard {
                 }
                 true
             }
-        }
-    }
-}
-
-/// Which translator a message goes out on.
-#[derive(Debug, Clone, Copy)]
-enum TopicKind {
-    Register,
-    Update,
-    Event,
-    Response,
-    Notify,
-    /// A notification of the Firmware Update object: `dm_notify`, else `notify`.
-    DmNotify,
-}
-
-impl TopicKind {
-    fn translator(self, t: &Translators) -> &crate::config::Translator {
-        match self {
-            TopicKind::DmNotify => t.dm_notify.as_ref().unwrap_or(&t.notify),
-            TopicKind::Register => &t.register,
-            TopicKind::Update => &t.update,
-            TopicKind::Event => &t.event,
-            TopicKind::Response => &t.response,
-            TopicKind::Notify => &t.notify,
         }
     }
 }

@@ -487,7 +487,7 @@ impl Shard {
             for t in dl.tokens() {
                 self.token_owner.insert(t, m.location);
             }
-            if let Some((at, mid)) = dl.deadline() {
+            for (at, mid) in dl.deadlines() {
                 self.retransmit
                     .push(std::cmp::Reverse((at, m.location, mid)));
             }

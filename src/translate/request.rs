@@ -171,6 +171,40 @@ impl CoapRequest {
     }
 }
 
+/// The request asking a device for the rest of a notification that came in Block2 blocks
+/// (RFC 7959 §2.4 with RFC 7641; §3.4): a GET of the observed `path` (the alternate path
+/// before it) — a FETCH naming `composite` paths in SenML JSON for a composite
+/// observation — answered in `accept`, the first block's format, and without Observe: it
+/// asks for the rest of the current representation, not for another observation. Send
+/// it with [`CoapRequest::next_block`].
+pub fn notification_blocks_request(
+    alternate_path: &str,
+    path: Path,
+    composite: &[Path],
+    accept: Option<u16>,
+) -> CoapRequest {
+    let mut req = CoapRequest {
+        method: Code::GET,
+        uri_path: uri_path(alternate_path, &path),
+        uri_query: Vec::new(),
+        content_format: None,
+        accept,
+        observe: None,
+        block2: None,
+        block1: None,
+        payload: Vec::new(),
+        path,
+        req_path: path.to_string(),
+        composite: composite.to_vec(),
+    };
+    if !composite.is_empty() {
+        req.method = Code::FETCH;
+        req.content_format = Some(content::format::SENML_JSON);
+        content::encode_senml_names(composite, &mut req.payload);
+    }
+    req
+}
+
 /// Builds the request for `cmd` to a device of `version` registered with
 /// `alternate_path` (`"/"` or empty for none).
 pub fn build_request(
