@@ -13,7 +13,7 @@ use super::cbor::{cbor_error, item};
 use super::senml_json::{name_prefix, one_value, SenmlEntries};
 use super::value::{parse_objlnk, Value};
 use super::{format, ContentError, Entry, MAX_ENTRIES};
-use crate::lwm2m::{Path, Registry};
+use crate::lwm2m::{Definitions, Path};
 
 const F: u16 = format::SENML_CBOR;
 
@@ -82,7 +82,7 @@ impl Remaining {
 }
 
 /// Decodes a SenML CBOR payload into entries.
-pub fn decode(payload: &[u8], registry: &Registry) -> Result<Vec<Entry>, ContentError> {
+pub fn decode(payload: &[u8], registry: Definitions<'_>) -> Result<Vec<Entry>, ContentError> {
     let err = |e| cbor_error(F, e);
     let mut d = Decoder::new(payload);
     let len = d.array().map_err(err)?;

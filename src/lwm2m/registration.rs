@@ -606,6 +606,21 @@ pub struct ObjectList {
     pub content_formats: Vec<u16>,
     /// Object and object instance links in payload order.
     pub links: Vec<ObjectLink>,
+    /// The objects named (`ver`) in a version other than the serving one of the registry,
+    /// which types their values; set by [`super::ObjectLists`] from its registry, empty
+    /// from [`parse_object_list`] alone.
+    pub pins: Box<[super::VersionPin]>,
+}
+
+impl ObjectList {
+    /// The `(object id, version)` pairs the links name with a `ver` attribute.
+    pub fn named_versions(&self) -> impl Iterator<Item = (u16, &str)> + '_ {
+        self.links.iter().filter_map(|l| {
+            let version = l.version.as_deref()?;
+            let object = l.path.trim_start_matches('/').split('/').next()?;
+            Some((object.parse().ok()?, version))
+        })
+    }
 }
 
 /// One link of an object list.

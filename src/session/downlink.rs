@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::{ip_text, Location, Shard, TopicKind};
 use crate::coap::{Code, Message, MessageType};
 use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
-use crate::lwm2m::Path;
+use crate::lwm2m::{Definitions, Path, Registry};
 use crate::persist;
 use crate::translate::{self, CoapRequest};
 
@@ -204,6 +204,19 @@ struct Observation {
     path: Path,
     last_seq: Option<u32>,
     last_at: Instant,
+}
+
+/// The object definitions that type the values of `ep`: the registry's serving versions
+/// but for the objects its object list named in another version ([`ObjectList::pins`],
+/// resolved when the list was parsed).
+///
+/// [`ObjectList::pins`]: crate::lwm2m::ObjectList::pins
+pub(super) fn definitions<'a>(
+    registry: &'a Registry,
+    ep: Option<&'a super::endpoints::Endpoint>,
+) -> Definitions<'a> {
+    let list = ep.and_then(|ep| ep.registration.object_list.as_deref());
+    Definitions::new(registry, list.map_or(&[], |l| &l.pins))
 }
 
 /// Where [`Shard::decode_content`] left a payload.
@@ -645,7 +658,7 @@ impl Shard {
         }
         let mut values = content::reuse_entries(std::mem::take(&mut self.values));
         let format = msg.content_format();
-        let decoded = self.decode_content(payload, format, &req_path, path, &mut values);
+        let decoded = self.decode_content(location, payload, format, &req_path, path, &mut values);
         let content = match &decoded {
             None => None,
             Some(Decoded::Values) => Some(ContentRef::Values(&values)),
@@ -684,10 +697,12 @@ impl Shard {
         self.values = content::reuse_entries(values);
     }
 
-    /// Decodes a response payload into `values` where it can borrow from it, else into
-    /// owned content; whatever cannot be decoded is kept undecoded.
+    /// Decodes a response payload of the device of `location` into `values` where it can
+    /// borrow from it, else into owned content, typed by the object versions the device
+    /// registered; whatever cannot be decoded is kept undecoded.
     fn decode_content<'m>(
         &mut self,
+        location: Location,
         payload: &'m [u8],
         format: Option<u16>,
         req_path: &str,
@@ -698,7 +713,7 @@ impl Shard {
             return None;
         }
         let format = format.unwrap_or(content::format::TEXT);
-        let registry = &self.cfg.registry;
+        let registry = definitions(&self.cfg.registry, self.endpoints.get(&location));
         let decoded = match content::decode_borrowed(format, payload, &path, registry, values) {
             Ok(Borrowed::Values) => Ok(Decoded::Values),
             Ok(Borrowed::Undecoded) => Ok(Decoded::Undecoded(path)),

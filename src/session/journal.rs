@@ -169,7 +169,7 @@ impl Shard {
             let registered = i32::try_from(ago)
                 .map_or(i32::MIN, |ago| self.secs_signed(now) - ago)
                 .min(-1);
-            let object_list = stored.object_list;
+            let object_list = stored.object_list.map(|l| self.object_lists.resolve(l));
             let mut registration = Registration {
                 ep: name,
                 lifetime: stored.lifetime,

@@ -381,7 +381,7 @@ impl Shard {
         Shard {
             endpoints: Endpoints::with_capacity(cfg.max_endpoints.min(PRESIZE_MAX)),
             directory: Directory::with_capacity(cfg.max_endpoints.min(PRESIZE_MAX)),
-            object_lists: ObjectLists::new(),
+            object_lists: ObjectLists::with_registry(cfg.registry.clone()),
             epoch: now,
             moved: AHashMap::new(),
             keys: KeyGen::new(cfg.location_seed),
