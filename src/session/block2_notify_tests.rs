@@ -60,7 +60,7 @@ fn follow_up(replies: &[Vec<u8>]) -> Message<'_> {
         .filter(|m| m.code().is_request())
         .collect();
     assert_eq!(requests.len(), 1, "one request for the next block");
-    requests[0].clone()
+    requests[0]
 }
 
 fn leaked(node: &Node, observation: &[u8]) -> (usize, usize) {
