@@ -127,6 +127,38 @@ mod tests {
     }
 
     #[test]
+    fn versions_are_pinned_once_per_list_and_on_restore() {
+        let def = |version: &str| crate::lwm2m::ObjectDef {
+            id: 3303,
+            name: "T".into(),
+            version: version.into(),
+            multiple: true,
+            resources: Vec::new(),
+        };
+        let registry = Arc::new(Registry::from_defs([def("1.1"), def("1.0")]));
+        let mut lists = ObjectLists::with_registry(registry.clone());
+        let old = lists
+            .get_or_parse(b"</3303>;ver=1.0,</3303/0>")
+            .expect("parses");
+        assert_eq!(old.pins.len(), 1);
+        let serving = lists
+            .get_or_parse(b"</3303>;ver=1.1,</3303/0>")
+            .expect("parses");
+        assert!(serving.pins.is_empty());
+        // A list read back from the journal has no pins until resolved; one that pins
+        // nothing stays the same allocation.
+        let restored = Arc::new(parse_object_list(b"</3303>;ver=1.0").expect("parses"));
+        assert!(restored.pins.is_empty());
+        assert_eq!(lists.resolve(restored).pins, old.pins);
+        assert!(Arc::ptr_eq(&lists.resolve(serving.clone()), &serving));
+        assert!(ObjectLists::new()
+            .get_or_parse(b"</3303>;ver=1.0")
+            .expect("parses")
+            .pins
+            .is_empty());
+    }
+
+    #[test]
     fn bounded_and_falls_back_to_private_copies() {
         let mut lists = ObjectLists::new();
         let held: Vec<_> = (0..MAX_SHARED_LISTS + 10)
