@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::{ip_text, Location, Shard, TopicKind};
 use crate::coap::{Code, Message, MessageType};
 use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
-use crate::lwm2m::{Definitions, Path, Registry};
+use crate::lwm2m::{Definitions, Path, Registry, VersionPin};
 use crate::persist;
 use crate::translate::{self, CoapRequest};
 
@@ -522,6 +522,7 @@ impl Shard {
             return self.take_notify_block(now, location, msg);
         }
         let Some(seq) = msg.observe() else { return };
+        let unfinished = dl.notify_bodies.iter().any(|b| b.observation() == token);
         let Some(obs) = dl.observations.iter_mut().find(|o| o.token == token) else {
             return;
         };
@@ -544,8 +545,10 @@ impl Shard {
             path: obs.path,
             body: None,
         };
-        // A newer notification supersedes one whose blocks are still arriving.
-        self.abandon_notify_body(location, |b| b.observation() == token);
+        if unfinished {
+            // A newer notification supersedes one whose blocks are still arriving.
+            self.abandon_notify_body(location, |b| b.observation() == token);
+        }
         match msg.block2().filter(|_| msg.code().class() == 2) {
             Some(block) if block.num == 0 && block.more => {
                 self.start_notify_body(now, location, token, seq, block, msg)
@@ -596,6 +599,13 @@ impl Shard {
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
+        // Only a device that pinned object versions costs a reference count here.
+        let pinned = ep
+            .registration
+            .object_list
+            .as_ref()
+            .filter(|l| !l.pins.is_empty())
+            .cloned();
         let Some(dl) = ep.downlink.as_mut() else {
             return;
         };
@@ -658,7 +668,8 @@ impl Shard {
         }
         let mut values = content::reuse_entries(std::mem::take(&mut self.values));
         let format = msg.content_format();
-        let decoded = self.decode_content(location, payload, format, &req_path, path, &mut values);
+        let pins = pinned.as_ref().map_or(&[][..], |l| &l.pins);
+        let decoded = self.decode_content(pins, payload, format, &req_path, path, &mut values);
         let content = match &decoded {
             None => None,
             Some(Decoded::Values) => Some(ContentRef::Values(&values)),
@@ -697,12 +708,12 @@ impl Shard {
         self.values = content::reuse_entries(values);
     }
 
-    /// Decodes a response payload of the device of `location` into `values` where it can
-    /// borrow from it, else into owned content, typed by the object versions the device
-    /// registered; whatever cannot be decoded is kept undecoded.
+    /// Decodes a response payload into `values` where it can borrow from it, else into
+    /// owned content, typed by the registry with the device's `pins`; whatever cannot be
+    /// decoded is kept undecoded.
     fn decode_content<'m>(
         &mut self,
-        location: Location,
+        pins: &[VersionPin],
         payload: &'m [u8],
         format: Option<u16>,
         req_path: &str,
@@ -713,7 +724,7 @@ impl Shard {
             return None;
         }
         let format = format.unwrap_or(content::format::TEXT);
-        let registry = definitions(&self.cfg.registry, self.endpoints.get(&location));
+        let registry = Definitions::new(&self.cfg.registry, pins);
         let decoded = match content::decode_borrowed(format, payload, &path, registry, values) {
             Ok(Borrowed::Values) => Ok(Decoded::Values),
             Ok(Borrowed::Undecoded) => Ok(Decoded::Undecoded(path)),
