@@ -295,3 +295,29 @@ fn write_composite_in_senml_cbor_decodes_back_to_its_values() {
     .expect("SenML CBOR");
     assert_eq!(back, content::Content::Entries(entries.clone()));
 }
+
+#[test]
+fn the_rest_of_a_composite_notification_is_asked_for_with_a_fetch_without_observe() {
+    use crate::translate::request::notification_blocks_request;
+    let paths = [path("/3/0/9"), path("/3303/0/5700")];
+    let req = notification_blocks_request(
+        "/lwm2m",
+        Path::ROOT,
+        &paths,
+        Some(content::format::SENML_CBOR),
+    );
+    let next = req.next_block(1, 6);
+    let mut buf = Vec::new();
+    write_coap_request(&next, MessageType::Con, 1, &[1; 8], &mut buf);
+    let msg = Message::parse(&buf).expect("CoAP");
+    assert_eq!(msg.code(), Code::FETCH);
+    assert_eq!(msg.observe(), None);
+    assert_eq!(uri_path(&msg), ["lwm2m"]);
+    assert_eq!(msg.accept(), Some(content::format::SENML_CBOR));
+    assert_eq!(msg.payload(), br#"[{"n":"/3/0/9"},{"n":"/3303/0/5700"}]"#);
+    assert_eq!(msg.block2().map(|b| (b.num, b.szx)), Some((1, 6)));
+    let single = notification_blocks_request("/", path("/3/0/0"), &[], Some(0)).next_block(2, 0);
+    assert_eq!((single.method, single.observe), (Code::GET, None));
+    assert!(single.payload.is_empty());
+    assert_eq!(single.uri_path, ["3", "0", "0"]);
+}
