@@ -230,3 +230,45 @@ fn a_device_silent_half_way_leaves_nothing_published_and_nothing_held() {
     );
     assert!(node.take_published().is_empty());
 }
+
+#[test]
+fn a_notification_body_over_max_body_is_dropped_not_published_truncated() {
+    let (mut node, obs) = observed();
+    let chunk = [b'x'; 1024];
+    let send = |node: &mut Node, ty, mid, token: &[u8], observe: Option<u32>, num| {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, ty, Code::CONTENT, mid, token);
+        if let Some(seq) = observe {
+            w.uint_option(option::OBSERVE, seq);
+        }
+        w.uint_option(option::CONTENT_FORMAT, 0)
+            .block_option(
+                option::BLOCK2,
+                crate::coap::Block {
+                    num,
+                    more: true,
+                    szx: 6,
+                },
+            )
+            .payload(&chunk);
+        w.finish();
+        node.recv(0, DEVICE, &buf)
+    };
+    let mut replies = send(&mut node, MessageType::Non, 0x400, &obs, Some(2), 0);
+    let blocks = (crate::coap::MAX_BODY / chunk.len()) as u32;
+    for num in 1..=blocks {
+        let get = follow_up(&replies);
+        let token = get.token().to_vec();
+        replies = send(&mut node, MessageType::Ack, get.mid(), &token, None, num);
+    }
+    assert!(
+        replies
+            .iter()
+            .all(|r| Message::parse(r).is_ok_and(|m| !m.code().is_request())),
+        "nothing more asked past {} bytes",
+        crate::coap::MAX_BODY
+    );
+    assert!(node.take_published().is_empty());
+    assert_eq!(leaked(&node, &obs), (0, 0));
+    assert_eq!(node.shards[0].stats().notification_bodies_abandoned, 1);
+}
