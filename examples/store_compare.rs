@@ -70,6 +70,7 @@ fn main() {
             version: None,
         })
         .collect(),
+        pins: Box::default(),
     });
     let records: Vec<Vec<u8>> = (0..n).map(|i| record(i, &list)).collect();
     let bytes: usize = records.iter().map(Vec::len).sum();

@@ -167,6 +167,9 @@ pub struct GatewayConfig {
     pub mountpoint: String,
     /// Commands queued per sleeping device.
     pub max_queued_commands: usize,
+    /// APNs (lower case) whose devices are in queue mode without a `Q` binding: they sleep
+    /// in PSM as the carrier configures it for that APN.
+    pub psm_apns: Vec<String>,
 }
 
 /// `[listeners.udp]`.

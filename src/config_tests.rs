@@ -208,3 +208,21 @@ fn dtls_bind_needs_its_own_port() {
     .expect("distinct addresses on one port");
     dtls("enabled = true\npsk_file = \"p\"\nbind = \"0.0.0.0:5684\"").expect("default ports");
 }
+
+#[test]
+fn psm_apns_are_apns_compared_in_lower_case() {
+    let c = Config::from_toml("[gateway]\npsm_apns = [\"IoT.PSM\", \"nb-1\"]").expect("valid");
+    assert_eq!(
+        c.gateway.psm_apns,
+        vec!["iot.psm".to_owned(), "nb-1".to_owned()]
+    );
+    assert!(Config::from_toml("")
+        .expect("valid")
+        .gateway
+        .psm_apns
+        .is_empty());
+    for bad in ["[\"\"]", "[\"iot psm\"]", "\"iot.psm\"", "[1]"] {
+        let err = problem(&format!("[gateway]\npsm_apns = {bad}"));
+        assert!(err.contains("psm_apns"), "{bad}: {err}");
+    }
+}

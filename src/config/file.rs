@@ -29,6 +29,7 @@ struct Gateway {
     update_msg_publish_condition: String,
     mountpoint: String,
     max_queued_commands: i64,
+    psm_apns: Vec<String>,
 }
 
 impl Default for Gateway {
@@ -44,6 +45,7 @@ impl Default for Gateway {
             update_msg_publish_condition: "always".into(),
             mountpoint: "lwm2m/${endpoint_name}/".into(),
             max_queued_commands: 100,
+            psm_apns: Vec::new(),
         }
     }
 }
@@ -241,6 +243,33 @@ fn count(key: &'static str, v: i64, min: i64, max: i64) -> Result<usize, ConfigE
     Ok(v as usize)
 }
 
+/// Longest APN (3GPP TS 23.003 §9.1: at most 100 octets).
+const MAX_APN_LEN: usize = 100;
+
+/// `gateway.psm_apns`, lower-cased for the case-insensitive comparison with a
+/// registration's `apn`: each a non-empty APN of letters, digits, `-` and `.`.
+fn psm_apns(apns: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    apns.into_iter()
+        .map(|apn| {
+            let ok = !apn.is_empty()
+                && apn.len() <= MAX_APN_LEN
+                && apn
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if ok {
+                Ok(apn.to_ascii_lowercase())
+            } else {
+                Err(invalid(
+                    "gateway.psm_apns",
+                    format!(
+                        "{apn:?} is not an APN (1 to {MAX_APN_LEN} letters, digits, '-' and '.')"
+                    ),
+                ))
+            }
+        })
+        .collect()
+}
+
 fn translator(key: &'static str, t: TranslatorFile) -> Result<Translator, ConfigError> {
     let qos = match t.qos {
         0 => Qos::AtMostOnce,
@@ -341,6 +370,7 @@ impl ConfigFile {
         if idle_timeout < Duration::from_secs(1) {
             return Err(invalid("gateway.idle_timeout", "must be at least 1s"));
         }
+        let psm_apns = psm_apns(g.psm_apns)?;
         let gateway = GatewayConfig {
             shards,
             xml_dir: PathBuf::from(g.xml_dir),
@@ -357,6 +387,7 @@ impl ConfigFile {
                 0,
                 1_000_000,
             )?,
+            psm_apns,
         };
 
         let t = self.translators;

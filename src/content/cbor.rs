@@ -6,7 +6,7 @@ use minicbor::Decoder;
 
 use super::value::Value;
 use super::{format, Content, ContentError, Entry};
-use crate::lwm2m::{Path, Registry, ResourceType};
+use crate::lwm2m::{Definitions, Path, ResourceType};
 
 /// Most tags accepted in front of a value (LwM2M uses at most one, tag 1 for Time).
 const MAX_TAGS: usize = 4;
@@ -15,7 +15,11 @@ const MAX_TAGS: usize = 4;
 /// The item is self-describing and coerced to the definition's type where that is exact;
 /// a text string for an Objlnk resource is read as `"A:B"`. A payload for a path above
 /// resource level is kept as [`Content::Undecoded`].
-pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Content, ContentError> {
+pub fn decode(
+    payload: &[u8],
+    base: &Path,
+    registry: Definitions<'_>,
+) -> Result<Content, ContentError> {
     let (Some(object), Some(resource)) = (base.object(), base.resource()) else {
         return Ok(Content::Undecoded {
             path: *base,

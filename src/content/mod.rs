@@ -6,7 +6,8 @@
 //! [`senml_json`], [`senml_cbor`] and [`oma_json`]. Values and their conversions live in
 //! [`value`], the MQTT JSON output in [`json_out`].
 //!
-//! Decoders take the request path (`base`) and the object [`Registry`]: TLV, text, opaque
+//! Decoders take the request path (`base`) and the object [`Definitions`] (a
+//! [`Registry`](crate::lwm2m::Registry), or one device's view of it): TLV, text, opaque
 //! and CBOR carry no types of their own and are typed by the object definition; SenML and
 //! OMA JSON describe themselves and are only coerced where the definition is more precise
 //! (an Integer resource sent as `3.0`, an Opaque resource sent as a base64 string). A
@@ -40,9 +41,10 @@ mod tests_json;
 #[cfg(test)]
 mod tests_prop;
 
-use crate::lwm2m::{Path, Registry, ResourceType};
+use crate::lwm2m::{Definitions, Path, ResourceType};
 
 pub use json_out::write_content_json;
+pub use senml_cbor::{encode_senml_cbor, encode_senml_cbor_names};
 pub use senml_json::{encode_senml_json, encode_senml_names};
 pub use text::encode_text;
 pub use tlv::encode_tlv;
@@ -245,14 +247,15 @@ impl ContentError {
 }
 
 /// Decodes a payload of `format` returned for a request on `base` (the request path).
-/// `registry` types TLV/text/opaque/CBOR values; a missing object definition is not an
-/// error: it yields [`Content::Undecoded`].
-pub fn decode(
+/// `registry` (a [`Registry`], or a device's [`Definitions`]) types the values; a missing
+/// object definition is not an error: it yields [`Content::Undecoded`].
+pub fn decode<'r>(
     format: u16,
     payload: &[u8],
     base: &Path,
-    registry: &Registry,
+    registry: impl Into<Definitions<'r>>,
 ) -> Result<Content, ContentError> {
+    let registry = registry.into();
     match format {
         format::TEXT => text::decode(payload, base, registry),
         format::LINK => link::decode(payload).map(Content::Links),
@@ -283,13 +286,14 @@ pub enum Borrowed {
 /// allocating beyond `out`'s own growth, when the format allows: text, opaque and TLV
 /// values borrow from `payload`. The result and errors are those of [`decode`]; other
 /// formats answer [`Borrowed::Owned`].
-pub fn decode_borrowed<'a>(
+pub fn decode_borrowed<'a, 'r>(
     format: u16,
     payload: &'a [u8],
     base: &Path,
-    registry: &Registry,
+    registry: impl Into<Definitions<'r>>,
     out: &mut Vec<EntryRef<'a>>,
 ) -> Result<Borrowed, ContentError> {
+    let registry = registry.into();
     out.clear();
     match format {
         format::TEXT => text::decode_borrowed(payload, base, registry, out),

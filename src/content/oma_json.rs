@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use super::senml_json::{one_value, Capped};
 use super::value::{parse_objlnk, Value};
 use super::{format, push_entry, ContentError, Entry};
-use crate::lwm2m::{Path, Registry};
+use crate::lwm2m::{Definitions, Path};
 
 const F: u16 = format::OMA_JSON;
 
@@ -41,7 +41,7 @@ struct Record<'a> {
 pub fn decode(
     payload: &[u8],
     base: &Path,
-    registry: &Registry,
+    registry: Definitions<'_>,
 ) -> Result<Vec<Entry>, ContentError> {
     let doc: Document<'_> =
         serde_json::from_slice(payload).map_err(|e| ContentError::invalid(F, e.to_string()))?;

@@ -17,7 +17,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use super::json_out::write_f64;
 use super::value::{decode_base64, parse_objlnk, Value};
 use super::{format, push_entry, ContentError, Entry, MAX_ENTRIES};
-use crate::lwm2m::{Path, Registry, ResourceType};
+use crate::lwm2m::{Definitions, Path, ResourceType};
 use crate::translate::json::{write_i64, write_str, write_u64};
 
 /// A JSON array read into at most [`MAX_ENTRIES`] elements; the rest are skipped without
@@ -81,7 +81,7 @@ struct Record<'a> {
 /// Resolves SenML names against the carried-over base name and collects typed entries;
 /// shared by SenML JSON and SenML CBOR.
 pub(crate) struct SenmlEntries<'r> {
-    registry: &'r Registry,
+    registry: Definitions<'r>,
     format: u16,
     base_name: String,
     name: String,
@@ -89,7 +89,7 @@ pub(crate) struct SenmlEntries<'r> {
 }
 
 impl<'r> SenmlEntries<'r> {
-    pub(crate) fn new(registry: &'r Registry, format: u16) -> SenmlEntries<'r> {
+    pub(crate) fn new(registry: Definitions<'r>, format: u16) -> SenmlEntries<'r> {
         SenmlEntries {
             registry,
             format,
@@ -156,7 +156,7 @@ pub(crate) fn one_value(
 }
 
 /// Decodes a SenML JSON payload into entries.
-pub fn decode(payload: &[u8], registry: &Registry) -> Result<Vec<Entry>, ContentError> {
+pub fn decode(payload: &[u8], registry: Definitions<'_>) -> Result<Vec<Entry>, ContentError> {
     const F: u16 = format::SENML_JSON;
     let records: Capped<Record<'_>> =
         serde_json::from_slice(payload).map_err(|e| ContentError::invalid(F, e.to_string()))?;

@@ -4,7 +4,7 @@
 use super::test_vectors::*;
 use super::*;
 use crate::coap::Message;
-use crate::lwm2m::{Operations, ResourceDef};
+use crate::lwm2m::{Operations, Registry, ResourceDef};
 
 pub(super) fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::tests::{path, resource};
 use super::*;
-use crate::lwm2m::ObjectDef;
+use crate::lwm2m::{ObjectDef, Registry};
 
 /// Test object: resource `k` has the `k`-th type of [`KINDS`].
 const OBJECT: u16 = 60000;

@@ -4,14 +4,18 @@ use std::io::Write as _;
 
 use super::value::{Value, ValueRef};
 use super::{format, Borrowed, Content, ContentError, Entry, EntryRef};
-use crate::lwm2m::{Path, Registry, ResourceType};
+use crate::lwm2m::{Definitions, Path, ResourceType};
 
 /// Decodes a text payload returned for `base`, typed by the definition of the resource;
 /// a resource without a definition reads as a String, an Opaque resource is the payload's
 /// bytes. A payload that cannot be placed at a resource (a request above resource level,
 /// or text that is not UTF-8 for a resource without a definition) is kept as
 /// [`Content::Undecoded`].
-pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Content, ContentError> {
+pub fn decode(
+    payload: &[u8],
+    base: &Path,
+    registry: Definitions<'_>,
+) -> Result<Content, ContentError> {
     let (Some(object), Some(resource)) = (base.object(), base.resource()) else {
         return Ok(undecoded(payload, base));
     };
@@ -34,7 +38,7 @@ pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Conten
 pub(crate) fn decode_borrowed<'a>(
     payload: &'a [u8],
     base: &Path,
-    registry: &Registry,
+    registry: Definitions<'_>,
     out: &mut Vec<EntryRef<'a>>,
 ) -> Result<Borrowed, ContentError> {
     let (Some(object), Some(resource)) = (base.object(), base.resource()) else {

@@ -16,7 +16,7 @@
 
 use super::value::{Value, ValueRef};
 use super::{format, push_entry, Borrowed, Content, ContentError, Entry, EntryRef};
-use crate::lwm2m::{Path, Registry};
+use crate::lwm2m::{Definitions, Path};
 
 /// Largest value length the 24-bit length field can express.
 const MAX_TLV_LENGTH: usize = (1 << 24) - 1;
@@ -137,7 +137,11 @@ impl<'a> Iterator for TlvReader<'a> {
 /// with a list of object instance TLVs 0 and 1 (every value inside is published at its
 /// own path, as EMQX does). Below the top they nest strictly, so recursion is at most
 /// three levels deep.
-pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Content, ContentError> {
+pub fn decode(
+    payload: &[u8],
+    base: &Path,
+    registry: Definitions<'_>,
+) -> Result<Content, ContentError> {
     let Some(object) = base.object() else {
         return Err(ContentError::invalid(
             format::TLV,
@@ -161,7 +165,7 @@ pub fn decode(payload: &[u8], base: &Path, registry: &Registry) -> Result<Conten
 pub(crate) fn decode_borrowed<'a>(
     payload: &'a [u8],
     base: &Path,
-    registry: &Registry,
+    registry: Definitions<'_>,
     out: &mut Vec<EntryRef<'a>>,
 ) -> Result<Borrowed, ContentError> {
     let Some(object) = base.object() else {
@@ -180,7 +184,7 @@ pub(crate) fn decode_borrowed<'a>(
 fn walk<'a>(
     bytes: &'a [u8],
     parent: &Path,
-    registry: &Registry,
+    registry: Definitions<'_>,
     top: bool,
     entries: &mut Vec<EntryRef<'a>>,
 ) -> Result<(), ContentError> {

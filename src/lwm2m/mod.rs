@@ -10,8 +10,8 @@ pub mod path;
 pub mod registration;
 
 pub use object::{
-    parse_object_xml, LoadReport, ObjectDef, ObjectError, Operations, Registry, ResourceDef,
-    ResourceType,
+    parse_object_xml, Definitions, LoadReport, ObjectDef, ObjectError, Operations, Registry,
+    ResourceDef, ResourceType, VersionPin,
 };
 pub use object_lists::ObjectLists;
 pub use path::{Path, PathError};

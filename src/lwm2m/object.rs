@@ -2,10 +2,13 @@
 //! loaded once at start and used to type resource values.
 //!
 //! One object may be defined in several versions (the registry's `version_history`
-//! files, `3303_1_0.xml` beside `3303.xml`): the highest version types values, whatever
-//! version a device names with `ver=` in its object list; the others are kept and
-//! reachable by [`Registry::get_version`]. A file that does not parse is skipped and
-//! reported, never fatal.
+//! files, `3303_1_0.xml` beside `3303.xml`): the highest version *serves*, typing the
+//! values of every device that names no other. A device whose object list names another
+//! version the registry defines (`</3303>;ver=1.0`) has its values of that object typed by
+//! that version: its [`VersionPin`]s, resolved once per object list
+//! ([`Registry::pins`]), make the [`Definitions`] its payloads are decoded with. A version
+//! the registry lacks falls back to the serving one. A file that does not parse is skipped
+//! and reported, never fatal.
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
@@ -319,6 +322,58 @@ pub struct Registry {
     older: HashMap<u16, Vec<ObjectDef>, ahash::RandomState>,
 }
 
+/// An object a device registered in a version other than the serving one, which the
+/// registry defines: values of `object` are typed by that older definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VersionPin {
+    object: u16,
+    /// Index into the registry's older versions of `object`.
+    index: u16,
+}
+
+/// The object definitions one device's values are typed by: the registry's serving
+/// versions, except the objects its [`VersionPin`]s name. Copied by value; a device that
+/// pins nothing costs the decoders one empty-slice check per lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct Definitions<'a> {
+    registry: &'a Registry,
+    pins: &'a [VersionPin],
+}
+
+impl<'a> Definitions<'a> {
+    /// `registry` with `pins` (from [`Registry::pins`] of the same registry).
+    pub fn new(registry: &'a Registry, pins: &'a [VersionPin]) -> Definitions<'a> {
+        Definitions { registry, pins }
+    }
+
+    /// The definition of an object, in the version this device's values are typed by.
+    pub fn get(self, id: u16) -> Option<&'a ObjectDef> {
+        match self.pins.iter().find(|p| p.object == id) {
+            Some(pin) => self.registry.older.get(&id)?.get(usize::from(pin.index)),
+            None => self.registry.get(id),
+        }
+    }
+
+    /// The definition of a resource, in the version this device's values are typed by.
+    pub fn resource(self, object: u16, resource: u16) -> Option<&'a ResourceDef> {
+        self.get(object)?.resource(resource)
+    }
+}
+
+impl<'a> From<&'a Registry> for Definitions<'a> {
+    /// The serving versions only.
+    fn from(registry: &'a Registry) -> Definitions<'a> {
+        Definitions::new(registry, &[])
+    }
+}
+
+impl<'a> From<&'a std::sync::Arc<Registry>> for Definitions<'a> {
+    /// The serving versions only.
+    fn from(registry: &'a std::sync::Arc<Registry>) -> Definitions<'a> {
+        Definitions::new(registry, &[])
+    }
+}
+
 /// `major.minor` as a comparable pair; unreadable parts count as 0.
 fn version_key(version: &str) -> (u32, u32) {
     let (major, minor) = version.split_once('.').unwrap_or((version, "0"));
@@ -444,6 +499,28 @@ impl Registry {
             .get(&object)?
             .iter()
             .find(|d| d.version_key() == key)
+    }
+
+    /// The pins of a device that names `(object, version)` pairs (its object list's `ver`
+    /// attributes): one per object named in a version other than the serving one that the
+    /// registry defines; a version it lacks, or the serving one, pins nothing.
+    pub fn pins<'v>(&self, named: impl IntoIterator<Item = (u16, &'v str)>) -> Box<[VersionPin]> {
+        let mut pins: Vec<VersionPin> = Vec::new();
+        for (object, version) in named {
+            let key = version_key(version);
+            let serving = self.objects.get(&object).map(ObjectDef::version_key);
+            if serving.is_none_or(|s| s == key) || pins.iter().any(|p| p.object == object) {
+                continue;
+            }
+            let older = self.older.get(&object).map_or(&[][..], Vec::as_slice);
+            if let Some(index) = older.iter().position(|d| d.version_key() == key) {
+                pins.push(VersionPin {
+                    object,
+                    index: u16::try_from(index).unwrap_or(u16::MAX),
+                });
+            }
+        }
+        pins.into_boxed_slice()
     }
 
     /// Number of object definitions kept beside the serving ones (lower versions).

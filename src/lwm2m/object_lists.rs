@@ -3,13 +3,16 @@
 //! Devices of one fleet register byte-identical object lists, and a parsed list holds a
 //! dozen small allocations; keeping one copy per distinct payload makes an endpoint's
 //! object list cost one pointer. The cache is bounded: once full, further distinct lists
-//! are parsed into a private copy, so a fleet of unique lists cannot grow it.
+//! are parsed into a private copy, so a fleet of unique lists cannot grow it. With a
+//! registry, each list's [`ObjectList::pins`] are resolved once, when it is parsed, so
+//! typing a device's values never looks at its `ver` attributes again.
 
 use std::sync::Arc;
 
 use ahash::AHashMap;
 
 use super::registration::{parse_object_list, ObjectList, RegistrationError};
+use super::Registry;
 
 /// Distinct object lists shared at most: real deployments run a handful of firmware
 /// variants, and a cache of unique lists would only add a key per device.
@@ -23,12 +26,37 @@ pub const MAX_SHARED_PAYLOAD: usize = 2048;
 #[derive(Debug, Default)]
 pub struct ObjectLists {
     by_payload: AHashMap<Box<[u8]>, Arc<ObjectList>>,
+    /// The definitions lists' `ver` attributes are resolved against.
+    registry: Option<Arc<Registry>>,
 }
 
 impl ObjectLists {
-    /// An empty cache.
+    /// An empty cache; lists get no pins.
     pub fn new() -> ObjectLists {
         ObjectLists::default()
+    }
+
+    /// An empty cache resolving each list's `ver` attributes against `registry`.
+    pub fn with_registry(registry: Arc<Registry>) -> ObjectLists {
+        ObjectLists {
+            registry: Some(registry),
+            ..ObjectLists::default()
+        }
+    }
+
+    /// `list` with its pins resolved against the registry, e.g. one restored from the
+    /// journal; the same list when it pins nothing.
+    pub fn resolve(&self, list: Arc<ObjectList>) -> Arc<ObjectList> {
+        let Some(registry) = &self.registry else {
+            return list;
+        };
+        let pins = registry.pins(list.named_versions());
+        if pins == list.pins {
+            return list;
+        }
+        let mut resolved = ObjectList::clone(&list);
+        resolved.pins = pins;
+        Arc::new(resolved)
     }
 
     /// The list `payload` describes: a shared copy when one is cached, otherwise parsed
@@ -37,7 +65,11 @@ impl ObjectLists {
         if let Some(list) = self.by_payload.get(payload) {
             return Ok(Arc::clone(list));
         }
-        let list = Arc::new(parse_object_list(payload)?);
+        let mut list = parse_object_list(payload)?;
+        if let Some(registry) = &self.registry {
+            list.pins = registry.pins(list.named_versions());
+        }
+        let list = Arc::new(list);
         if self.by_payload.len() < MAX_SHARED_LISTS && payload.len() <= MAX_SHARED_PAYLOAD {
             self.by_payload.insert(payload.into(), Arc::clone(&list));
         }
@@ -92,6 +124,38 @@ mod tests {
             &kept,
             &lists.get_or_parse(WAKAAMA).expect("parses")
         ));
+    }
+
+    #[test]
+    fn versions_are_pinned_once_per_list_and_on_restore() {
+        let def = |version: &str| crate::lwm2m::ObjectDef {
+            id: 3303,
+            name: "T".into(),
+            version: version.into(),
+            multiple: true,
+            resources: Vec::new(),
+        };
+        let registry = Arc::new(Registry::from_defs([def("1.1"), def("1.0")]));
+        let mut lists = ObjectLists::with_registry(registry.clone());
+        let old = lists
+            .get_or_parse(b"</3303>;ver=1.0,</3303/0>")
+            .expect("parses");
+        assert_eq!(old.pins.len(), 1);
+        let serving = lists
+            .get_or_parse(b"</3303>;ver=1.1,</3303/0>")
+            .expect("parses");
+        assert!(serving.pins.is_empty());
+        // A list read back from the journal has no pins until resolved; one that pins
+        // nothing stays the same allocation.
+        let restored = Arc::new(parse_object_list(b"</3303>;ver=1.0").expect("parses"));
+        assert!(restored.pins.is_empty());
+        assert_eq!(lists.resolve(restored).pins, old.pins);
+        assert!(Arc::ptr_eq(&lists.resolve(serving.clone()), &serving));
+        assert!(ObjectLists::new()
+            .get_or_parse(b"</3303>;ver=1.0")
+            .expect("parses")
+            .pins
+            .is_empty());
     }
 
     #[test]

@@ -185,6 +185,35 @@ fn older_versions_stay_reachable() {
     assert!(reg.get_version(9000, "2.0").is_none() && reg.get_version(9001, "1.0").is_none());
 }
 
+#[test]
+fn a_named_older_version_types_that_devices_values() {
+    let def = |v, kind| {
+        parse_object_xml(&object(3303, v, kind))
+            .expect("parse")
+            .remove(0)
+    };
+    let reg = Registry::from_defs([def("1.1", "Float"), def("1.0", "String")]);
+    let kind = |pins: &[VersionPin]| {
+        Definitions::new(&reg, pins)
+            .resource(3303, 1)
+            .map(|r| r.kind)
+    };
+    assert_eq!(kind(&reg.pins([(3303, "1.0")])), Some(ResourceType::String));
+    assert_eq!(kind(&reg.pins([(3303, "1")])), Some(ResourceType::String));
+    // The serving version, one the registry lacks, and unknown objects pin nothing.
+    for named in [(3303, "1.1"), (3303, "2.0"), (3304, "1.0")] {
+        let pins = reg.pins([named]);
+        assert!(pins.is_empty(), "{named:?}");
+        assert_eq!(kind(&pins), Some(ResourceType::Float), "{named:?}");
+    }
+    assert_eq!(
+        Definitions::from(&reg).resource(3303, 1).map(|r| r.kind),
+        Some(ResourceType::Float)
+    );
+    // An object named twice: the first `ver` counts.
+    assert_eq!(reg.pins([(3303, "1.0"), (3303, "1.0")]).len(), 1);
+}
+
 /// A scratch directory removed on drop.
 struct TempDir(PathBuf);
 

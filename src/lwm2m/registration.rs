@@ -333,8 +333,8 @@ pub struct Registration {
     pub version: Version,
     /// Binding mode, `"U"` when the device sent none.
     pub binding: Binding,
-    /// The device uses queue mode: the binding holds `Q` (LwM2M 1.0: `UQ`, `SQ`, `UQS`) or
-    /// a bare `Q` parameter came (LwM2M 1.1+).
+    /// The device uses queue mode: the binding holds `Q` (LwM2M 1.0: `UQ`, `SQ`, `UQS`),
+    /// a bare `Q` parameter came (LwM2M 1.1+), or its `apn` is a configured PSM APN.
     pub queue_mode: bool,
     /// Every other query parameter (not `ep`, `lt`, `lwm2m`, `b`), in arrival order, each
     /// name once (a later value replaces an earlier one).
@@ -353,24 +353,27 @@ impl Registration {
         payload: Option<&[u8]>,
         limits: &Limits,
     ) -> Result<Registration, RegistrationError> {
-        Registration::build(query, payload, limits, parse_private)
+        Registration::build(query, payload, limits, &[], parse_private)
     }
 
     /// [`Registration::from_register`] taking the object list from `lists`, so devices
-    /// sending the same list share one copy.
+    /// sending the same list share one copy; a device whose `apn` is one of `psm_apns`
+    /// (lower case) is in queue mode whatever its binding.
     pub fn from_register_shared(
         query: RegisterQuery,
         payload: Option<&[u8]>,
         limits: &Limits,
+        psm_apns: &[String],
         lists: &mut ObjectLists,
     ) -> Result<Registration, RegistrationError> {
-        Registration::build(query, payload, limits, |p| lists.get_or_parse(p))
+        Registration::build(query, payload, limits, psm_apns, |p| lists.get_or_parse(p))
     }
 
     fn build(
         query: RegisterQuery,
         payload: Option<&[u8]>,
         limits: &Limits,
+        psm_apns: &[String],
         parse: impl FnOnce(&[u8]) -> Result<Arc<ObjectList>, RegistrationError>,
     ) -> Result<Registration, RegistrationError> {
         let ep = query.ep.ok_or(RegistrationError::MissingEndpoint)?;
@@ -397,7 +400,7 @@ impl Registration {
             object_list,
         };
         reg.merge_params(query.params);
-        reg.queue_mode = reg.compute_queue_mode();
+        reg.queue_mode = reg.compute_queue_mode(psm_apns);
         Ok(reg)
     }
 
@@ -410,18 +413,20 @@ impl Registration {
         payload: Option<&[u8]>,
         limits: &Limits,
     ) -> Result<UpdateOutcome, RegistrationError> {
-        self.update_with(query, payload, limits, parse_private)
+        self.update_with(query, payload, limits, &[], parse_private)
     }
 
-    /// [`Registration::apply_update`] taking a new object list from `lists`.
+    /// [`Registration::apply_update`] taking a new object list from `lists`, with the
+    /// queue-mode APNs of [`Registration::from_register_shared`].
     pub fn apply_update_shared(
         &mut self,
         query: RegisterQuery,
         payload: Option<&[u8]>,
         limits: &Limits,
+        psm_apns: &[String],
         lists: &mut ObjectLists,
     ) -> Result<UpdateOutcome, RegistrationError> {
-        self.update_with(query, payload, limits, |p| lists.get_or_parse(p))
+        self.update_with(query, payload, limits, psm_apns, |p| lists.get_or_parse(p))
     }
 
     fn update_with(
@@ -429,6 +434,7 @@ impl Registration {
         query: RegisterQuery,
         payload: Option<&[u8]>,
         limits: &Limits,
+        psm_apns: &[String],
         parse: impl FnOnce(&[u8]) -> Result<Arc<ObjectList>, RegistrationError>,
     ) -> Result<UpdateOutcome, RegistrationError> {
         if let Some(ep) = query.ep {
@@ -471,7 +477,7 @@ impl Registration {
             outcome.object_list_updated = true;
         }
         self.merge_params(query.params);
-        let queue_mode = self.compute_queue_mode();
+        let queue_mode = self.compute_queue_mode(psm_apns);
         outcome.binding_changed |= queue_mode != self.queue_mode;
         self.queue_mode = queue_mode;
         Ok(outcome)
@@ -497,9 +503,15 @@ impl Registration {
         }
     }
 
-    /// Whether the binding or parameters put the device in queue mode.
-    pub fn compute_queue_mode(&self) -> bool {
-        self.binding.as_str().contains('Q') || self.params.iter().any(|(n, _)| n == "Q")
+    /// Whether the binding or parameters put the device in queue mode: a `Q` in the
+    /// binding, a `Q` parameter, or an `apn` equal (ignoring case) to one of `psm_apns`
+    /// (given in lower case), an APN whose devices the carrier puts in PSM.
+    pub fn compute_queue_mode(&self, psm_apns: &[String]) -> bool {
+        self.binding.as_str().contains('Q')
+            || self.params.iter().any(|(n, _)| n == "Q")
+            || self
+                .param("apn")
+                .is_some_and(|apn| psm_apns.iter().any(|p| p.eq_ignore_ascii_case(apn)))
     }
 }
 
@@ -594,6 +606,21 @@ pub struct ObjectList {
     pub content_formats: Vec<u16>,
     /// Object and object instance links in payload order.
     pub links: Vec<ObjectLink>,
+    /// The objects named (`ver`) in a version other than the serving one of the registry,
+    /// which types their values; set by [`super::ObjectLists`] from its registry, empty
+    /// from [`parse_object_list`] alone.
+    pub pins: Box<[super::VersionPin]>,
+}
+
+impl ObjectList {
+    /// The `(object id, version)` pairs the links name with a `ver` attribute.
+    pub fn named_versions(&self) -> impl Iterator<Item = (u16, &str)> + '_ {
+        self.links.iter().filter_map(|l| {
+            let version = l.version.as_deref()?;
+            let object = l.path.trim_start_matches('/').split('/').next()?;
+            Some((object.parse().ok()?, version))
+        })
+    }
 }
 
 /// One link of an object list.

@@ -536,10 +536,12 @@ fn decode_object_list(r: &mut Reader<'_>) -> Result<ObjectList, DecodeError> {
         let version = if r.flag()? { Some(r.string()?) } else { None };
         links.push(ObjectLink { path, version });
     }
+    // The pins are resolved against the registry when the registration is restored.
     Ok(ObjectList {
         alternate_path,
         content_formats,
         links,
+        pins: Box::default(),
     })
 }
 

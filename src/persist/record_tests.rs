@@ -33,6 +33,7 @@ pub(crate) fn endpoint(key: u64, generation: u32, ep: &str) -> StoredEndpoint {
                     version: Some("1.1".into()),
                 },
             ],
+            pins: Box::default(),
         })),
         observations: vec![StoredObservation {
             token: [1, 2, 3, 4, 5, 6, 7, 8],

@@ -232,3 +232,61 @@ fn a_bad_composite_command_gets_an_error_response_and_nothing_is_sent() {
     assert_eq!(json["data"]["reqPath"], "/");
     assert_eq!(json["data"]["reason"], "data.paths is empty");
 }
+
+#[test]
+fn read_composite_in_senml_cbor_both_ways_is_published_with_its_values() {
+    use crate::content::format::SENML_CBOR;
+    use crate::content::{self, Entry, Value};
+    use crate::lwm2m::Path;
+    let (mut node, ep) = registered(1);
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":7,"msgType":"read-composite","data":{"paths":["/3/0/9","/3303/0/5700"],"format":"application/senml+cbor","accept":112}}"#,
+    );
+    let sent = sent_to_device(&mut node);
+    assert_eq!(sent.len(), 1);
+    let req = Message::parse(&sent[0]).expect("request");
+    assert_eq!(req.code(), Code::FETCH);
+    assert_eq!(req.content_format(), Some(SENML_CBOR));
+    assert_eq!(req.accept(), Some(SENML_CBOR));
+    let mut names = Vec::new();
+    content::encode_senml_cbor_names(
+        &[
+            Path::parse("/3/0/9").expect("path"),
+            Path::parse("/3303/0/5700").expect("path"),
+        ],
+        &mut names,
+    );
+    assert_eq!(req.payload(), names);
+    let values = [
+        Entry {
+            path: Path::parse("/3/0/9").expect("path"),
+            value: Value::Integer(95),
+        },
+        Entry {
+            path: Path::parse("/3303/0/5700").expect("path"),
+            value: Value::Float(22.5),
+        },
+    ];
+    let mut payload = Vec::new();
+    content::encode_senml_cbor(&values, &Path::ROOT, &mut payload).expect("encodes");
+    let token = req.token().to_vec();
+    answer(
+        &mut node,
+        MessageType::Ack,
+        Code::CONTENT,
+        req.mid(),
+        &token,
+        Some(SENML_CBOR),
+        &payload,
+    );
+    let published = node.take_published();
+    assert_eq!(published.len(), 1, "{published:?}");
+    let json = &published[0].1;
+    assert_eq!(json["requestID"], 7);
+    assert_eq!(json["data"]["code"], "2.05");
+    assert_eq!(content_paths(json), ["/3/0/9", "/3303/0/5700"]);
+    assert_eq!(json["data"]["content"][0]["value"], 95);
+    assert_eq!(json["data"]["content"][1]["value"], 22.5);
+}

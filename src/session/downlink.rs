@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 use super::{ip_text, Location, Shard, TopicKind};
 use crate::coap::{Code, Message, MessageType};
 use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
-use crate::lwm2m::Path;
+use crate::lwm2m::{Definitions, Path, Registry, VersionPin};
 use crate::persist;
 use crate::translate::{self, CoapRequest};
 
 mod block1;
 mod block2;
+mod block2_notify;
 mod command;
 
 pub(super) use block1::MAX_PENDING_BLOCK1_BYTES;
-use block1::{Block1Charge, Block1Step};
+use block1::{Block1Step, BodyCharge};
 use block2::{Block2Body, Block2Step};
+use block2_notify::NotifyBody;
 
 /// RFC 7252 ACK_TIMEOUT.
 pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,6 +47,9 @@ pub(super) struct Downlink {
     in_flight: Option<Exchange>,
     pub(super) queue: VecDeque<Queued>,
     observations: Vec<Observation>,
+    /// Notifications whose representation is still arriving in Block2 blocks, at most one
+    /// per observation.
+    notify_bodies: Vec<NotifyBody>,
     /// A queue-mode device is reachable until then (its last datagram plus
     /// `qmode_time_window`); `None` until it sent something since this state exists.
     pub(super) awake_until: Option<Instant>,
@@ -57,11 +62,16 @@ impl Downlink {
             .iter()
             .map(|e| e.token)
             .chain(self.observations.iter().map(|o| o.token))
+            .chain(self.notify_bodies.iter().map(NotifyBody::token))
     }
 
-    /// Deadline of the in-flight exchange, for re-arming after a move between shards.
-    pub(super) fn deadline(&self) -> Option<(Instant, u16)> {
-        self.in_flight.as_ref().map(|e| (e.deadline, e.mid))
+    /// Retransmission deadlines of the in-flight exchange and of the requests for
+    /// notification blocks, for re-arming after a move between shards.
+    pub(super) fn deadlines(&self) -> impl Iterator<Item = (Instant, u16)> + '_ {
+        self.in_flight
+            .iter()
+            .map(|e| (e.deadline, e.mid))
+            .chain(self.notify_bodies.iter().map(NotifyBody::deadline))
     }
 
     /// Downlink state holding only observations restored from the journal.
@@ -121,7 +131,7 @@ pub(super) struct Queued {
     /// The command as it came, journaled while it waits for a sleeping device.
     pub(super) command: Arc<[u8]>,
     /// A body sent in Block1 blocks: its share of the shard's cap.
-    charge: Option<Block1Charge>,
+    charge: Option<BodyCharge>,
 }
 
 #[derive(Debug)]
@@ -146,7 +156,7 @@ struct Exchange {
     acked: bool,
     /// A body sent in Block1 blocks (`request.block1`): its share of the shard's cap,
     /// held until the exchange ends.
-    _charge: Option<Block1Charge>,
+    _charge: Option<BodyCharge>,
 }
 
 impl Exchange {
@@ -196,6 +206,19 @@ struct Observation {
     last_at: Instant,
 }
 
+/// The object definitions that type the values of `ep`: the registry's serving versions
+/// but for the objects its object list named in another version ([`ObjectList::pins`],
+/// resolved when the list was parsed).
+///
+/// [`ObjectList::pins`]: crate::lwm2m::ObjectList::pins
+pub(super) fn definitions<'a>(
+    registry: &'a Registry,
+    ep: Option<&'a super::endpoints::Endpoint>,
+) -> Definitions<'a> {
+    let list = ep.and_then(|ep| ep.registration.object_list.as_deref());
+    Definitions::new(registry, list.map_or(&[], |l| &l.pins))
+}
+
 /// Where [`Shard::decode_content`] left a payload.
 enum Decoded {
     /// In the borrowed values.
@@ -216,6 +239,8 @@ enum Outcome {
         echo: Arc<str>,
         req_path: Arc<str>,
         path: Path,
+        /// Its representation reassembled from Block2 blocks; `None`: the payload.
+        body: Option<Vec<u8>>,
     },
 }
 
@@ -344,10 +369,16 @@ impl Shard {
                 continue;
             };
             let (addr, security) = (ep.addr, ep.security);
-            let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
+            let Some(ex) = ep
+                .downlink
+                .as_mut()
+                .and_then(|d| d.in_flight.as_mut())
+                .filter(|ex| ex.mid == mid)
+            else {
+                self.retransmit_notify_body(now, location, mid);
                 continue;
             };
-            if ex.mid != mid || ex.deadline > now {
+            if ex.deadline > now {
                 continue;
             }
             if !ex.acked && ex.attempts < MAX_RETRANSMIT {
@@ -417,12 +448,15 @@ impl Shard {
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
-        let Some(ex) = ep.downlink.as_mut().and_then(|d| d.in_flight.as_mut()) else {
+        let Some(ex) = ep
+            .downlink
+            .as_mut()
+            .and_then(|d| d.in_flight.as_mut())
+            .filter(|ex| ex.mid == msg.mid())
+        else {
+            self.ack_notify_body(now, location, msg);
             return;
         };
-        if ex.mid != msg.mid() {
-            return;
-        }
         match (msg.ty(), msg.code().is_empty()) {
             (MessageType::Rst, _) => {
                 self.stats.command_resets += 1;
@@ -484,7 +518,11 @@ impl Shard {
         if in_flight {
             return self.complete(now, location, msg, Outcome::Response);
         }
+        if dl.notify_bodies.iter().any(|b| b.token() == token) {
+            return self.take_notify_block(now, location, msg);
+        }
         let Some(seq) = msg.observe() else { return };
+        let unfinished = dl.notify_bodies.iter().any(|b| b.observation() == token);
         let Some(obs) = dl.observations.iter_mut().find(|o| o.token == token) else {
             return;
         };
@@ -505,13 +543,29 @@ impl Shard {
             echo: obs.echo.clone(),
             req_path: obs.req_path.clone(),
             path: obs.path,
+            body: None,
         };
-        self.complete(now, location, msg, outcome);
+        if unfinished {
+            // A newer notification supersedes one whose blocks are still arriving.
+            self.abandon_notify_body(location, |b| b.observation() == token);
+        }
+        match msg.block2().filter(|_| msg.code().class() == 2) {
+            Some(block) if block.num == 0 && block.more => {
+                self.start_notify_body(now, location, token, seq, block, msg)
+            }
+            _ => self.complete(now, location, msg, outcome),
+        }
     }
 
     /// Publishes a response or notification with its decoded content; a response that
     /// comes in Block2 blocks is published once its last block arrived.
-    fn complete(&mut self, now: Instant, location: Location, msg: &Message<'_>, outcome: Outcome) {
+    fn complete(
+        &mut self,
+        now: Instant,
+        location: Location,
+        msg: &Message<'_>,
+        mut outcome: Outcome,
+    ) {
         let code = msg.code();
         let mut assembled = None;
         if let Outcome::Response = outcome {
@@ -538,10 +592,20 @@ impl Shard {
                 }
             }
         }
+        if let Outcome::Notification { body, .. } = &mut outcome {
+            assembled = body.take();
+        }
         let payload = assembled.as_deref().unwrap_or(msg.payload());
         let Some(ep) = self.endpoints.get_mut(&location) else {
             return;
         };
+        // Only a device that pinned object versions costs a reference count here.
+        let pinned = ep
+            .registration
+            .object_list
+            .as_ref()
+            .filter(|l| !l.pins.is_empty())
+            .cloned();
         let Some(dl) = ep.downlink.as_mut() else {
             return;
         };
@@ -556,6 +620,7 @@ impl Shard {
                 echo,
                 req_path,
                 path,
+                body: _,
             } => (echo, req_path, path, Some(seq)),
         };
         // A successful observe starts an observation; a cancel ends it.
@@ -603,7 +668,8 @@ impl Shard {
         }
         let mut values = content::reuse_entries(std::mem::take(&mut self.values));
         let format = msg.content_format();
-        let decoded = self.decode_content(payload, format, &req_path, path, &mut values);
+        let pins = pinned.as_ref().map_or(&[][..], |l| &l.pins);
+        let decoded = self.decode_content(pins, payload, format, &req_path, path, &mut values);
         let content = match &decoded {
             None => None,
             Some(Decoded::Values) => Some(ContentRef::Values(&values)),
@@ -643,9 +709,11 @@ impl Shard {
     }
 
     /// Decodes a response payload into `values` where it can borrow from it, else into
-    /// owned content; whatever cannot be decoded is kept undecoded.
+    /// owned content, typed by the registry with the device's `pins`; whatever cannot be
+    /// decoded is kept undecoded.
     fn decode_content<'m>(
         &mut self,
+        pins: &[VersionPin],
         payload: &'m [u8],
         format: Option<u16>,
         req_path: &str,
@@ -656,7 +724,7 @@ impl Shard {
             return None;
         }
         let format = format.unwrap_or(content::format::TEXT);
-        let registry = &self.cfg.registry;
+        let registry = Definitions::new(&self.cfg.registry, pins);
         let decoded = match content::decode_borrowed(format, payload, &path, registry, values) {
             Ok(Borrowed::Values) => Ok(Decoded::Values),
             Ok(Borrowed::Undecoded) => Ok(Decoded::Undecoded(path)),

@@ -526,3 +526,85 @@ fn registry_objects_decode_typed() {
         assert_eq!(data["content"], want, "{path}");
     }
 }
+
+/// Two definitions of object 3303 whose Sensor Value differs in type: a device naming
+/// `ver=1.0` in its object list has its values typed by 1.0, the others by the serving
+/// 1.1 (also a device naming a version the registry lacks).
+#[test]
+fn ver_in_the_object_list_types_values_by_that_version() {
+    use crate::lwm2m::{ObjectDef, Operations, ResourceDef, ResourceType};
+    let def = |version: &str, kind| ObjectDef {
+        id: 3303,
+        name: "Temperature".into(),
+        version: version.into(),
+        multiple: true,
+        resources: vec![ResourceDef {
+            id: 5700,
+            name: "Sensor Value".into(),
+            operations: Operations {
+                read: true,
+                ..Operations::default()
+            },
+            multiple: false,
+            mandatory: true,
+            kind,
+        }],
+    };
+    let registry = Registry::from_defs([
+        def("1.1", ResourceType::Float),
+        def("1.0", ResourceType::String),
+    ]);
+    let mut node = Node::with_registry(1, Arc::new(registry), |_| {});
+    let devices = [
+        (
+            "old",
+            "</3303>;ver=1.0,</3303/0>",
+            serde_json::json!("22.5"),
+        ),
+        ("new", "</3303/0>", serde_json::json!(22.5)),
+        (
+            "future",
+            "</3303>;ver=2.0,</3303/0>",
+            serde_json::json!(22.5),
+        ),
+    ];
+    for (i, (ep, list, expected)) in devices.into_iter().enumerate() {
+        let from = format!("127.0.0.{}:5683", 20 + i);
+        let ep_q = format!("ep={ep}");
+        let reg = super::tests::request(
+            MessageType::Con,
+            Code::POST,
+            1,
+            &["rd"],
+            &[&ep_q, "lt=300", "lwm2m=1.1"],
+            list.as_bytes(),
+        );
+        node.recv(0, &from, &reg);
+        node.take_published();
+        command(
+            &mut node,
+            ep,
+            r#"{"requestID":1,"msgType":"read","data":{"path":"/3303/0/5700"}}"#,
+        );
+        let to: SocketAddr = from.parse().expect("addr");
+        let sent: Vec<_> = node.sent.drain(..).filter(|(_, d, _)| *d == to).collect();
+        let req = Message::parse(&sent[0].2).expect("read");
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::Ack,
+            Code::CONTENT,
+            req.mid(),
+            req.token(),
+        );
+        w.uint_option(option::CONTENT_FORMAT, 0).payload(b"22.5");
+        w.finish();
+        node.recv(0, &from, &buf);
+        let published = node.take_published();
+        assert_eq!(published.len(), 1, "{ep}: {published:?}");
+        assert_eq!(
+            published[0].1["data"]["content"][0]["value"], expected,
+            "{ep} registered {list}"
+        );
+    }
+}

@@ -169,7 +169,7 @@ impl Shard {
             let registered = i32::try_from(ago)
                 .map_or(i32::MIN, |ago| self.secs_signed(now) - ago)
                 .min(-1);
-            let object_list = stored.object_list;
+            let object_list = stored.object_list.map(|l| self.object_lists.resolve(l));
             let mut registration = Registration {
                 ep: name,
                 lifetime: stored.lifetime,
@@ -179,7 +179,7 @@ impl Shard {
                 params: stored.params,
                 object_list,
             };
-            registration.queue_mode = registration.compute_queue_mode();
+            registration.queue_mode = registration.compute_queue_mode(&self.cfg.psm_apns);
             let downlink = (!stored.observations.is_empty())
                 .then(|| Box::new(Downlink::restored(now, stored.observations)));
             if let Some(dl) = &downlink {

@@ -23,6 +23,8 @@ mod auto_observe_tests;
 #[cfg(test)]
 mod block1_tests;
 #[cfg(test)]
+mod block2_notify_tests;
+#[cfg(test)]
 mod composite_tests;
 mod downlink;
 #[cfg(test)]
@@ -73,7 +75,7 @@ use endpoints::{Directory, Endpoint, Endpoints};
 pub use journal::ShardRestore;
 use location::KeyGen;
 pub use location::Location;
-use publish::{ip_text, PublishQueue};
+use publish::{ip_text, PublishQueue, TopicKind};
 pub use publish::{Publish, PublishRef};
 use secure::identity_hasher;
 pub use secure::Link;
@@ -132,6 +134,8 @@ pub struct ShardConfig {
     pub auto_observe: crate::config::AutoObserve,
     /// How long a queue-mode device is reachable after it sent anything.
     pub qmode_time_window: Duration,
+    /// APNs (lower case) that put a device in queue mode (`gateway.psm_apns`).
+    pub psm_apns: Vec<String>,
 }
 
 impl ShardConfig {
@@ -156,6 +160,7 @@ impl ShardConfig {
             location_seed: os_seed(),
             auto_observe: config.gateway.auto_observe.clone(),
             qmode_time_window: config.gateway.qmode_time_window,
+            psm_apns: config.gateway.psm_apns.clone(),
         }
     }
 }
@@ -308,6 +313,9 @@ pub struct Shard {
     /// Bytes of Block1 request bodies queued or in flight (see
     /// [`downlink::MAX_PENDING_BLOCK1_BYTES`]).
     pending_block1: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of Block2 notification bodies being collected (bounded by
+    /// `downlink::block2_notify::MAX_PENDING_NOTIFY_BYTES`).
+    pending_notify: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     mids: MidGen,
     tokens: TokenGen,
     /// Outstanding request and observation tokens → the endpoint they belong to.
@@ -373,7 +381,7 @@ impl Shard {
         Shard {
             endpoints: Endpoints::with_capacity(cfg.max_endpoints.min(PRESIZE_MAX)),
             directory: Directory::with_capacity(cfg.max_endpoints.min(PRESIZE_MAX)),
-            object_lists: ObjectLists::new(),
+            object_lists: ObjectLists::with_registry(cfg.registry.clone()),
             epoch: now,
             moved: AHashMap::new(),
             keys: KeyGen::new(cfg.location_seed),
@@ -381,6 +389,7 @@ impl Shard {
             dedup: DedupCache::new(DEDUP_CAPACITY),
             blocks: Block1Assembler::new(cfg.idle_timeout),
             pending_block1: Default::default(),
+            pending_notify: Default::default(),
             mids: MidGen::new((seed ^ (seed >> 16) ^ cfg.shard as u64) as u16),
             tokens: TokenGen::new(seed ^ (cfg.shard as u64).rotate_left(32)),
             token_owner: AHashMap::new(),
@@ -760,31 +769,6 @@ impl Shard {
                 }
                 true
             }
-        }
-    }
-}
-
-/// Which translator a message goes out on.
-#[derive(Debug, Clone, Copy)]
-enum TopicKind {
-    Register,
-    Update,
-    Event,
-    Response,
-    Notify,
-    /// A notification of the Firmware Update object: `dm_notify`, else `notify`.
-    DmNotify,
-}
-
-impl TopicKind {
-    fn translator(self, t: &Translators) -> &crate::config::Translator {
-        match self {
-            TopicKind::DmNotify => t.dm_notify.as_ref().unwrap_or(&t.notify),
-            TopicKind::Register => &t.register,
-            TopicKind::Update => &t.update,
-            TopicKind::Event => &t.event,
-            TopicKind::Response => &t.response,
-            TopicKind::Notify => &t.notify,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use crate::config::{Qos, Translator};
+use crate::config::{Qos, Translator, Translators};
 use crate::translate::Mountpoint;
 
 /// Bytes reserved up front for the topics of one batch of publishes.
@@ -125,6 +125,31 @@ impl PublishQueue {
         self.payloads.clear();
         self.list.clear();
         self.head = 0;
+    }
+}
+
+/// Which translator a message goes out on.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TopicKind {
+    Register,
+    Update,
+    Event,
+    Response,
+    Notify,
+    /// A notification of the Firmware Update object: `dm_notify`, else `notify`.
+    DmNotify,
+}
+
+impl TopicKind {
+    pub(super) fn translator(self, t: &Translators) -> &Translator {
+        match self {
+            TopicKind::DmNotify => t.dm_notify.as_ref().unwrap_or(&t.notify),
+            TopicKind::Register => &t.register,
+            TopicKind::Update => &t.update,
+            TopicKind::Event => &t.event,
+            TopicKind::Response => &t.response,
+            TopicKind::Notify => &t.notify,
+        }
     }
 }
 

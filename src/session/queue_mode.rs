@@ -1,9 +1,9 @@
 //! Queue mode (LwM2M §6.4, SPEC §4): a device whose binding has `Q` (1.0: `UQ`, `SQ`,
-//! `UQS`; 1.1: the `Q` parameter) sleeps and is reachable only for `qmode_time_window`
-//! after it sent anything. Commands for it wait in its queue, each acknowledged at once
-//! with `{"msgType":"queued",...}`, and go out in order, one exchange at a time, as soon as
-//! it sends again; one that waited longer than its time to live is answered 5.04
-//! `expired` instead of being sent.
+//! `UQS`; 1.1: the `Q` parameter) or whose `apn` is one of `gateway.psm_apns` sleeps and
+//! is reachable only for `qmode_time_window` after it sent anything. Commands for it wait
+//! in its queue, each acknowledged at once with `{"msgType":"queued",...}`, and go out in
+//! order, one exchange at a time, as soon as it sends again; one that waited longer than
+//! its time to live is answered 5.04 `expired` instead of being sent.
 
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};

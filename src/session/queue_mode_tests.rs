@@ -196,3 +196,54 @@ fn a_full_queue_answers_5_03() {
     let published = node.take_published();
     assert_eq!(published[2].1["data"]["code"], "5.03", "{published:?}");
 }
+
+#[test]
+fn a_u_device_on_a_psm_apn_is_in_queue_mode() {
+    let mut node = Node::new(1, |c| c.gateway.psm_apns = vec!["iot.psm".into()]);
+    let reg = request(
+        MessageType::Con,
+        Code::POST,
+        1,
+        &["rd"],
+        &["ep=sleepy", "lt=3600", "b=U", "apn=IoT.PSM"],
+        b"</3/0>",
+    );
+    node.recv(0, DEVICE, &reg);
+    node.advance(WINDOW + Duration::from_secs(1));
+    node.take_published();
+    command(
+        &mut node,
+        "sleepy",
+        r#"{"reqID":"1","msgType":"read","data":{"path":"/3/0/0"}}"#,
+    );
+    assert!(requests(&mut node).is_empty(), "it sleeps: nothing is sent");
+    let acks = node.take_published();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].1["msgType"], "queued");
+
+    // Another APN, or none, is not PSM: a command goes out at once.
+    for (ep, apn) in [("awake", "apn=internet"), ("plain", "sms=+4912")] {
+        let reg = request(
+            MessageType::Con,
+            Code::POST,
+            2,
+            &["rd"],
+            &[&format!("ep={ep}"), "lt=3600", "b=U", apn],
+            b"</3/0>",
+        );
+        node.recv(0, "127.0.0.9:5683", &reg);
+        node.advance(WINDOW + Duration::from_secs(1));
+        node.take_published();
+        command(
+            &mut node,
+            ep,
+            r#"{"reqID":"2","msgType":"read","data":{"path":"/3/0/0"}}"#,
+        );
+        let sent: Vec<_> = node.sent.drain(..).collect();
+        assert_eq!(sent.len(), 1, "{ep}: sent at once");
+        assert!(node
+            .take_published()
+            .iter()
+            .all(|(_, v)| v["msgType"] != "queued"));
+    }
+}

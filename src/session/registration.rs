@@ -200,7 +200,13 @@ impl Shard {
     ) {
         let payload = object_list_payload(body);
         let registration = match parse_query(msg.uri_query()).and_then(|q| {
-            Registration::from_register_shared(q, payload, &self.cfg.limits, &mut self.object_lists)
+            Registration::from_register_shared(
+                q,
+                payload,
+                &self.cfg.limits,
+                &self.cfg.psm_apns,
+                &mut self.object_lists,
+            )
         }) {
             Ok(r) => r,
             Err(e) => {
@@ -342,6 +348,7 @@ impl Shard {
                 q,
                 payload,
                 &self.cfg.limits,
+                &self.cfg.psm_apns,
                 &mut self.object_lists,
             )
         }) {
@@ -480,7 +487,7 @@ impl Shard {
             for t in dl.tokens() {
                 self.token_owner.insert(t, m.location);
             }
-            if let Some((at, mid)) = dl.deadline() {
+            for (at, mid) in dl.deadlines() {
                 self.retransmit
                     .push(std::cmp::Reverse((at, m.location, mid)));
             }

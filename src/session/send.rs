@@ -41,7 +41,9 @@ impl Shard {
             return;
         };
         let format = format.unwrap_or(content::format::SENML_JSON);
-        let decoded = content::decode(format, &body, &Path::ROOT, &self.cfg.registry);
+        let registry =
+            super::downlink::definitions(&self.cfg.registry, self.endpoints.get(&location));
+        let decoded = content::decode(format, &body, &Path::ROOT, registry);
         let content = match decoded {
             Ok(c) => c,
             Err(e) => {

@@ -47,6 +47,9 @@ pub struct ShardStats {
     pub sends: u64,
     /// Observe notifications published.
     pub notifications: u64,
+    /// Notifications sent in Block2 blocks dropped before their last block: superseded,
+    /// the device stopped answering or answered an error, or over a bound.
+    pub notification_bodies_abandoned: u64,
     /// Reordered notifications dropped (RFC 7641 §3.4).
     pub stale_notifications: u64,
     /// Payloads published undecoded because they did not decode.

@@ -43,12 +43,21 @@ pub(super) struct Node {
 
 impl Node {
     pub(super) fn new(n: usize, edit: impl Fn(&mut Config)) -> Node {
+        Node::with_registry(n, registry(), edit)
+    }
+
+    /// [`Node::new`] with other object definitions than the shipped ones.
+    pub(super) fn with_registry(
+        n: usize,
+        registry: Arc<Registry>,
+        edit: impl Fn(&mut Config),
+    ) -> Node {
         let mut config = Config::default_config();
         config.gateway.shards = n;
         edit(&mut config);
         let now = Instant::now();
         let shards = (0..n)
-            .map(|i| Shard::new(ShardConfig::new(&config, i, registry()), now, 7))
+            .map(|i| Shard::new(ShardConfig::new(&config, i, registry.clone()), now, 7))
             .collect();
         Node {
             shards,

@@ -20,8 +20,8 @@ pub mod topic;
 pub use command::{parse_command, Command, CommandError, CommandErrorKind, CommandKind, Target};
 pub use register::{write_event, write_register, Event, RegMsgType};
 pub use request::{
-    build_request, build_request_as, write_coap_request, CoapRequest, WriteFormat, MAX_BLOCK1_BODY,
-    MAX_REQUEST_LEN,
+    build_request, build_request_as, notification_blocks_request, write_coap_request, CoapRequest,
+    WriteFormat, MAX_BLOCK1_BODY, MAX_REQUEST_LEN,
 };
 pub use response::{
     write_ack, write_coap_reset, write_coap_timeout, write_command_error, write_error,

@@ -7,7 +7,7 @@
 //! Values are encoded as TLV for LwM2M 1.0 devices and SenML JSON for 1.1 and later.
 //!
 //! The LwM2M 1.1 composite operations go to the root path `/` (after the alternate path)
-//! with a SenML JSON payload (Transport §6.3.6): read-composite is FETCH (RFC 8132) naming
+//! with a SenML JSON (or, with `data.format`, SenML CBOR) payload (Transport §6.3.6): read-composite is FETCH (RFC 8132) naming
 //! the paths, observe-composite and its cancel the same FETCH with Observe 0 / 1, and
 //! write-composite is iPATCH carrying the values.
 
@@ -51,6 +51,8 @@ pub enum WriteFormat {
     Tlv,
     /// application/senml+json (110).
     SenmlJson,
+    /// application/senml+cbor (112), for composite requests that ask for it.
+    SenmlCbor,
 }
 
 impl WriteFormat {
@@ -67,6 +69,7 @@ impl WriteFormat {
         match self {
             WriteFormat::Tlv => content::format::TLV,
             WriteFormat::SenmlJson => content::format::SENML_JSON,
+            WriteFormat::SenmlCbor => content::format::SENML_CBOR,
         }
     }
 }
@@ -168,6 +171,40 @@ impl CoapRequest {
     }
 }
 
+/// The request asking a device for the rest of a notification that came in Block2 blocks
+/// (RFC 7959 §2.4 with RFC 7641; §3.4): a GET of the observed `path` (the alternate path
+/// before it) — a FETCH naming `composite` paths in SenML JSON for a composite
+/// observation — answered in `accept`, the first block's format, and without Observe: it
+/// asks for the rest of the current representation, not for another observation. Send
+/// it with [`CoapRequest::next_block`].
+pub fn notification_blocks_request(
+    alternate_path: &str,
+    path: Path,
+    composite: &[Path],
+    accept: Option<u16>,
+) -> CoapRequest {
+    let mut req = CoapRequest {
+        method: Code::GET,
+        uri_path: uri_path(alternate_path, &path),
+        uri_query: Vec::new(),
+        content_format: None,
+        accept,
+        observe: None,
+        block2: None,
+        block1: None,
+        payload: Vec::new(),
+        path,
+        req_path: path.to_string(),
+        composite: composite.to_vec(),
+    };
+    if !composite.is_empty() {
+        req.method = Code::FETCH;
+        req.content_format = Some(content::format::SENML_JSON);
+        content::encode_senml_names(composite, &mut req.payload);
+    }
+    req
+}
+
 /// Builds the request for `cmd` to a device of `version` registered with
 /// `alternate_path` (`"/"` or empty for none).
 pub fn build_request(
@@ -232,21 +269,34 @@ pub fn build_request_as(
             encode(cmd, &mut req, entries, &base.path, format)?;
         }
         CommandKind::Delete { .. } => req.method = Code::DELETE,
-        CommandKind::ReadComposite { paths, accept }
-        | CommandKind::ObserveComposite { paths, accept } => {
-            fetch_paths(&mut req, paths, *accept);
+        CommandKind::ReadComposite {
+            paths,
+            accept,
+            format,
+        }
+        | CommandKind::ObserveComposite {
+            paths,
+            accept,
+            format,
+        } => {
+            fetch_paths(&mut req, paths, *accept, *format);
             if matches!(cmd.kind, CommandKind::ObserveComposite { .. }) {
                 req.observe = Some(OBSERVE_REGISTER);
             }
         }
-        CommandKind::CancelObserveComposite { paths } => {
-            fetch_paths(&mut req, paths, content::format::SENML_JSON);
+        CommandKind::CancelObserveComposite { paths, format } => {
+            fetch_paths(&mut req, paths, content::format::SENML_JSON, *format);
             req.observe = Some(OBSERVE_DEREGISTER);
         }
-        CommandKind::WriteComposite { entries } => {
+        CommandKind::WriteComposite { entries, format } => {
             req.method = Code::IPATCH;
-            // Composite operations exist from LwM2M 1.1 on, which has SenML JSON.
-            encode(cmd, &mut req, entries, &Path::ROOT, WriteFormat::SenmlJson)?;
+            // Composite operations exist from LwM2M 1.1 on, which has SenML.
+            let format = if *format == content::format::SENML_CBOR {
+                WriteFormat::SenmlCbor
+            } else {
+                WriteFormat::SenmlJson
+            };
+            encode(cmd, &mut req, entries, &Path::ROOT, format)?;
         }
     }
     if !req.payload.is_empty() {
@@ -310,12 +360,18 @@ fn block1_szx(req: &mut CoapRequest) -> Option<u8> {
 /// Most bytes a Size1 option adds (header byte, extended delta, 4-byte value).
 const SIZE1_OPTION_LEN: usize = 6;
 
-/// Makes `req` a FETCH naming `paths` in SenML JSON, answered in `accept`.
-fn fetch_paths(req: &mut CoapRequest, paths: &[Path], accept: u16) {
+/// Makes `req` a FETCH naming `paths` in SenML of `format` (JSON or CBOR), answered in
+/// `accept`.
+fn fetch_paths(req: &mut CoapRequest, paths: &[Path], accept: u16, format: u16) {
     req.method = Code::FETCH;
-    req.content_format = Some(content::format::SENML_JSON);
     req.accept = Some(accept);
-    content::encode_senml_names(paths, &mut req.payload);
+    if format == content::format::SENML_CBOR {
+        req.content_format = Some(content::format::SENML_CBOR);
+        content::encode_senml_cbor_names(paths, &mut req.payload);
+    } else {
+        req.content_format = Some(content::format::SENML_JSON);
+        content::encode_senml_names(paths, &mut req.payload);
+    }
 }
 
 /// The path values are encoded relative to: the object instance for a write on a resource
@@ -341,6 +397,7 @@ fn encode(
     let result = match format {
         WriteFormat::Tlv => content::encode_tlv(entries, base, &mut req.payload),
         WriteFormat::SenmlJson => content::encode_senml_json(entries, base, &mut req.payload),
+        WriteFormat::SenmlCbor => content::encode_senml_cbor(entries, base, &mut req.payload),
     };
     result.map_err(|e| CommandError {
         echo: cmd.echo.clone(),

@@ -19,32 +19,46 @@ use crate::translate;
 /// anyway, which is what the cap is there to prevent.
 pub(in crate::session) const MAX_PENDING_BLOCK1_BYTES: usize = 64 * 1024 * 1024;
 
-/// A large request body's share of [`MAX_PENDING_BLOCK1_BYTES`], given back when the
-/// command ends however it ends (response, timeout, expiry, deregistration). An atomic,
-/// as an endpoint's downlink may move to another shard: the body stays charged to the
-/// shard that accepted it until it is dropped.
+/// A block-wise body's share of its shard's cap ([`MAX_PENDING_BLOCK1_BYTES`] for request
+/// bodies, [`super::block2_notify::MAX_PENDING_NOTIFY_BYTES`] for notification bodies),
+/// given back when the body is dropped however its exchange ends (response, timeout,
+/// expiry, deregistration). An atomic, as an endpoint's downlink may move to another
+/// shard: the body stays charged to the shard that accepted it until it is dropped.
 #[derive(Debug)]
-pub(in crate::session) struct Block1Charge {
+pub(in crate::session) struct BodyCharge {
     pending: Arc<AtomicUsize>,
     bytes: usize,
 }
 
-impl Block1Charge {
-    /// Charges `bytes` to `pending`, or `None` if that would pass the cap.
-    pub(in crate::session) fn take(pending: &Arc<AtomicUsize>, bytes: usize) -> Option<Self> {
-        pending
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held + bytes <= MAX_PENDING_BLOCK1_BYTES).then_some(held + bytes)
-            })
-            .ok()?;
-        Some(Block1Charge {
+impl BodyCharge {
+    /// Charges `bytes` to `pending`, or `None` if that would pass `cap`.
+    pub(in crate::session) fn take(
+        pending: &Arc<AtomicUsize>,
+        bytes: usize,
+        cap: usize,
+    ) -> Option<Self> {
+        let mut charge = BodyCharge {
             pending: pending.clone(),
-            bytes,
-        })
+            bytes: 0,
+        };
+        charge.grow(bytes, cap).then_some(charge)
+    }
+
+    /// Charges `more` bytes on top; `false` (and nothing charged) if that would pass `cap`.
+    pub(in crate::session) fn grow(&mut self, more: usize, cap: usize) -> bool {
+        let grown = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held + more <= cap).then_some(held + more)
+            });
+        if grown.is_ok() {
+            self.bytes += more;
+        }
+        grown.is_ok()
     }
 }
 
-impl Drop for Block1Charge {
+impl Drop for BodyCharge {
     fn drop(&mut self) {
         self.pending.fetch_sub(self.bytes, Ordering::Relaxed);
     }

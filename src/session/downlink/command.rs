@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Block1Charge, Queued, Shard, MAX_PENDING_BLOCK1_BYTES};
+use super::{BodyCharge, Queued, Shard, MAX_PENDING_BLOCK1_BYTES};
 use crate::coap::Code;
 use crate::session::queue_mode::queued_ttl;
 use crate::session::{directory_shard, Location, TopicKind};
@@ -128,7 +128,11 @@ impl Shard {
         // A body sent in Block1 blocks counts against the shard's cap until it ends.
         let charge = match request.block1 {
             None => None,
-            Some(_) => match Block1Charge::take(&self.pending_block1, request.payload.len()) {
+            Some(_) => match BodyCharge::take(
+                &self.pending_block1,
+                request.payload.len(),
+                MAX_PENDING_BLOCK1_BYTES,
+            ) {
                 Some(charge) => Some(charge),
                 None => {
                     self.stats.commands_rejected += 1;

@@ -48,6 +48,7 @@ fn read_composite_parses_to_its_paths_in_order() {
         CommandKind::ReadComposite {
             paths: vec![path("/3/0/0"), path("/3/0/9"), path("/3303/0/5700")],
             accept: content::format::SENML_JSON,
+            format: content::format::SENML_JSON,
         }
     );
 }
@@ -125,7 +126,8 @@ fn write_composite_is_an_ipatch_of_senml_json_values() {
                     path: path("/3/0/14"),
                     value: Value::String("+02".into())
                 },
-            ]
+            ],
+            format: content::format::SENML_JSON,
         }
     );
     let bytes = datagram(json, "/lwm2m");
@@ -231,4 +233,91 @@ fn the_longest_allowed_composite_request_fits_one_datagram() {
     );
     let bytes = datagram(&json, "/");
     assert!(bytes.len() <= crate::translate::request::MAX_REQUEST_LEN);
+}
+
+#[test]
+fn composite_fetches_name_their_paths_in_senml_cbor_when_asked() {
+    for (msg_type, format) in [
+        ("read-composite", r#""application/senml+cbor""#),
+        ("observe-composite", "112"),
+        ("cancel-observe-composite", r#""APPLICATION/SENML+CBOR""#),
+    ] {
+        let json = format!(
+            r#"{{"msgType":"{msg_type}","data":{{"paths":["/3/0/9","/1"],"format":{format}}}}}"#
+        );
+        let bytes = datagram(&json, "/");
+        let msg = Message::parse(&bytes).expect("CoAP");
+        assert_eq!(msg.code(), Code::FETCH);
+        assert_eq!(msg.content_format(), Some(content::format::SENML_CBOR));
+        // [{0: "/3/0/9"}, {0: "/1"}]
+        let mut expected = vec![0x82, 0xa1, 0x00, 0x66];
+        expected.extend_from_slice(b"/3/0/9");
+        expected.extend_from_slice(&[0xa1, 0x00, 0x62]);
+        expected.extend_from_slice(b"/1");
+        assert_eq!(msg.payload(), expected, "{msg_type}");
+        // The format answered in is `accept`'s, apart from the request's.
+        assert_eq!(msg.accept(), Some(content::format::SENML_JSON));
+    }
+    let err =
+        error(r#"{"msgType":"read-composite","data":{"paths":["/3/0"],"format":"text/plain"}}"#);
+    assert_eq!(err.kind, CommandErrorKind::WrongFieldType);
+    assert!(err.reason.contains("data.format"), "{}", err.reason);
+    let err = error(r#"{"msgType":"write-composite","data":{"format":true,"content":[]}}"#);
+    assert!(err.reason.contains("data.format"), "{}", err.reason);
+}
+
+#[test]
+fn write_composite_in_senml_cbor_decodes_back_to_its_values() {
+    let json = r#"{"requestID":2,"msgType":"write-composite","data":{"format":112,"content":[
+        {"path":"/3/0/14","type":"String","value":"+02"},
+        {"path":"/1/0/1","type":"Integer","value":-60},
+        {"path":"/1/0/6","type":"Boolean","value":true},
+        {"path":"/3303/0/5700","type":"Float","value":22.5},
+        {"path":"/3303/0/5701","type":"Float","value":0.1},
+        {"path":"/5/0/0","type":"Opaque","value":"AAEC"},
+        {"path":"/11/0/1/2","type":"Unsigned","value":18446744073709551615},
+        {"path":"/1/0/10","type":"Objlnk","value":"3:0"}]}}"#;
+    let cmd = parse(json);
+    let CommandKind::WriteComposite { entries, format } = &cmd.kind else {
+        panic!("{:?}", cmd.kind);
+    };
+    assert_eq!(*format, content::format::SENML_CBOR);
+    let bytes = datagram(json, "/");
+    let msg = Message::parse(&bytes).expect("CoAP");
+    assert_eq!(msg.code(), Code::IPATCH);
+    assert_eq!(msg.content_format(), Some(content::format::SENML_CBOR));
+    let back = content::decode(
+        content::format::SENML_CBOR,
+        msg.payload(),
+        &Path::ROOT,
+        &crate::lwm2m::Registry::default(),
+    )
+    .expect("SenML CBOR");
+    assert_eq!(back, content::Content::Entries(entries.clone()));
+}
+
+#[test]
+fn the_rest_of_a_composite_notification_is_asked_for_with_a_fetch_without_observe() {
+    use crate::translate::request::notification_blocks_request;
+    let paths = [path("/3/0/9"), path("/3303/0/5700")];
+    let req = notification_blocks_request(
+        "/lwm2m",
+        Path::ROOT,
+        &paths,
+        Some(content::format::SENML_CBOR),
+    );
+    let next = req.next_block(1, 6);
+    let mut buf = Vec::new();
+    write_coap_request(&next, MessageType::Con, 1, &[1; 8], &mut buf);
+    let msg = Message::parse(&buf).expect("CoAP");
+    assert_eq!(msg.code(), Code::FETCH);
+    assert_eq!(msg.observe(), None);
+    assert_eq!(uri_path(&msg), ["lwm2m"]);
+    assert_eq!(msg.accept(), Some(content::format::SENML_CBOR));
+    assert_eq!(msg.payload(), br#"[{"n":"/3/0/9"},{"n":"/3303/0/5700"}]"#);
+    assert_eq!(msg.block2().map(|b| (b.num, b.szx)), Some((1, 6)));
+    let single = notification_blocks_request("/", path("/3/0/0"), &[], Some(0)).next_block(2, 0);
+    assert_eq!((single.method, single.observe), (Code::GET, None));
+    assert!(single.payload.is_empty());
+    assert_eq!(single.uri_path, ["3", "0", "0"]);
 }

@@ -129,17 +129,21 @@ pub(super) fn parse_kind(
         Op::ReadComposite => CommandKind::ReadComposite {
             paths: paths_field(op, data)?,
             accept: composite_accept(data)?,
+            format: composite_format(data)?,
         },
         Op::WriteComposite => CommandKind::WriteComposite {
             // Every item names its absolute path: relative to `/`, at least 3 levels.
             entries: entries(data, &Path::ROOT, 3, top_hex)?,
+            format: composite_format(data)?,
         },
         Op::ObserveComposite => CommandKind::ObserveComposite {
             paths: paths_field(op, data)?,
             accept: composite_accept(data)?,
+            format: composite_format(data)?,
         },
         Op::CancelObserveComposite => CommandKind::CancelObserveComposite {
             paths: paths_field(op, data)?,
+            format: composite_format(data)?,
         },
     })
 }
@@ -191,12 +195,24 @@ fn paths_field(op: Op, data: &Map<String, Json>) -> Result<Vec<Path>, Failure> {
 /// `data.accept` of a composite read or observe: SenML JSON (the default) or SenML CBOR,
 /// the formats that can carry values of several paths.
 fn composite_accept(data: &Map<String, Json>) -> Result<u16, Failure> {
-    match accept_field(data)? {
+    senml_format(data, "accept")
+}
+
+/// `data.format` of a composite command, the format its request body is written in: SenML
+/// JSON (the default) or SenML CBOR.
+fn composite_format(data: &Map<String, Json>) -> Result<u16, Failure> {
+    senml_format(data, "format")
+}
+
+/// The content format named by `data.<key>`, SenML JSON when absent; another format than
+/// SenML JSON or SenML CBOR is an error.
+fn senml_format(data: &Map<String, Json>, key: &str) -> Result<u16, Failure> {
+    match format_field(data, key)? {
         None => Ok(content::format::SENML_JSON),
         Some(f @ (content::format::SENML_JSON | content::format::SENML_CBOR)) => Ok(f),
         Some(other) => Err((
             CommandErrorKind::WrongFieldType,
-            format!("data.accept {other} is not SenML JSON (110) or SenML CBOR (112)"),
+            format!("data.{key} {other} is not SenML JSON (110) or SenML CBOR (112)"),
         )),
     }
 }
@@ -456,6 +472,11 @@ fn is_decimal(s: &str, signed: bool) -> bool {
 
 /// `data.accept`: a content-format number or media type.
 fn accept_field(data: &Map<String, Json>) -> Result<Option<u16>, Failure> {
+    format_field(data, "accept")
+}
+
+/// `data.<key>`: a content-format number or media type.
+fn format_field(data: &Map<String, Json>, key: &str) -> Result<Option<u16>, Failure> {
     const MEDIA_TYPES: [(&str, u16); 8] = [
         ("text/plain", content::format::TEXT),
         ("application/link-format", content::format::LINK),
@@ -469,10 +490,10 @@ fn accept_field(data: &Map<String, Json>) -> Result<Option<u16>, Failure> {
     let bad = |v: &Json| {
         (
             CommandErrorKind::WrongFieldType,
-            format!("data.accept {} is not a content format", quote_value(v)),
+            format!("data.{key} {} is not a content format", quote_value(v)),
         )
     };
-    match data.get("accept") {
+    match data.get(key) {
         None | Some(Json::Null) => Ok(None),
         Some(v @ Json::Number(n)) => n
             .as_u64()

@@ -170,11 +170,16 @@ pub enum CommandKind {
         paths: Vec<Path>,
         /// Content format asked for: SenML JSON unless `data.accept` asks for SenML CBOR.
         accept: u16,
+        /// Content format of the request body: SenML JSON unless `data.format` asks for
+        /// SenML CBOR.
+        format: u16,
     },
-    /// Write-Composite (LwM2M 1.1): iPATCH on `/` with the values as SenML JSON.
+    /// Write-Composite (LwM2M 1.1): iPATCH on `/` with the values as SenML.
     WriteComposite {
         /// Values at absolute resource (instance) paths, sorted by path.
         entries: Vec<Entry>,
+        /// Content format of the request body, as for [`CommandKind::ReadComposite`].
+        format: u16,
     },
     /// Observe-Composite (LwM2M 1.1): FETCH on `/` with Observe 0 and the paths.
     ObserveComposite {
@@ -182,11 +187,15 @@ pub enum CommandKind {
         paths: Vec<Path>,
         /// Content format asked for.
         accept: u16,
+        /// Content format of the request body.
+        format: u16,
     },
     /// Cancel a composite observation: FETCH on `/` with Observe 1 and the same paths.
     CancelObserveComposite {
         /// The paths that were observed (in any order).
         paths: Vec<Path>,
+        /// Content format of the request body.
+        format: u16,
     },
 }
 
@@ -214,7 +223,7 @@ impl CommandKind {
         match self {
             CommandKind::ReadComposite { paths, .. }
             | CommandKind::ObserveComposite { paths, .. }
-            | CommandKind::CancelObserveComposite { paths } => paths,
+            | CommandKind::CancelObserveComposite { paths, .. } => paths,
             _ => &[],
         }
     }
