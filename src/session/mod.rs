@@ -17,6 +17,7 @@
 //! * Endpoint names are unique per node: the *directory* shard of a name (a hash of it)
 //!   remembers which registration holds it and evicts the older one on re-register.
 
+mod admin;
 mod auto_observe;
 #[cfg(test)]
 mod auto_observe_tests;
@@ -77,7 +78,10 @@ use publish::{ip_text, PublishQueue};
 pub use publish::{Publish, PublishRef};
 use secure::identity_hasher;
 pub use secure::Link;
-pub use stats::ShardStats;
+pub use admin::{ClientCursor, ClientFilter, ClientInfo, ListStep};
+pub use stats::{
+    CommandResult, CommandResults, CommandType, LatencyBuckets, ShardStats, LATENCY_BOUNDS,
+};
 
 /// CON requests remembered for duplicate detection per shard; beyond, the oldest go first.
 /// Retransmissions come within MAX_TRANSMIT_SPAN (45 s), which this covers at ~5.8 k new
@@ -341,6 +345,8 @@ pub struct Shard {
     /// every shard of a node.
     identity_hasher: ahash::RandomState,
     stats: ShardStats,
+    /// Outcomes of API commands for the runtime: `(tag, response JSON)`.
+    answers: VecDeque<(u64, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -406,6 +412,7 @@ impl Shard {
             link: Link::Udp,
             identity_hasher: identity_hasher(),
             stats: ShardStats::default(),
+            answers: VecDeque::new(),
             cfg,
         }
     }
