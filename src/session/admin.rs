@@ -224,7 +224,10 @@ impl Shard {
             address: ep.addr,
             shard: self.cfg.shard,
             lifetime: reg.lifetime,
-            lifetime_left: u64::try_from(i64::from(ep.expires) - now_secs).unwrap_or(0),
+            // The deadline is rounded up to whole seconds; never show more than the lifetime.
+            lifetime_left: u64::try_from(i64::from(ep.expires) - now_secs)
+                .unwrap_or(0)
+                .min(u64::from(reg.lifetime)),
             registered_secs_ago: u64::try_from(now_secs - i64::from(ep.registered)).unwrap_or(0),
             lwm2m: reg.version.as_str(),
             binding: reg.binding.as_str().to_owned(),
