@@ -29,12 +29,15 @@ const MAX_LOOKUPS: usize = 10_000;
 /// gateway's own CoAP timeout (~93 s), the command has been answered `coap_timeout`.
 const LOOKUP_WAIT: Duration = Duration::from_secs(100);
 
+/// What `lookup` is asked by: client id, path, action.
+type LookupKey = (String, String, String);
+
 /// The last outcome per (client, path, action).
 #[derive(Debug, Default)]
-pub(super) struct Lookups(Mutex<VecDeque<((String, String, String), Value)>>);
+pub(super) struct Lookups(Mutex<VecDeque<(LookupKey, Value)>>);
 
 impl Lookups {
-    fn put(&self, key: (String, String, String), value: Value) {
+    fn put(&self, key: LookupKey, value: Value) {
         let Ok(mut table) = self.0.lock() else { return };
         table.retain(|(k, _)| *k != key);
         if table.len() >= MAX_LOOKUPS {
@@ -43,7 +46,7 @@ impl Lookups {
         table.push_back((key, value));
     }
 
-    fn get(&self, key: &(String, String, String)) -> Option<Value> {
+    fn get(&self, key: &LookupKey) -> Option<Value> {
         let table = self.0.lock().ok()?;
         table.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     }
