@@ -109,7 +109,10 @@ fn api_bind_defaults_to_loopback_and_empty_disables_it() {
     let err = problem("[api]\nbind = \"localhost\"");
     assert!(err.starts_with("api.bind:"), "{err}");
     let t = Config::from_toml("[api]\ntoken = \"s3cret\"").expect("token");
-    assert_eq!(t.api.token.map(|t| t.expose().to_owned()).as_deref(), Some("s3cret"));
+    assert_eq!(
+        t.api.token.map(|t| t.expose().to_owned()).as_deref(),
+        Some("s3cret")
+    );
 }
 
 #[test]

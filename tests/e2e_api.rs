@@ -44,8 +44,13 @@ fn serve_reads(socket: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHan
                 continue;
             }
             let mut resp = Vec::new();
-            let mut w =
-                MessageWriter::new(&mut resp, MessageType::Ack, Code::CONTENT, req.mid(), req.token());
+            let mut w = MessageWriter::new(
+                &mut resp,
+                MessageType::Ack,
+                Code::CONTENT,
+                req.mid(),
+                req.token(),
+            );
             w.uint_option(lwm2m_gateway::coap::option::CONTENT_FORMAT, 0)
                 .payload(b"Open Mobile Alliance");
             w.finish();
@@ -78,9 +83,7 @@ fn scrape(api: SocketAddr) -> (String, HashMap<String, f64>) {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
             | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(b) => {
-                b.iter().map(|b| b.count).fold(0.0, f64::max)
-            }
+            prometheus_parse::Value::Histogram(b) => b.iter().map(|b| b.count).fold(0.0, f64::max),
             prometheus_parse::Value::Summary(_) => continue,
         };
         let mut labels: Vec<String> = s
@@ -141,15 +144,29 @@ fn every_endpoint_against_a_running_gateway() {
         .map(|c| c["endpoint_name"].as_str().expect("name").to_owned())
         .collect();
     seen.sort();
-    assert_eq!(seen, (0..3).map(|i| format!("{tag}-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        seen,
+        (0..3).map(|i| format!("{tag}-{i}")).collect::<Vec<_>>()
+    );
     let exact = get(api, &format!("/api/v1/clients?endpoint_name={tag}-1")).json();
     assert_eq!(exact["meta"]["count"], 1);
     assert_eq!(exact["data"][0]["endpoint_name"], format!("{tag}-1"));
     let secure = get(api, &format!("/api/v1/clients?like={tag}&security=psk")).json();
     assert_eq!(secure["meta"]["count"], 0);
-    let plain = get(api, &format!("/api/v1/clients?like={tag}&security=none&queue_mode=false")).json();
+    let plain = get(
+        api,
+        &format!("/api/v1/clients?like={tag}&security=none&queue_mode=false"),
+    )
+    .json();
     assert_eq!(plain["meta"]["count"], 3);
-    for bad in ["limit=0", "limit=1001", "page=0", "page=x", "security=tls", "queue_mode=maybe"] {
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "page=0",
+        "page=x",
+        "security=tls",
+        "queue_mode=maybe",
+    ] {
         let r = get(api, &format!("/api/v1/clients?{bad}"));
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
         assert!(r.json()["code"].is_string() && r.json()["message"].is_string());
@@ -162,47 +179,114 @@ fn every_endpoint_against_a_running_gateway() {
     let detail = detail.json();
     assert_eq!(detail["address"], devices[0].addr().to_string());
     assert_eq!(detail["lifetime"], 300);
-    assert!(detail["lifetime_left"].as_u64().is_some_and(|l| l > 290 && l <= 300), "{detail}");
+    assert!(
+        detail["lifetime_left"]
+            .as_u64()
+            .is_some_and(|l| l > 290 && l <= 300),
+        "{detail}"
+    );
     assert_eq!(detail["lwm2m"], "1.1");
     assert_eq!(detail["queued_commands"], 0);
-    assert!(detail["location"].as_str().is_some_and(|l| l.starts_with("rd/")));
-    assert!(detail["object_list"].as_array().is_some_and(|l| l.iter().any(|p| p == "/3/0")));
+    assert!(detail["location"]
+        .as_str()
+        .is_some_and(|l| l.starts_with("rd/")));
+    assert!(detail["object_list"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|p| p == "/3/0")));
     let missing = get(api, "/api/v1/clients/nobody-here");
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["code"], "NOT_FOUND");
 
     // A command that waits for the device's answer; it is also published on MQTT.
     let cmd = br#"{"reqID":"42","msgType":"read","data":{"path":"/3/0/0"}}"#;
-    let r = request(api, "POST", &format!("/api/v1/clients/{ep0}/commands?wait=5s"), cmd, None);
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v1/clients/{ep0}/commands?wait=5s"),
+        cmd,
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let answer = r.json();
     assert_eq!(answer["msgType"], "read");
     assert_eq!(answer["data"]["code"], "2.05", "{answer}");
-    assert_eq!(answer["data"]["content"][0]["value"], "Open Mobile Alliance");
+    assert_eq!(
+        answer["data"]["content"][0]["value"],
+        "Open Mobile Alliance"
+    );
     let published = sub.collect(1, Duration::from_secs(5));
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].json, answer, "the HTTP reply is what MQTT got");
     // Without wait: accepted at once.
-    let r = request(api, "POST", &format!("/api/v1/clients/{ep0}/commands"), cmd, None);
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v1/clients/{ep0}/commands"),
+        cmd,
+        None,
+    );
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(sub.collect(1, Duration::from_secs(5)).len(), 1);
     // Bad input.
-    let r = request(api, "POST", &format!("/api/v1/clients/{ep0}/commands"), b"{not json", None);
-    assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("BAD_REQUEST")));
-    let r = request(api, "POST", "/api/v1/clients/nobody-here/commands?wait=1s", cmd, None);
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v1/clients/{ep0}/commands"),
+        b"{not json",
+        None,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("BAD_REQUEST"))
+    );
+    let r = request(
+        api,
+        "POST",
+        "/api/v1/clients/nobody-here/commands?wait=1s",
+        cmd,
+        None,
+    );
     assert_eq!(r.status, 404);
-    let r = request(api, "POST", &format!("/api/v1/clients/{ep0}/commands?wait=forever"), cmd, None);
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v1/clients/{ep0}/commands?wait=forever"),
+        cmd,
+        None,
+    );
     assert_eq!(r.status, 400);
     let huge = vec![b' '; lwm2m_gateway::api::MAX_BODY + 1];
-    let r = request(api, "POST", &format!("/api/v1/clients/{ep0}/commands"), &huge, None);
-    assert_eq!((r.status, r.json()["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")));
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v1/clients/{ep0}/commands"),
+        &huge,
+        None,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (413, Some("PAYLOAD_TOO_LARGE"))
+    );
     // A device that never answers: the wait ends with 504, the gateway keeps going.
     let ep2 = format!("{tag}-2");
-    let r = request(api, "POST", &format!("/api/v1/clients/{ep2}/commands?wait=300ms"), cmd, None);
-    assert_eq!((r.status, r.json()["code"].as_str()), (504, Some("TIMEOUT")));
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v1/clients/{ep2}/commands?wait=300ms"),
+        cmd,
+        None,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (504, Some("TIMEOUT"))
+    );
 
     // EMQX 5 paths.
-    let list = get(api, &format!("/api/v5/gateways/lwm2m/clients?like_endpoint_name={tag}&limit=2")).json();
+    let list = get(
+        api,
+        &format!("/api/v5/gateways/lwm2m/clients?like_endpoint_name={tag}&limit=2"),
+    )
+    .json();
     assert_eq!(list["meta"]["count"], 3);
     assert_eq!(list["meta"]["hasnext"], true);
     assert_eq!(list["data"].as_array().map(Vec::len), Some(2));
@@ -214,10 +298,19 @@ fn every_endpoint_against_a_running_gateway() {
     assert_eq!(one["port"], devices[0].addr().port());
     assert_eq!(one["lifetime"], 300);
     let r = get(api, "/api/v5/gateways/lwm2m/clients/nobody-here");
-    assert_eq!((r.status, r.json()["code"].as_str()), (404, Some("RESOURCE_NOT_FOUND")));
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (404, Some("RESOURCE_NOT_FOUND"))
+    );
     let lookup = format!("/api/v5/gateways/lwm2m/clients/{ep0}/lookup?path=/3/0/0&action=read");
     assert_eq!(get(api, &lookup).json()["code"], "6.01", "nothing sent yet");
-    let r = request(api, "POST", &format!("/api/v5/gateways/lwm2m/clients/{ep0}/read?path=/3/0/0"), b"", None);
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v5/gateways/lwm2m/clients/{ep0}/read?path=/3/0/0"),
+        b"",
+        None,
+    );
     assert_eq!(r.status, 204, "{}", r.body);
     let deadline = Instant::now() + Duration::from_secs(5);
     let looked = loop {
@@ -231,15 +324,43 @@ fn every_endpoint_against_a_running_gateway() {
     assert_eq!(looked["codeMsg"], "content");
     assert_eq!(looked["clientid"], ep0.as_str());
     assert_eq!(looked["content"][0]["value"], "Open Mobile Alliance");
-    assert_eq!(sub.collect(1, Duration::from_secs(5)).len(), 1, "read response on MQTT");
-    let r = request(api, "POST", "/api/v5/gateways/lwm2m/clients/nobody-here/read?path=/3/0/0", b"", None);
-    assert_eq!((r.status, r.json()["code"].as_str()), (404, Some("CLIENT_NOT_FOUND")));
-    let r = request(api, "POST", &format!("/api/v5/gateways/lwm2m/clients/{ep0}/observe?path=/3/0/0&enable=true"), b"", None);
+    assert_eq!(
+        sub.collect(1, Duration::from_secs(5)).len(),
+        1,
+        "read response on MQTT"
+    );
+    let r = request(
+        api,
+        "POST",
+        "/api/v5/gateways/lwm2m/clients/nobody-here/read?path=/3/0/0",
+        b"",
+        None,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (404, Some("CLIENT_NOT_FOUND"))
+    );
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v5/gateways/lwm2m/clients/{ep0}/observe?path=/3/0/0&enable=true"),
+        b"",
+        None,
+    );
     assert_eq!(r.status, 204);
-    let r = request(api, "POST", &format!("/api/v5/gateways/lwm2m/clients/{ep0}/write?path=/3/0/14&type=String&value=%2B02"), b"", None);
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v5/gateways/lwm2m/clients/{ep0}/write?path=/3/0/14&type=String&value=%2B02"),
+        b"",
+        None,
+    );
     assert_eq!(r.status, 204);
     let r = get(api, "/api/v5/gateways/lwm2m/clients?limit=0");
-    assert_eq!((r.status, r.json()["message"].as_str()), (400, Some("page_limit_invalid")));
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (400, Some("page_limit_invalid"))
+    );
 
     // DELETE deregisters with the deregister event.
     let ep1 = format!("{tag}-1");
@@ -251,14 +372,30 @@ fn every_endpoint_against_a_running_gateway() {
     assert_eq!(events[0].json["data"]["event"], "deregister");
     assert_eq!(events[0].json["data"]["ep"], ep1.as_str());
     assert_eq!(get(api, &format!("/api/v1/clients/{ep1}")).status, 404);
-    assert_eq!(request(api, "DELETE", &format!("/api/v1/clients/{ep1}"), b"", None).status, 404);
-    let r = request(api, "DELETE", &format!("/api/v5/gateways/lwm2m/clients/{ep2}"), b"", None);
+    assert_eq!(
+        request(api, "DELETE", &format!("/api/v1/clients/{ep1}"), b"", None).status,
+        404
+    );
+    let r = request(
+        api,
+        "DELETE",
+        &format!("/api/v5/gateways/lwm2m/clients/{ep2}"),
+        b"",
+        None,
+    );
     assert_eq!(r.status, 204);
-    assert_eq!(get(api, &format!("/api/v1/clients?like={tag}")).json()["meta"]["count"], 1);
+    assert_eq!(
+        get(api, &format!("/api/v1/clients?like={tag}")).json()["meta"]["count"],
+        1
+    );
 
     // /metrics agrees with what the test did.
     let (text, m) = scrape(api);
-    let v = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("no {k} in\n{text}"));
+    let v = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("no {k} in\n{text}"))
+    };
     assert_eq!(v("lwm2m_registrations_total"), 3.0);
     assert_eq!(v("lwm2m_deregistrations_total"), 2.0);
     assert_eq!(v("lwm2m_registered_endpoints"), 1.0);
@@ -267,8 +404,14 @@ fn every_endpoint_against_a_running_gateway() {
     assert!(v("lwm2m_datagrams_in_total") >= 6.0);
     assert!(v("lwm2m_datagrams_out_total") >= 6.0);
     assert_eq!(v("lwm2m_uplink_connected"), 2.0, "both shards connected");
-    assert!(v("lwm2m_command_rtt_seconds") >= 3.0, "round trips recorded");
-    assert!(v("lwm2m_pipeline_seconds") >= 6.0, "datagram batches recorded");
+    assert!(
+        v("lwm2m_command_rtt_seconds") >= 3.0,
+        "round trips recorded"
+    );
+    assert!(
+        v("lwm2m_pipeline_seconds") >= 6.0,
+        "datagram batches recorded"
+    );
     assert!(text.contains("lwm2m_pipeline_seconds_bucket"));
 
     assert_eq!(get(api, "/no/such/path").status, 404);

@@ -58,7 +58,10 @@ pub(super) fn paging(q: &HashMap<String, String>) -> Result<(usize, usize), ApiE
                 }),
         }
     };
-    Ok((number("page", 1, usize::MAX)?, number("limit", DEFAULT_LIMIT, MAX_LIMIT)?))
+    Ok((
+        number("page", 1, usize::MAX)?,
+        number("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
+    ))
 }
 
 fn filter(q: &HashMap<String, String>) -> Result<ClientFilter, ApiError> {
@@ -67,13 +70,21 @@ fn filter(q: &HashMap<String, String>) -> Result<ClientFilter, ApiError> {
         Some("none") => Some(Security::None),
         Some("psk") => Some(Security::Psk),
         Some("x509") => Some(Security::X509),
-        Some(v) => return Err(ApiError::bad(format!("security must be none, psk or x509, not {v:?}"))),
+        Some(v) => {
+            return Err(ApiError::bad(format!(
+                "security must be none, psk or x509, not {v:?}"
+            )))
+        }
     };
     let queue_mode = match q.get("queue_mode").map(String::as_str) {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(v) => return Err(ApiError::bad(format!("queue_mode must be true or false, not {v:?}"))),
+        Some(v) => {
+            return Err(ApiError::bad(format!(
+                "queue_mode must be true or false, not {v:?}"
+            )))
+        }
     };
     Ok(ClientFilter {
         endpoint_name: q.get("endpoint_name").cloned(),
@@ -95,7 +106,10 @@ async fn list(State(state): State<Arc<AppState>>, q: Params) -> Result<Response,
     .into_response())
 }
 
-async fn client(State(state): State<Arc<AppState>>, Path(ep): Path<String>) -> Result<Response, ApiError> {
+async fn client(
+    State(state): State<Arc<AppState>>,
+    Path(ep): Path<String>,
+) -> Result<Response, ApiError> {
     match state.shards.client(&ep).await? {
         Some(info) => Ok(Json(info).into_response()),
         None => Err(ApiError::no_client(&ep)),
@@ -139,7 +153,9 @@ async fn command(
                 .ok()
                 .filter(|d| *d <= MAX_WAIT)
                 .ok_or_else(|| {
-                    ApiError::bad(format!("wait must be a duration up to {MAX_WAIT:?}, like 5s, not {w:?}"))
+                    ApiError::bad(format!(
+                        "wait must be a duration up to {MAX_WAIT:?}, like 5s, not {w:?}"
+                    ))
                 })?,
         ),
     };

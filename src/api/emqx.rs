@@ -55,11 +55,23 @@ impl Lookups {
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v5/gateways/lwm2m/clients", get(list))
-        .route("/api/v5/gateways/lwm2m/clients/:clientid", get(client).delete(kick))
-        .route("/api/v5/gateways/lwm2m/clients/:clientid/lookup", get(lookup))
-        .route("/api/v5/gateways/lwm2m/clients/:clientid/observe", post(observe))
+        .route(
+            "/api/v5/gateways/lwm2m/clients/:clientid",
+            get(client).delete(kick),
+        )
+        .route(
+            "/api/v5/gateways/lwm2m/clients/:clientid/lookup",
+            get(lookup),
+        )
+        .route(
+            "/api/v5/gateways/lwm2m/clients/:clientid/observe",
+            post(observe),
+        )
         .route("/api/v5/gateways/lwm2m/clients/:clientid/read", post(read))
-        .route("/api/v5/gateways/lwm2m/clients/:clientid/write", post(write))
+        .route(
+            "/api/v5/gateways/lwm2m/clients/:clientid/write",
+            post(write),
+        )
 }
 
 fn client_not_found() -> ApiError {
@@ -112,11 +124,18 @@ async fn list(State(state): State<Arc<AppState>>, q: Params) -> Result<Response,
     })?;
     let filter = ClientFilter {
         endpoint_name: q.get("endpoint_name").or(q.get("clientid")).cloned(),
-        like: q.get("like_endpoint_name").or(q.get("like_clientid")).cloned(),
+        like: q
+            .get("like_endpoint_name")
+            .or(q.get("like_clientid"))
+            .cloned(),
         ..ClientFilter::default()
     };
     let listing = state.shards.list(filter, page, limit).await?;
-    let data: Vec<Value> = listing.items.iter().map(|c| emqx_client(&state.node, c)).collect();
+    let data: Vec<Value> = listing
+        .items
+        .iter()
+        .map(|c| emqx_client(&state.node, c))
+        .collect();
     let hasnext = page.saturating_mul(limit) < listing.total;
     Ok(Json(json!({
         "data": data,
@@ -194,7 +213,11 @@ async fn send(
     msg_type: &'static str,
     data: Value,
 ) -> Result<Response, ApiError> {
-    let path = data.get("path").and_then(Value::as_str).unwrap_or("").to_owned();
+    let path = data
+        .get("path")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let command = json!({ "msgType": msg_type, "data": data });
     let payload = serde_json::to_vec(&command).map_err(|e| ApiError::bad(e.to_string()))?;
     let Some(answer) = state.shards.command(&id, &payload, true).await? else {

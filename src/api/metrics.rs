@@ -71,24 +71,69 @@ impl Collector for Snapshots {
         use MetricType::{Counter, Gauge};
         let s = &self.0;
         let per_shard = |f: fn(&ShardSnapshot) -> u64| s.iter().map(move |x| (shard(x), f(x)));
-        family(&mut enc, "lwm2m_registered_endpoints", "Endpoints registered on each shard.", Gauge,
-            per_shard(|x| x.registered as u64))?;
-        family(&mut enc, "lwm2m_registrations", "Successful registrations.", Counter,
-            per_shard(|x| x.stats.registered))?;
-        family(&mut enc, "lwm2m_updates", "Successful registration updates.", Counter,
-            per_shard(|x| x.stats.updated))?;
-        family(&mut enc, "lwm2m_deregistrations", "Deregistrations (by the device or the API).", Counter,
-            per_shard(|x| x.stats.deregistered))?;
-        family(&mut enc, "lwm2m_expiries", "Registrations removed at lifetime expiry.", Counter,
-            per_shard(|x| x.stats.expired))?;
-        family(&mut enc, "lwm2m_replaced", "Registrations replaced by a newer one of the same name.", Counter,
-            per_shard(|x| x.stats.replaced))?;
-        family(&mut enc, "lwm2m_rebindings", "Endpoint address changes (NAT rebinding).", Counter,
-            per_shard(|x| x.stats.rebound))?;
-        family(&mut enc, "lwm2m_datagrams_in", "Datagrams handled by each shard, forwarded ones included.", Counter,
-            per_shard(|x| x.stats.datagrams))?;
-        family(&mut enc, "lwm2m_datagrams_out", "Datagrams handed to the sockets (replies, requests, retransmissions).", Counter,
-            per_shard(|x| x.datagrams_out))?;
+        family(
+            &mut enc,
+            "lwm2m_registered_endpoints",
+            "Endpoints registered on each shard.",
+            Gauge,
+            per_shard(|x| x.registered as u64),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_registrations",
+            "Successful registrations.",
+            Counter,
+            per_shard(|x| x.stats.registered),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_updates",
+            "Successful registration updates.",
+            Counter,
+            per_shard(|x| x.stats.updated),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_deregistrations",
+            "Deregistrations (by the device or the API).",
+            Counter,
+            per_shard(|x| x.stats.deregistered),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_expiries",
+            "Registrations removed at lifetime expiry.",
+            Counter,
+            per_shard(|x| x.stats.expired),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_replaced",
+            "Registrations replaced by a newer one of the same name.",
+            Counter,
+            per_shard(|x| x.stats.replaced),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_rebindings",
+            "Endpoint address changes (NAT rebinding).",
+            Counter,
+            per_shard(|x| x.stats.rebound),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_datagrams_in",
+            "Datagrams handled by each shard, forwarded ones included.",
+            Counter,
+            per_shard(|x| x.stats.datagrams),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_datagrams_out",
+            "Datagrams handed to the sockets (replies, requests, retransmissions).",
+            Counter,
+            per_shard(|x| x.datagrams_out),
+        )?;
         let drops = s.iter().flat_map(|x| {
             [
                 ("malformed", x.stats.malformed),
@@ -104,7 +149,13 @@ impl Collector for Snapshots {
                 (l, n)
             })
         });
-        family(&mut enc, "lwm2m_drops", "Datagrams and messages dropped, by reason.", Counter, drops)?;
+        family(
+            &mut enc,
+            "lwm2m_drops",
+            "Datagrams and messages dropped, by reason.",
+            Counter,
+            drops,
+        )?;
         let commands = s.iter().flat_map(|x| {
             CommandType::ALL.iter().flat_map(move |ty| {
                 CommandResult::ALL.iter().filter_map(move |r| {
@@ -118,13 +169,34 @@ impl Collector for Snapshots {
                 })
             })
         });
-        family(&mut enc, "lwm2m_commands", "Commands by msgType and outcome (ok, 4xx, 5xx, timeout, reset).", Counter, commands)?;
-        family(&mut enc, "lwm2m_notifications", "Observe notifications published.", Counter,
-            per_shard(|x| x.stats.notifications))?;
-        family(&mut enc, "lwm2m_forwards", "Datagrams forwarded to the shard holding their endpoint.", Counter,
-            per_shard(|x| x.stats.forwarded))?;
-        family(&mut enc, "lwm2m_retransmissions", "CON retransmissions sent to devices.", Counter,
-            per_shard(|x| x.stats.retransmissions))?;
+        family(
+            &mut enc,
+            "lwm2m_commands",
+            "Commands by msgType and outcome (ok, 4xx, 5xx, timeout, reset).",
+            Counter,
+            commands,
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_notifications",
+            "Observe notifications published.",
+            Counter,
+            per_shard(|x| x.stats.notifications),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_forwards",
+            "Datagrams forwarded to the shard holding their endpoint.",
+            Counter,
+            per_shard(|x| x.stats.forwarded),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_retransmissions",
+            "CON retransmissions sent to devices.",
+            Counter,
+            per_shard(|x| x.stats.retransmissions),
+        )?;
         let queues = s.iter().flat_map(|x| {
             [
                 ("transmit", x.pending_transmits),
@@ -139,18 +211,52 @@ impl Collector for Snapshots {
                 (l, n as u64)
             })
         });
-        family(&mut enc, "lwm2m_queue_depth", "Items waiting in each shard's queues.", Gauge, queues)?;
-        family(&mut enc, "lwm2m_uplink_buffered", "MQTT messages buffered for the broker.", Gauge,
-            per_shard(|x| x.uplink.buffered))?;
-        family(&mut enc, "lwm2m_uplink_in_flight", "QoS 1 messages sent and not yet acknowledged.", Gauge,
-            per_shard(|x| x.uplink.in_flight))?;
-        family(&mut enc, "lwm2m_uplink_reconnects", "Broker reconnections after the first connection.", Counter,
-            per_shard(|x| x.uplink.reconnects))?;
-        family(&mut enc, "lwm2m_uplink_connected", "1 while the shard's broker connection is up.", Gauge,
-            per_shard(|x| u64::from(x.connected)))?;
-        family(&mut enc, "lwm2m_uplink_published", "MQTT PUBLISH packets written.", Counter,
-            per_shard(|x| x.uplink.published))?;
-        let dtls: Vec<_> = s.iter().filter_map(|x| x.dtls.as_ref().map(|d| (x, d))).collect();
+        family(
+            &mut enc,
+            "lwm2m_queue_depth",
+            "Items waiting in each shard's queues.",
+            Gauge,
+            queues,
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_uplink_buffered",
+            "MQTT messages buffered for the broker.",
+            Gauge,
+            per_shard(|x| x.uplink.buffered),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_uplink_in_flight",
+            "QoS 1 messages sent and not yet acknowledged.",
+            Gauge,
+            per_shard(|x| x.uplink.in_flight),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_uplink_reconnects",
+            "Broker reconnections after the first connection.",
+            Counter,
+            per_shard(|x| x.uplink.reconnects),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_uplink_connected",
+            "1 while the shard's broker connection is up.",
+            Gauge,
+            per_shard(|x| u64::from(x.connected)),
+        )?;
+        family(
+            &mut enc,
+            "lwm2m_uplink_published",
+            "MQTT PUBLISH packets written.",
+            Counter,
+            per_shard(|x| x.uplink.published),
+        )?;
+        let dtls: Vec<_> = s
+            .iter()
+            .filter_map(|x| x.dtls.as_ref().map(|d| (x, d)))
+            .collect();
         if !dtls.is_empty() {
             let rows = dtls.iter().flat_map(|(x, d)| {
                 [
@@ -166,16 +272,30 @@ impl Collector for Snapshots {
                     (l, n)
                 })
             });
-            family(&mut enc, "lwm2m_dtls_handshakes", "DTLS handshakes by outcome.", Counter, rows)?;
-            family(&mut enc, "lwm2m_dtls_sessions", "Established DTLS sessions.", Gauge,
-                dtls.iter().map(|(x, _)| (shard(x), x.dtls_sessions as u64)))?;
+            family(
+                &mut enc,
+                "lwm2m_dtls_handshakes",
+                "DTLS handshakes by outcome.",
+                Counter,
+                rows,
+            )?;
+            family(
+                &mut enc,
+                "lwm2m_dtls_sessions",
+                "Established DTLS sessions.",
+                Gauge,
+                dtls.iter().map(|(x, _)| (shard(x), x.dtls_sessions as u64)),
+            )?;
         }
         histogram(&mut enc, "lwm2m_pipeline_seconds",
             "Time a batch of datagrams spends in a shard, receive to replies sent and publishes handed on (one observation per datagram).",
             s.iter().map(|x| (shard(x), &x.pipeline)))?;
-        histogram(&mut enc, "lwm2m_command_rtt_seconds",
+        histogram(
+            &mut enc,
+            "lwm2m_command_rtt_seconds",
             "Command round trip: entering the shard to its response being published.",
-            s.iter().map(|x| (shard(x), &x.stats.command_rtt)))?;
+            s.iter().map(|x| (shard(x), &x.stats.command_rtt)),
+        )?;
         Ok(())
     }
 }
@@ -190,7 +310,10 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
         return Err(ApiError::Unavailable("cannot encode the metrics".into()));
     }
     Ok((
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
         .into_response())

@@ -34,6 +34,9 @@ use shards::Shards;
 /// write of a large opaque value still fits.
 pub const MAX_BODY: usize = 256 << 10;
 
+/// How long open requests (a command waiting for its device) may go on after a stop.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What every handler shares.
 #[derive(Debug)]
 struct AppState {
@@ -48,7 +51,7 @@ struct AppState {
 #[derive(Debug)]
 pub struct ApiServer {
     addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -61,10 +64,8 @@ impl ApiServer {
         shards: Vec<flume::Sender<Control>>,
         node: String,
     ) -> Result<ApiServer, ApiError> {
-        let listener = std::net::TcpListener::bind(bind).map_err(|source| ApiError::Bind {
-            addr: bind,
-            source,
-        })?;
+        let listener = std::net::TcpListener::bind(bind)
+            .map_err(|source| ApiError::Bind { addr: bind, source })?;
         listener.set_nonblocking(true).map_err(ApiError::Start)?;
         let addr = listener.local_addr().map_err(ApiError::Start)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -78,7 +79,7 @@ impl ApiServer {
             started: Instant::now(),
             lookups: emqx::Lookups::default(),
         });
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (shutdown, mut stopped) = tokio::sync::watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
@@ -91,10 +92,17 @@ impl ApiServer {
                         }
                     };
                     let app = router(state).into_make_service();
-                    let serving = server.serve(app).with_graceful_shutdown(async {
-                        let _ = stopped.await;
+                    let mut grace = stopped.clone();
+                    let serving = server.serve(app).with_graceful_shutdown(async move {
+                        let _ = stopped.changed().await;
                     });
-                    if let Err(e) = serving.await {
+                    // Requests still open STOP_GRACE after the stop are cut off.
+                    let cut = async move {
+                        let _ = grace.changed().await;
+                        tokio::time::sleep(STOP_GRACE).await;
+                        Ok(())
+                    };
+                    if let Err(e) = futures_lite::future::or(serving, cut).await {
                         tracing::error!(%addr, "HTTP API stopped: {e}");
                     }
                 });
@@ -113,10 +121,10 @@ impl ApiServer {
         self.addr
     }
 
-    /// Stops serving: open requests finish (each waits at most its own timeout).
+    /// Stops serving: open requests get [`STOP_GRACE`] to finish.
     pub fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -182,7 +190,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let reason = match state.shards.snapshots().await {
         Err(e) => Some(e.to_string()),
         Ok(snaps) => {
-            let down: Vec<usize> = snaps.iter().filter(|s| !s.connected).map(|s| s.shard).collect();
+            let down: Vec<usize> = snaps
+                .iter()
+                .filter(|s| !s.connected)
+                .map(|s| s.shard)
+                .collect();
             (!down.is_empty()).then(|| format!("shards {down:?} are not connected to the broker"))
         }
     };

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use glommio::channels::shared_channel::{self, ConnectedReceiver};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::control::{Control, CONTROL_CHANNEL};
+use super::driver::{receive, serve_control, ShardIo, SHUTDOWN_POLL};
 use super::histograms::{dump_loop, ShardHistograms};
 use super::port::{self, Holder};
 use super::steer::{bind_reuseport_group, Steering};
-use super::control::{Control, CONTROL_CHANNEL};
-use super::driver::{receive, serve_control, ShardIo, SHUTDOWN_POLL};
 use super::udp::{into_glommio, SendBatch};
 use crate::config::{Broker, Config};
 use crate::persist::{self, JournalSender, JournalWriter};

@@ -70,6 +70,7 @@ use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 use crate::transmit::Transmits;
 
+pub use admin::{ClientCursor, ClientFilter, ClientInfo, ListStep};
 use endpoints::{Directory, Endpoint, Endpoints};
 pub use journal::ShardRestore;
 use location::KeyGen;
@@ -78,7 +79,6 @@ use publish::{ip_text, PublishQueue};
 pub use publish::{Publish, PublishRef};
 use secure::identity_hasher;
 pub use secure::Link;
-pub use admin::{ClientCursor, ClientFilter, ClientInfo, ListStep};
 pub use stats::{
     CommandResult, CommandResults, CommandType, LatencyBuckets, ShardStats, LATENCY_BOUNDS,
 };

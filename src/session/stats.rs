@@ -222,8 +222,8 @@ impl CommandResults {
 /// Upper bounds (seconds) of the latency buckets: 10 µs to 60 s, roughly ×2.5 apart, which
 /// spans a datagram batch in a shard (tens of µs) and a command to a sleeping device.
 pub const LATENCY_BOUNDS: [f64; 16] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-    0.025, 0.05, 0.1, 1.0, 10.0, 60.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 1.0, 10.0, 60.0,
 ];
 
 /// A latency histogram with the fixed buckets of [`LATENCY_BOUNDS`] (plus +Inf): recording
