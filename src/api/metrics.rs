@@ -192,6 +192,13 @@ impl Collector for Snapshots {
         )?;
         family(
             &mut enc,
+            "lwm2m_handoffs",
+            "Work handed to other shards: forwarded datagrams, moving endpoints, directory updates.",
+            Counter,
+            per_shard(|x| x.handoffs_out),
+        )?;
+        family(
+            &mut enc,
             "lwm2m_retransmissions",
             "CON retransmissions sent to devices.",
             Counter,

@@ -107,6 +107,8 @@ pub struct ShardSnapshot {
     pub send_dropped: u64,
     /// Datagrams handed to the sockets.
     pub datagrams_out: u64,
+    /// Handoffs sent to other shards (forwarded datagrams, moves, directory updates).
+    pub handoffs_out: u64,
     /// Datagrams queued in the shard and not yet sent.
     pub pending_transmits: usize,
     /// MQTT messages queued in the shard and not yet handed to the uplink.

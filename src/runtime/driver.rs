@@ -48,6 +48,8 @@ pub(super) struct ShardIo {
     pub(super) send_dropped: u64,
     /// Datagrams handed to the sockets.
     pub(super) datagrams_out: u64,
+    /// Handoffs sent to other shards.
+    pub(super) handoffs_out: u64,
     pub(super) uplink: Rc<UplinkHandle>,
     pub(super) peers: Vec<Option<ConnectedSender<Handoff>>>,
     pub(super) backlog: VecDeque<(usize, Handoff)>,
@@ -109,6 +111,7 @@ impl ShardIo {
                 tracing::warn!(to, "handoff channel full, retrying: {e}");
                 break;
             }
+            self.handoffs_out += 1;
         }
         while let Some((tag, json)) = self.shard.poll_answer() {
             if let Some(waiter) = self.waiters.remove(&tag) {
@@ -130,6 +133,7 @@ impl ShardIo {
             pipeline: self.pipeline.clone(),
             send_dropped: self.send_dropped,
             datagrams_out: self.datagrams_out,
+            handoffs_out: self.handoffs_out,
             pending_transmits: self.shard.pending_transmits(),
             pending_publishes: self.shard.pending_publishes(),
             handoff_backlog: self.backlog.len(),

@@ -523,6 +523,7 @@ async fn shard_main(ctx: ShardContext) {
         secure: secure_socket.clone().map(|s| (SendBatch::new(), s)),
         send_dropped: 0,
         datagrams_out: 0,
+        handoffs_out: 0,
         uplink: uplink.clone(),
         peers,
         backlog: VecDeque::new(),

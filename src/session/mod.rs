@@ -18,6 +18,8 @@
 //!   remembers which registration holds it and evicts the older one on re-register.
 
 mod admin;
+#[cfg(test)]
+mod admin_tests;
 mod auto_observe;
 #[cfg(test)]
 mod auto_observe_tests;

@@ -30,6 +30,10 @@ impl Shard {
                     Ok(c) => (c.echo, Some(c.msg_type), Some(c.req_path)),
                     Err(e) => (e.echo, e.msg_type, e.req_path),
                 };
+                self.stats.command_results.count(
+                    CommandType::parse(msg_type.as_deref().unwrap_or("")),
+                    CommandResult::ClientError,
+                );
                 self.json.clear();
                 translate::write_error(
                     &mut self.json,
