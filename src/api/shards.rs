@@ -187,6 +187,8 @@ impl Shards {
             let total = usize::from(found.is_some());
             let items = found
                 .map(|mut c| {
+                    c.params = None;
+                    c.object_list = None;
                     c.observations = None;
                     c.queued_commands = None;
                     c.command_in_flight = None;

@@ -95,12 +95,15 @@ pub struct ClientInfo {
     pub queue_mode: bool,
     /// `none`, `psk` or `x509`.
     pub security: &'static str,
-    /// Other registration query parameters.
-    pub params: Vec<(String, String)>,
     /// Alternate path of its objects.
     pub alternate_path: String,
-    /// Object and instance paths it announced.
-    pub object_list: Vec<String>,
+    /// Other registration query parameters (details only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<(String, String)>>,
+    /// Object and instance paths it announced (details only: a dozen strings per client
+    /// would triple the cost of a listing page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_list: Option<Vec<String>>,
     /// Paths observed (details only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observations: Option<Vec<String>>,
@@ -118,6 +121,14 @@ impl Shard {
         let location = self.endpoints.by_name(ep)?;
         let endpoint = self.endpoints.get(&location)?;
         let mut info = self.client_info(now, location, endpoint);
+        let reg = &endpoint.registration;
+        info.params = Some(reg.params.clone());
+        info.object_list = Some(
+            reg.object_list
+                .as_deref()
+                .map(|l| l.links.iter().map(|l| l.path.clone()).collect())
+                .unwrap_or_default(),
+        );
         let dl = endpoint.downlink.as_deref();
         info.observations = Some(dl.map(|d| d.observed_paths()).unwrap_or_default());
         info.queued_commands = Some(dl.map_or(0, |d| d.queue.len()));
@@ -233,11 +244,9 @@ impl Shard {
             binding: reg.binding.as_str().to_owned(),
             queue_mode: reg.queue_mode,
             security: ep.security.as_str(),
-            params: reg.params.clone(),
             alternate_path: list.map_or_else(|| "/".to_owned(), |l| l.alternate_path.clone()),
-            object_list: list
-                .map(|l| l.links.iter().map(|l| l.path.clone()).collect())
-                .unwrap_or_default(),
+            params: None,
+            object_list: None,
             observations: None,
             queued_commands: None,
             command_in_flight: None,

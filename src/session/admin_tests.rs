@@ -96,7 +96,8 @@ fn details_and_operator_deregistration() {
     assert_eq!(info.lifetime, 3000);
     assert_eq!(info.lifetime_left, 2900);
     assert_eq!(info.registered_secs_ago, 100);
-    assert_eq!(info.object_list, ["/3/0", "/3303/0"]);
+    let objects = info.object_list.expect("details carry the object list");
+    assert_eq!(objects, ["/3/0", "/3303/0"]);
     assert_eq!(info.queued_commands, Some(0));
     assert!(node.shards[1].client(later, &ep).is_none());
 
