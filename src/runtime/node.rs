@@ -707,7 +707,10 @@ pub fn run(config: Config, mut on_hangup: impl FnMut()) -> anyhow::Result<()> {
     let dtls = gateway
         .dtls_addr()
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
-    tracing::info!(udp = %gateway.udp_addr(), %dtls, mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
+    let api = gateway
+        .api_addr()
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(udp = %gateway.udp_addr(), %dtls, mqtt = %gateway.mqtt_addr(), %api, "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
     let signal = loop {
         match wait_for(&signals)? {
             libc::SIGHUP => {
