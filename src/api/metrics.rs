@@ -310,12 +310,8 @@ impl Collector for Snapshots {
 /// `GET /metrics`.
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let snapshots = state.shards.snapshots().await?;
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshots(snapshots)));
-    let mut text = String::with_capacity(16 << 10);
-    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
-        return Err(ApiError::Unavailable("cannot encode the metrics".into()));
-    }
+    let text =
+        encode(snapshots).map_err(|_| ApiError::Unavailable("cannot encode the metrics".into()))?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -324,4 +320,94 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
         text,
     )
         .into_response())
+}
+
+/// The exposition text of `snapshots`.
+fn encode(snapshots: Vec<ShardSnapshot>) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshots(snapshots)));
+    let mut text = String::with_capacity(16 << 10);
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus_parse::{Scrape, Value};
+
+    use super::*;
+    use crate::dtls::server::DtlsStats;
+
+    fn sample<'s>(scrape: &'s Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'s Value> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| &s.value)
+    }
+
+    /// A plain sample's value. The parser reads OpenMetrics counters (`x_total` under
+    /// `# TYPE x counter`) as untyped samples.
+    fn number(v: Option<&Value>) -> Option<f64> {
+        match v? {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn snapshots_encode_as_prometheus_text_with_dtls_and_histograms() {
+        let mut a = ShardSnapshot {
+            shard: 0,
+            registered: 5,
+            dtls: Some(DtlsStats {
+                handshakes: 4,
+                handshakes_failed: 1,
+                ..DtlsStats::default()
+            }),
+            ..ShardSnapshot::default()
+        };
+        a.stats.malformed = 2;
+        a.stats
+            .command_results
+            .count(CommandType::Write, CommandResult::Timeout);
+        a.pipeline.record_n(Duration::from_micros(30), 3);
+        a.pipeline.record_n(Duration::from_secs(100), 1);
+        let b = ShardSnapshot {
+            shard: 1,
+            registered: 7,
+            ..ShardSnapshot::default()
+        };
+        let text = encode(vec![a, b]).expect("encodes");
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = Scrape::parse(lines).expect("parses");
+
+        let gauge = sample(&scrape, "lwm2m_registered_endpoints", &[("shard", "1")]);
+        assert!(
+            matches!(gauge, Some(Value::Gauge(v)) if *v == 7.0),
+            "{text}"
+        );
+        let drops = [("shard", "0"), ("reason", "malformed")];
+        let drops = number(sample(&scrape, "lwm2m_drops_total", &drops));
+        assert_eq!(drops, Some(2.0), "{text}");
+        let cmd = [("msg_type", "write"), ("result", "timeout")];
+        let cmd = number(sample(&scrape, "lwm2m_commands_total", &cmd));
+        assert_eq!(cmd, Some(1.0), "{text}");
+        let hs = [("shard", "0"), ("result", "failed")];
+        let hs = number(sample(&scrape, "lwm2m_dtls_handshakes_total", &hs));
+        assert_eq!(hs, Some(1.0), "{text}");
+        assert!(sample(&scrape, "lwm2m_dtls_sessions", &[("shard", "1")]).is_none());
+        let Some(Value::Histogram(buckets)) =
+            sample(&scrape, "lwm2m_pipeline_seconds", &[("shard", "0")])
+        else {
+            panic!("no pipeline histogram in {text}");
+        };
+        let at = |le: f64| buckets.iter().find(|b| b.less_than == le).map(|b| b.count);
+        assert_eq!(at(0.000_025), Some(0.0));
+        assert_eq!(at(0.000_05), Some(3.0), "cumulative");
+        assert_eq!(at(60.0), Some(3.0));
+        assert_eq!(at(f64::INFINITY), Some(4.0), "the 100 s one only in +Inf");
+    }
 }
