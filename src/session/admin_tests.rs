@@ -165,3 +165,31 @@ fn an_api_command_is_answered_under_its_tag_and_counted() {
         1
     );
 }
+
+#[test]
+fn an_api_command_for_a_sleeping_device_is_answered_with_the_queued_notice() {
+    let mut node = Node::new(1, |_| {});
+    let reg = request(
+        MessageType::Con,
+        Code::POST,
+        1,
+        &["rd"],
+        &["ep=sleepy", "lt=3600", "b=UQ"],
+        b"</3/0>",
+    );
+    node.recv(0, super::downlink_tests::DEVICE, &reg);
+    // Past the queue-mode window (22 s by default) the device sleeps.
+    node.advance(Duration::from_secs(30));
+    node.take_published();
+    let read = br#"{"reqID":"9","msgType":"read","data":{"path":"/3/0/0"}}"#;
+    assert!(node.shards[0].handle_api_command(node.now, "sleepy", read, 3));
+    let (tag, json) = node.shards[0].poll_answer().expect("answered at once");
+    assert_eq!(tag, 3);
+    let json: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+    assert_eq!(json["msgType"], "queued", "{json}");
+    assert_eq!(json["data"]["cmdType"], "read");
+    assert!(sent_to_device(&mut node).is_empty(), "nothing sent to a sleeping device");
+    let info = node.shards[0].client(node.now, "sleepy").expect("registered");
+    assert_eq!(info.queued_commands, Some(1));
+    assert!(info.queue_mode);
+}
