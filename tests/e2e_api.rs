@@ -227,6 +227,34 @@ fn every_endpoint_against_a_running_gateway() {
     );
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(sub.collect(1, Duration::from_secs(5)).len(), 1);
+    // The operation in the path, with the same JSON (msgType may be left out).
+    let read = br#"{"data":{"path":"/3/0/0"}}"#;
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v1/clients/{ep0}/read?wait=5s"),
+        read,
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["data"]["code"], "2.05");
+    assert_eq!(sub.collect(1, Duration::from_secs(5)).len(), 1);
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v1/clients/{ep0}/write"),
+        cmd,
+        None,
+    );
+    assert_eq!(r.status, 400, "a body's msgType must match the path");
+    let r = request(
+        api,
+        "POST",
+        &format!("/api/v1/clients/{ep0}/dance"),
+        cmd,
+        None,
+    );
+    assert_eq!(r.status, 404);
     // Bad input.
     let r = request(
         api,
@@ -399,13 +427,13 @@ fn every_endpoint_against_a_running_gateway() {
     assert_eq!(v("lwm2m_registrations_total"), 3.0);
     assert_eq!(v("lwm2m_deregistrations_total"), 2.0);
     assert_eq!(v("lwm2m_registered_endpoints"), 1.0);
-    assert_eq!(v("lwm2m_commands_total{msg_type=read,result=ok}"), 3.0);
+    assert_eq!(v("lwm2m_commands_total{msg_type=read,result=ok}"), 4.0);
     assert_eq!(v("lwm2m_drops_total{reason=malformed}"), 0.0);
     assert!(v("lwm2m_datagrams_in_total") >= 6.0);
     assert!(v("lwm2m_datagrams_out_total") >= 6.0);
     assert_eq!(v("lwm2m_uplink_connected"), 2.0, "both shards connected");
     assert!(
-        v("lwm2m_command_rtt_seconds") >= 3.0,
+        v("lwm2m_command_rtt_seconds") >= 4.0,
         "round trips recorded"
     );
     assert!(

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 
 use super::{ApiError, AppState, MAX_BODY};
 use crate::dtls::Security;
-use crate::session::ClientFilter;
+use crate::session::{ClientFilter, CommandType};
 
 /// Clients per page unless `limit` says otherwise.
 pub(super) const DEFAULT_LIMIT: usize = 100;
@@ -34,7 +34,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/clients", get(list))
         .route("/api/v1/clients/:ep", get(client).delete(deregister))
-        .route("/api/v1/clients/:ep/commands", post(command))
+        .route("/api/v1/clients/:ep/:op", post(command))
 }
 
 /// The query parameters, or a 400.
@@ -138,9 +138,12 @@ pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErro
     })
 }
 
+/// `POST /api/v1/clients/{ep}/commands` with a command as the MQTT command topic takes
+/// it, or `POST /api/v1/clients/{ep}/{msgType}` (`read`, `write`, `observe`, ...) with the
+/// same JSON, whose `msgType` may then be left out.
 async fn command(
     State(state): State<Arc<AppState>>,
-    Path(ep): Path<String>,
+    Path((ep, op)): Path<(String, String)>,
     q: Params,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -159,11 +162,34 @@ async fn command(
                 })?,
         ),
     };
-    match serde_json::from_slice::<serde_json::Value>(&payload) {
-        Ok(serde_json::Value::Object(_)) => {}
+    let mut command = match serde_json::from_slice::<serde_json::Value>(&payload) {
+        Ok(serde_json::Value::Object(command)) => command,
         Ok(_) => return Err(ApiError::bad("the command must be a JSON object")),
         Err(e) => return Err(ApiError::bad(format!("the command is not JSON: {e}"))),
-    }
+    };
+    let payload = if op == "commands" {
+        payload
+    } else if CommandType::parse(&op) == CommandType::Other {
+        return Err(ApiError::NotFound {
+            code: "NOT_FOUND",
+            message: format!("no operation {op:?}: POST .../commands or .../<msgType>"),
+        });
+    } else {
+        match command.get("msgType") {
+            None => {
+                command.insert("msgType".into(), op.clone().into());
+            }
+            Some(t) if *t == *op => {}
+            Some(t) => {
+                return Err(ApiError::bad(format!(
+                    "msgType {t} in the body does not match the path's {op:?}"
+                )))
+            }
+        }
+        serde_json::to_vec(&command)
+            .map_err(|e| ApiError::bad(e.to_string()))?
+            .into()
+    };
     let Some(answer) = state.shards.command(&ep, &payload, wait.is_some()).await? else {
         return Err(ApiError::no_client(&ep));
     };

@@ -188,8 +188,13 @@ fn an_api_command_for_a_sleeping_device_is_answered_with_the_queued_notice() {
     let json: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
     assert_eq!(json["msgType"], "queued", "{json}");
     assert_eq!(json["data"]["cmdType"], "read");
-    assert!(sent_to_device(&mut node).is_empty(), "nothing sent to a sleeping device");
-    let info = node.shards[0].client(node.now, "sleepy").expect("registered");
+    assert!(
+        sent_to_device(&mut node).is_empty(),
+        "nothing sent to a sleeping device"
+    );
+    let info = node.shards[0]
+        .client(node.now, "sleepy")
+        .expect("registered");
     assert_eq!(info.queued_commands, Some(1));
     assert!(info.queue_mode);
 }
