@@ -34,6 +34,10 @@ use shards::Shards;
 /// write of a large opaque value still fits.
 pub const MAX_BODY: usize = 256 << 10;
 
+/// How long a client may take to send a request's headers before its connection is
+/// closed, so idle or trickling connections cannot pile up.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long open requests (a command waiting for its device) may go on after a stop.
 pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -85,7 +89,7 @@ impl ApiServer {
             .spawn(move || {
                 runtime.block_on(async move {
                     let server = match axum::Server::from_tcp(listener) {
-                        Ok(server) => server,
+                        Ok(server) => server.http1_header_read_timeout(HEADER_TIMEOUT),
                         Err(e) => {
                             tracing::error!(%addr, "HTTP API not started: {e}");
                             return;
