@@ -465,3 +465,27 @@ fn a_token_guards_everything_but_health() {
     assert_eq!(body["meta"]["limit"], 100);
     gw.stop();
 }
+
+#[test]
+fn readyz_is_503_with_a_reason_while_the_broker_is_unreachable() {
+    let mut config = test_config(2);
+    config.api.bind = Some("127.0.0.1:0".parse().expect("addr"));
+    // A port nothing listens on: the uplinks keep retrying.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    config.mqtt.broker = lwm2m_gateway::config::Broker::External {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let gw = Gateway::start(config).expect("gateway starts");
+    let api = gw.api_addr().expect("the API is on");
+    assert_eq!(get(api, "/healthz").status, 200, "up, though not ready");
+    let r = get(api, "/readyz");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["code"], "NOT_READY");
+    assert!(r.json()["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("broker")));
+    gw.stop();
+}
