@@ -352,7 +352,7 @@ impl Gateway {
     }
 
     /// Datagrams dropped because they were longer than the receive slot
-    /// ([`MAX_DATAGRAM`]), summed over the shards. Refreshed by each shard's timer task.
+    /// ([`MAX_DATAGRAM`](super::udp::MAX_DATAGRAM)), summed over the shards. Refreshed by each shard's timer task.
     pub fn truncated(&self) -> u64 {
         self.truncated
             .iter()

@@ -52,7 +52,7 @@ pub struct ShardStats {
     /// Payloads published undecoded because they did not decode.
     pub undecodable: u64,
     /// Datagrams longer than the runtime's receive slot, dropped unread
-    /// ([`Shard::handle_truncated`]).
+    /// ([`Shard::handle_truncated`](super::Shard::handle_truncated)).
     pub truncated: u64,
     /// Requests refused with 4.03 because the sender's DTLS identity (or its lack of one)
     /// does not match the endpoint, and datagrams dropped for the same reason.
