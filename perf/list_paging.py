@@ -4,7 +4,11 @@ and reports what that cost the shards' datagram pipelines: the lwm2m_pipeline_se
 histogram of /metrics over the paging window, next to an equally long window just before
 it (same traffic, no paging). Used by perf/list_paging.sh.
 
-    perf/list_paging.py API_ADDR [--limit 1000] [--out summary.json]
+    perf/list_paging.py API_ADDR [--limit 1000] [--query like=pg-12] [--requests N]
+                        [--out summary.json]
+
+With --query the pages are those of a filtered listing; --requests N asks N pages in
+turn (cycling through them), to measure a filter's scan cost over a window long enough.
 """
 import argparse
 import json
@@ -44,27 +48,31 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("api")
     ap.add_argument("--limit", type=int, default=1000)
+    ap.add_argument("--query", default="")
+    ap.add_argument("--requests", type=int)
     ap.add_argument("--out")
     a = ap.parse_args()
+    q = f"&{a.query}" if a.query else ""
 
-    first = json.loads(get(a.api, f"/api/v1/clients?limit={a.limit}&page=1"))
+    first = json.loads(get(a.api, f"/api/v1/clients?limit={a.limit}&page=1{q}"))
     total = first["meta"]["count"]
-    pages = (total + a.limit - 1) // a.limit
+    pages = max(1, (total + a.limit - 1) // a.limit)
+    requests = a.requests or pages
     # Baseline window: as long as paging is expected to take (measured on 20 pages).
     t = time.monotonic()
-    for p in range(1, 21):
-        get(a.api, f"/api/v1/clients?limit={a.limit}&page={p}")
+    for i in range(20):
+        get(a.api, f"/api/v1/clients?limit={a.limit}&page={i % pages + 1}{q}")
     per_page = (time.monotonic() - t) / 20
-    window = max(5.0, per_page * pages)
+    window = max(5.0, per_page * requests)
     b0 = buckets(a.api)
     time.sleep(window)
     b1 = buckets(a.api)
 
     listed, times = 0, []
     began = time.monotonic()
-    for p in range(1, pages + 1):
+    for i in range(requests):
         t = time.monotonic()
-        body = json.loads(get(a.api, f"/api/v1/clients?limit={a.limit}&page={p}"))
+        body = json.loads(get(a.api, f"/api/v1/clients?limit={a.limit}&page={i % pages + 1}{q}"))
         times.append(time.monotonic() - t)
         listed += len(body["data"])
     paging = time.monotonic() - began
@@ -72,9 +80,11 @@ def main():
     times.sort()
     pct = lambda q: round(times[min(len(times) - 1, int(len(times) * q))] * 1e3, 2)
     out = {
+        "query": a.query,
         "clients": total,
         "listed": listed,
         "pages": pages,
+        "requests": requests,
         "limit": a.limit,
         "paging_secs": round(paging, 2),
         "page_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": round(times[-1] * 1e3, 2)},

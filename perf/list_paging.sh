@@ -4,8 +4,10 @@
 # `loadgen steady-notify` keeps NOTIFY_RATE notifications/s flowing; perf/list_paging.py
 # then pages through every client with GET /api/v1/clients?limit=1000 and compares the
 # shards' pipeline latency (lwm2m_pipeline_seconds from /metrics) while paging with an
-# equally long window just before. Results: perf/results/list-paging-<UTC>/summary.json
-# (plus the gateway's shard-*-pipeline.hlog, 1 s intervals).
+# equally long window just before; then the same for 40 pages of a filtered listing
+# (`like=pg-12`, ~1 k matches), whose every page scans all endpoints. Results:
+# perf/results/list-paging-<UTC>/summary.json and summary-filtered.json (plus the
+# gateway's shard-*-pipeline.hlog, 1 s intervals).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,4 +61,7 @@ echo "== $NOTIFY_RATE notifications/s, then paging"
 LG_PID=$!
 sleep 15
 python3 perf/list_paging.py "127.0.0.1:$API_PORT" --limit 1000 --out "$DIR/summary.json"
+# A filtered listing: each page counts the matches over every endpoint (in turns).
+python3 perf/list_paging.py "127.0.0.1:$API_PORT" --limit 1000 --query "like=pg-12" \
+    --requests 40 --out "$DIR/summary-filtered.json"
 echo "results: $DIR"
