@@ -1,7 +1,7 @@
 //! A shard's I/O state and the tasks that drive it: the receive loop over its sockets and
 //! the control task answering requests from outside the data path ([`super::control`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,9 @@ use glommio::channels::shared_channel::ConnectedSender;
 use super::control::{ClientPage, CommandTaken, Control, ShardSnapshot};
 use super::histograms::ShardHistograms;
 use super::udp::{readable, RecvBatch, SendBatch, MAX_DATAGRAM};
-use crate::session::{ClientInfo, Handoff, LatencyBuckets, ListStep, Shard};
+use crate::session::{
+    ClientCursor, ClientFilter, ClientInfo, Handoff, LatencyBuckets, ListStep, Shard,
+};
 use crate::uplink::{Outgoing, UplinkHandle};
 
 /// Receive-loop turns between cooperative yields, so timers, handoffs and the uplink run
@@ -37,6 +39,11 @@ const LIST_BUDGET: usize = 1024;
 /// Clients a listing builds per turn, for the same reason: each is a handful of small
 /// allocations (~0.5 µs).
 const LIST_ITEMS_PER_TURN: usize = 250;
+
+/// Listings and counts a shard walks at once in tasks of their own; more wait their turn
+/// in the control task. Walks woken together run their turns back to back, so this bounds
+/// what a datagram batch can wait behind them: 4 turns, ~0.6 ms.
+const MAX_WALKS: usize = 4;
 
 /// How long the control task steps aside between two budgets of a listing. Sleeping (not
 /// just yielding) sends the executor through its reactor, so readable sockets are served.
@@ -184,6 +191,7 @@ fn flush_udp(send: &mut SendBatch, socket: &glommio::net::UdpSocket) {
 
 /// Answers control requests until every sender is gone.
 pub(super) async fn serve_control(io: Rc<RefCell<ShardIo>>, requests: flume::Receiver<Control>) {
+    let walks = Rc::new(Cell::new(0));
     while let Ok(request) = requests.recv_async().await {
         match request {
             Control::Snapshot(reply) => {
@@ -209,52 +217,87 @@ pub(super) async fn serve_control(io: Rc<RefCell<ShardIo>>, requests: flume::Rec
                 let _ = reply.send(taken);
             }
             Control::Count { filter, reply } => {
-                let mut total = 0;
-                let mut from = Some(0);
-                while let Some(at) = from {
-                    if reply.is_canceled() {
-                        break;
-                    }
-                    let (n, next) = io.borrow().shard.count_clients(&filter, at, LIST_BUDGET);
-                    total += n;
-                    from = next;
-                    if from.is_some() {
-                        glommio::timer::sleep(LIST_PAUSE).await;
-                    }
-                }
-                let _ = reply.send(total);
+                let walk = count(io.clone(), filter, reply);
+                run_walk(walk, &walks).await;
             }
             Control::List {
                 filter,
-                mut cursor,
+                cursor,
                 limit,
                 reply,
             } => {
-                let mut items: Vec<ClientInfo> = Vec::with_capacity(limit.min(1024));
-                let next = loop {
-                    if reply.is_canceled() {
-                        break None;
-                    }
-                    let turn_limit = (items.len() + LIST_ITEMS_PER_TURN).min(limit);
-                    let step = io.borrow().shard.list_clients(
-                        Instant::now(),
-                        &filter,
-                        cursor,
-                        turn_limit,
-                        LIST_BUDGET,
-                        &mut items,
-                    );
-                    match step {
-                        ListStep::Full(at) if items.len() >= limit => break Some(at),
-                        ListStep::End => break None,
-                        ListStep::Full(at) | ListStep::Paused(at) => cursor = at,
-                    }
-                    glommio::timer::sleep(LIST_PAUSE).await;
-                };
-                let _ = reply.send(ClientPage { items, next });
+                let walk = list(io.clone(), filter, cursor, limit, reply);
+                run_walk(walk, &walks).await;
             }
         }
     }
+}
+
+/// Runs a walk over the name index in a task of its own, so snapshots and lookups are not
+/// queued behind it; beyond [`MAX_WALKS`] at once, in the control task itself, which holds
+/// back further requests until it is done.
+async fn run_walk(walk: impl std::future::Future<Output = ()> + 'static, walks: &Rc<Cell<usize>>) {
+    if walks.get() >= MAX_WALKS {
+        return walk.await;
+    }
+    walks.set(walks.get() + 1);
+    let walks = walks.clone();
+    glommio::spawn_local(async move {
+        walk.await;
+        walks.set(walks.get() - 1);
+    })
+    .detach();
+}
+
+/// Counts the clients matching `filter`, a budget of buckets per turn.
+async fn count(io: Rc<RefCell<ShardIo>>, filter: Arc<ClientFilter>, reply: oneshot::Sender<usize>) {
+    let mut total = 0;
+    let mut from = Some(0);
+    while let Some(at) = from {
+        if reply.is_canceled() {
+            return;
+        }
+        let (n, next) = io.borrow().shard.count_clients(&filter, at, LIST_BUDGET);
+        total += n;
+        from = next;
+        if from.is_some() {
+            glommio::timer::sleep(LIST_PAUSE).await;
+        }
+    }
+    let _ = reply.send(total);
+}
+
+/// Collects up to `limit` clients matching `filter` from `cursor` on, a budget of buckets
+/// and clients per turn.
+async fn list(
+    io: Rc<RefCell<ShardIo>>,
+    filter: Arc<ClientFilter>,
+    mut cursor: ClientCursor,
+    limit: usize,
+    reply: oneshot::Sender<ClientPage>,
+) {
+    let mut items: Vec<ClientInfo> = Vec::with_capacity(limit.min(1024));
+    let next = loop {
+        if reply.is_canceled() {
+            return;
+        }
+        let turn_limit = (items.len() + LIST_ITEMS_PER_TURN).min(limit);
+        let step = io.borrow().shard.list_clients(
+            Instant::now(),
+            &filter,
+            cursor,
+            turn_limit,
+            LIST_BUDGET,
+            &mut items,
+        );
+        match step {
+            ListStep::Full(at) if items.len() >= limit => break Some(at),
+            ListStep::End => break None,
+            ListStep::Full(at) | ListStep::Paused(at) => cursor = at,
+        }
+        glommio::timer::sleep(LIST_PAUSE).await;
+    };
+    let _ = reply.send(ClientPage { items, next });
 }
 
 /// Receives on one of a shard's sockets until shutdown: the UDP socket, or (`secure`) the
