@@ -104,6 +104,7 @@ start_gateway() {
         -e "s|^enabled = false|enabled = $DTLS|" \
         -e "s|^bind = \"0.0.0.0:5684\"|bind = \"127.0.0.1:$DTLS_PORT\"|" \
         -e "s|^psk_file = \"\"|psk_file = \"$PSK_FILE\"|" \
+        -e "s|^bind = \"127.0.0.1:8080\"|bind = \"\"|" \
         config/gateway.toml >"$WORK/gateway.toml"
     "$GW" --config "$WORK/gateway.toml" >"$dir/gateway.log" 2>&1 &
     GW_PID=$!

@@ -267,6 +267,18 @@ pub struct Config {
     pub perf: PerfConfig,
     /// `[persistence]`.
     pub persistence: PersistenceConfig,
+    /// `[api]`.
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the HTTP management API and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where it listens; `None` (`bind = ""`) disables it.
+    pub bind: Option<SocketAddr>,
+    /// Bearer token every request except `/healthz` and `/readyz` must carry; `None`
+    /// (`token = ""`) lets any request in.
+    pub token: Option<Secret>,
 }
 
 impl Config {

@@ -100,11 +100,19 @@ fn queue_mode_window_is_a_positive_duration() {
 }
 
 #[test]
-fn api_bind_is_refused_until_the_http_api_exists() {
-    let err = problem("[api]\nbind = \"127.0.0.1:8080\"");
+fn api_bind_defaults_to_loopback_and_empty_disables_it() {
+    let c = Config::default_config();
+    assert_eq!(c.api.bind, Some("127.0.0.1:8080".parse().expect("addr")));
+    assert!(c.api.token.is_none());
+    let off = Config::from_toml("[api]\nbind = \"\"").expect("empty is accepted");
+    assert!(off.api.bind.is_none());
+    let err = problem("[api]\nbind = \"localhost\"");
     assert!(err.starts_with("api.bind:"), "{err}");
-    assert!(err.contains("not built yet"), "{err}");
-    Config::from_toml("[api]\nbind = \"\"").expect("empty is accepted");
+    let t = Config::from_toml("[api]\ntoken = \"s3cret\"").expect("token");
+    assert_eq!(
+        t.api.token.map(|t| t.expose().to_owned()).as_deref(),
+        Some("s3cret")
+    );
 }
 
 #[test]

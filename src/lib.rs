@@ -16,12 +16,14 @@
 //! | [`persist`] | the registration journal: checksummed records, compaction, restore at start |
 //! | [`transmit`] | the queue of datagrams a sans-IO core hands the runtime |
 //! | [`uplink`] | MQTT session per shard: batching, keepalive, reconnect, offline buffer; embedded broker |
-//! | [`runtime`] | glommio executors, SO_REUSEPORT sockets (one owner per port), BPF steering, `shard_for`, cross-shard channels, signals |
+//! | [`runtime`] | glommio executors, SO_REUSEPORT sockets (one owner per port), BPF steering, `shard_for`, cross-shard and control channels, signals |
+//! | [`api`] | HTTP management API (`/api/v1`, EMQX 5's LwM2M paths), `/healthz`, `/readyz`, Prometheus `/metrics`, on its own thread; asks shards over their control channels |
 //!
 //! Everything above `runtime` and the socket half of `uplink` is sans-IO: it takes bytes
 //! and the current time and returns what to send. Only the runtime touches sockets or
 //! reads the clock.
 
+pub mod api;
 pub mod coap;
 pub mod config;
 pub mod content;

@@ -67,7 +67,7 @@ fn bad_config_exits_2_naming_the_key() {
             "[listeners.udp]\nbind = \"localhost\"\n",
             "listeners.udp.bind",
         ),
-        ("[api]\nbind = \"127.0.0.1:8080\"\n", "api.bind"),
+        ("[api]\nbind = \"localhost\"\n", "api.bind"),
         ("[log]\nfilter = \"info,=[\"\n", "log.filter"),
         ("not toml at all [", "TOML"),
     ];
@@ -155,7 +155,7 @@ fn a_second_gateway_on_a_held_port_exits_2_naming_the_port_and_pid() {
         .expect("a free port")
         .port();
     let text = format!(
-        "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:{port}\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[persistence]\ndir = \"\"\n"
+        "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:{port}\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n"
     );
     let path = write_config(&format!("held-{port}.toml"), &text);
     let mut first = Running::start(&path);
@@ -183,7 +183,7 @@ fn a_second_gateway_on_a_held_port_exits_2_naming_the_port_and_pid() {
 
 #[test]
 fn sighup_reloads_the_log_filter_and_keeps_serving() {
-    let base = "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[persistence]\ndir = \"\"\n";
+    let base = "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n";
     let path = write_config(
         "hup.toml",
         &format!("{base}[log]\nfilter = \"info,rumqttd=off\"\n"),

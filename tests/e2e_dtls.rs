@@ -270,7 +270,7 @@ fn spawn_gateway(dir: &std::path::Path, psk: &str) -> (Running, SocketAddr) {
     std::fs::write(
         &config,
         format!(
-            "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[listeners.dtls]\nenabled = true\nbind = \"127.0.0.1:0\"\npsk_file = {psk_file:?}\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[persistence]\ndir = \"\"\n[log]\nfilter = \"info\"\n"
+            "[gateway]\nshards = 2\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[listeners.dtls]\nenabled = true\nbind = \"127.0.0.1:0\"\npsk_file = {psk_file:?}\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n[log]\nfilter = \"info\"\n"
         ),
     )
     .expect("config");

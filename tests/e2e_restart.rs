@@ -326,7 +326,7 @@ fn a_second_gateway_on_the_same_journal_exits_2_naming_the_first() {
     std::fs::write(
         &config,
         format!(
-            "[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[persistence]\ndir = \"{}\"\n",
+            "[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"{}\"\n",
             dir.display()
         ),
     )

@@ -183,11 +183,21 @@ impl Default for Mqtt {
     }
 }
 
-/// `[api]`: only `bind = ""` is accepted until the HTTP API exists.
-#[derive(Deserialize, Default)]
+/// `[api]`.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Api {
     bind: String,
+    token: String,
+}
+
+impl Default for Api {
+    fn default() -> Api {
+        Api {
+            bind: "127.0.0.1:8080".into(),
+            token: String::new(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -457,15 +467,13 @@ impl ConfigFile {
             offline_buffer: count("mqtt.offline_buffer", m.offline_buffer, 0, 100_000_000)?,
         };
 
-        if !self.api.bind.is_empty() {
-            return Err(invalid(
-                "api.bind",
-                format!(
-                    "{:?}: the HTTP API is not built yet; leave api.bind empty (\"\")",
-                    self.api.bind
-                ),
-            ));
-        }
+        let api = ApiConfig {
+            bind: match self.api.bind.as_str() {
+                "" => None,
+                bind => Some(socket_addr("api.bind", bind)?),
+            },
+            token: (!self.api.token.is_empty()).then(|| Secret::new(self.api.token)),
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid(
                 "log.filter",
@@ -510,6 +518,7 @@ impl ConfigFile {
             log,
             perf,
             persistence,
+            api,
         })
     }
 }

@@ -6,9 +6,13 @@
 //! - [`udp`]: `recvmmsg`/`sendmmsg` batches over a shard's nonblocking socket and the
 //!   readiness wait used when a drain comes back empty.
 //! - `dtls`: the DTLS listener's socket group and the node's OpenSSL context.
+//! - [`control`]: the per-shard control channel the HTTP API asks shards through.
+//! - `driver`: a shard's I/O state, its receive loop and the task serving control requests.
 //! - [`port`]: one owner per UDP port: a node refuses to start on a port another process's
 //!   socket already receives on, instead of joining its SO_REUSEPORT group.
 
+pub mod control;
+mod driver;
 mod dtls;
 mod histograms;
 mod node;

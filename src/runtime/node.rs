@@ -9,17 +9,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
+use glommio::channels::shared_channel::{self, ConnectedReceiver};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::control::{Control, CONTROL_CHANNEL};
+use super::driver::{receive, serve_control, ShardIo, SHUTDOWN_POLL};
 use super::histograms::{dump_loop, ShardHistograms};
 use super::port::{self, Holder};
 use super::steer::{bind_reuseport_group, Steering};
-use super::udp::{into_glommio, readable, RecvBatch, SendBatch, MAX_DATAGRAM};
+use super::udp::{into_glommio, SendBatch};
 use crate::config::{Broker, Config};
 use crate::persist::{self, JournalSender, JournalWriter};
 use crate::session::{directory_shard, Handoff, Shard, ShardConfig, ShardRestore};
-use crate::uplink::{self, EmbeddedBroker, Outgoing, UplinkHandle};
+use crate::uplink::{self, EmbeddedBroker};
 
 /// io_uring memory per executor. glommio's default (10 MiB) exceeds the 8 MiB memlock limit
 /// unprivileged users usually have; the gateway's I/O is datagrams and one TCP stream.
@@ -28,13 +30,6 @@ const IO_MEMORY: usize = 512 << 10;
 /// Capacity of each shard-to-shard channel. Handoffs only happen on rebinding and
 /// re-registration, so this absorbs bursts without holding much memory.
 const HANDOFF_CHANNEL: usize = 4096;
-
-/// Receive-loop turns between cooperative yields, so timers, handoffs and the uplink run
-/// even while a socket stays readable under load.
-const TURNS_PER_YIELD: usize = 16;
-
-/// How often an idle shard checks for shutdown.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
 /// Journal bytes a shard hands over before its flush interval is up: under a register
 /// storm (~3 MB/s per shard) this keeps the buffers small instead of a second's worth.
@@ -96,6 +91,9 @@ pub enum StartError {
     /// The journal directory could not be used.
     #[error(transparent)]
     Persist(#[from] persist::PersistError),
+    /// The HTTP API could not start.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
     /// An executor could not be created.
     #[error("cannot start shard executor {shard}: {reason} (io_uring must be available; as a non-root user raise `ulimit -l` above {} KiB per shard)", IO_MEMORY >> 10)]
     Executor {
@@ -121,75 +119,7 @@ pub struct Gateway {
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
     broker: Option<EmbeddedBroker>,
     journal: Option<JournalWriter>,
-}
-
-struct ShardIo {
-    shard: Shard,
-    send: SendBatch,
-    socket: Rc<glommio::net::UdpSocket>,
-    /// The DTLS socket and its send queue, when the DTLS listener is on.
-    secure: Option<(SendBatch, Rc<glommio::net::UdpSocket>)>,
-    /// Replies dropped because the socket buffer stayed full.
-    send_dropped: u64,
-    uplink: Rc<UplinkHandle>,
-    peers: Vec<Option<ConnectedSender<Handoff>>>,
-    backlog: VecDeque<(usize, Handoff)>,
-}
-
-impl ShardIo {
-    /// Moves everything the shard produced to the socket, the uplink and other shards.
-    fn flush(&mut self, now: Instant) {
-        let (send, socket, dropped) = (&mut self.send, &*self.socket, &mut self.send_dropped);
-        self.shard.drain_transmits(|to, data| {
-            if send.is_full() {
-                flush_udp(send, socket);
-            }
-            if send.push(to, data).is_err() {
-                *dropped += 1;
-            }
-        });
-        flush_udp(&mut self.send, &self.socket);
-        if let Some((send, socket)) = &mut self.secure {
-            self.shard.drain_secure_transmits(|to, data| {
-                if send.is_full() {
-                    flush_udp(send, socket);
-                }
-                if send.push(to, data).is_err() {
-                    *dropped += 1;
-                }
-            });
-            flush_udp(send, socket);
-        }
-        let uplink = &self.uplink;
-        self.shard.drain_publishes(|p| {
-            uplink.publish(
-                now,
-                Outgoing {
-                    topic: p.topic,
-                    payload: p.payload,
-                    qos: p.qos,
-                },
-            );
-        });
-        while let Some(h) = self.shard.poll_handoff() {
-            self.backlog.push_back(h);
-        }
-        while let Some((to, h)) = self.backlog.pop_front() {
-            let Some(Some(peer)) = self.peers.get(to) else {
-                continue;
-            };
-            if let Err(e) = peer.try_send(h) {
-                tracing::warn!(to, "handoff channel full, retrying: {e}");
-                break;
-            }
-        }
-    }
-}
-
-fn flush_udp(send: &mut SendBatch, socket: &glommio::net::UdpSocket) {
-    if let Err(e) = send.flush(socket) {
-        tracing::warn!("UDP send failed: {e}");
-    }
+    api: Option<crate::api::ApiServer>,
 }
 
 impl Gateway {
@@ -291,6 +221,12 @@ impl Gateway {
             .unwrap_or(1);
         let node = node_name();
         let config = Arc::new(config);
+        let (control, mut control_rx): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| {
+                let (tx, rx) = flume::bounded::<Control>(CONTROL_CHANNEL);
+                (tx, Some(rx))
+            })
+            .unzip();
         let mut executors = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
         for (i, ((socket, senders), receivers)) in
@@ -311,6 +247,7 @@ impl Gateway {
                 ready: ready_tx.clone(),
                 journal: journal.as_ref().map(JournalWriter::sender),
                 restore: std::mem::take(&mut restores[i]),
+                control: control_rx[i].take(),
                 dtls: dtls_sockets[i]
                     .take()
                     .zip(dtls_context.clone())
@@ -335,6 +272,15 @@ impl Gateway {
         if journal.is_some() {
             persist::release_freed_memory();
         }
+        let api = match config.api.bind {
+            Some(bind) => Some(crate::api::ApiServer::start(
+                bind,
+                config.api.token.clone(),
+                control,
+                node,
+            )?),
+            None => None,
+        };
         Ok(Gateway {
             udp_addr,
             dtls_addr,
@@ -347,7 +293,13 @@ impl Gateway {
             executors,
             broker,
             journal,
+            api,
         })
+    }
+
+    /// The bound HTTP API address (useful with port 0), when the API is on.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(crate::api::ApiServer::local_addr)
     }
 
     /// The bound UDP listener address (useful with port 0).
@@ -400,7 +352,7 @@ impl Gateway {
     }
 
     /// Datagrams dropped because they were longer than the receive slot
-    /// ([`MAX_DATAGRAM`]), summed over the shards. Refreshed by each shard's timer task.
+    /// ([`MAX_DATAGRAM`](super::udp::MAX_DATAGRAM)), summed over the shards. Refreshed by each shard's timer task.
     pub fn truncated(&self) -> u64 {
         self.truncated
             .iter()
@@ -410,6 +362,9 @@ impl Gateway {
 
     /// Graceful stop: shards stop reading, flush their uplinks, then the broker stops.
     pub fn stop(self) {
+        if let Some(api) = self.api {
+            api.stop();
+        }
         self.shutdown.store(true, Ordering::Release);
         for e in self.executors {
             if let Err(e) = e.join() {
@@ -439,6 +394,8 @@ struct ShardContext {
     ready: std::sync::mpsc::Sender<usize>,
     journal: Option<JournalSender>,
     restore: ShardRestore,
+    /// Requests from the HTTP API.
+    control: Option<flume::Receiver<Control>>,
     /// The shard's DTLS socket, the node's context and credentials, when DTLS is on.
     dtls: Option<(
         (std::net::UdpSocket, openssl::ssl::SslContext),
@@ -565,9 +522,14 @@ async fn shard_main(ctx: ShardContext) {
         socket: socket.clone(),
         secure: secure_socket.clone().map(|s| (SendBatch::new(), s)),
         send_dropped: 0,
+        datagrams_out: 0,
+        handoffs_out: 0,
         uplink: uplink.clone(),
         peers,
         backlog: VecDeque::new(),
+        pipeline: Default::default(),
+        waiters: Default::default(),
+        next_tag: 0,
     }));
     // Commands: every shard subscribes to the wildcard command topic and keeps the
     // commands of its own endpoints (see `Shard::handle_command`). Measured against one
@@ -598,6 +560,9 @@ async fn shard_main(ctx: ShardContext) {
             }
         })
         .detach();
+    }
+    if let Some(requests) = ctx.control {
+        glommio::spawn_local(serve_control(io.clone(), requests)).detach();
     }
     let _ = ctx.ready.send(index);
 
@@ -710,63 +675,6 @@ async fn shard_main(ctx: ShardContext) {
     tracing::debug!(shard = index, "shard stopped");
 }
 
-/// Receives on one of a shard's sockets until shutdown: the UDP socket, or (`secure`) the
-/// DTLS one, whose datagrams are handshakes or records the shard opens first. Drains with
-/// `recvmmsg` while datagrams are there and waits for readiness only when none are.
-async fn receive(
-    io: Rc<RefCell<ShardIo>>,
-    socket: Rc<glommio::net::UdpSocket>,
-    shutdown: Arc<AtomicBool>,
-    secure: bool,
-    hist: Option<Rc<RefCell<ShardHistograms>>>,
-) {
-    let mut recv = RecvBatch::new();
-    let mut turns = 0;
-    while !shutdown.load(Ordering::Acquire) {
-        let n = match recv.recv(&*socket) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(secure, "UDP receive failed: {e}");
-                0
-            }
-        };
-        if n == 0 {
-            let wake =
-                futures_lite::future::or(async { readable(&socket).await.map(|_| ()) }, async {
-                    glommio::timer::sleep(SHUTDOWN_POLL).await;
-                    Ok(())
-                });
-            if let Err(e) = wake.await {
-                tracing::warn!(secure, "UDP readiness failed: {e}");
-                glommio::timer::sleep(SHUTDOWN_POLL).await;
-            }
-            continue;
-        }
-        let now = Instant::now();
-        {
-            let mut io = io.borrow_mut();
-            for i in 0..n {
-                let (from, data) = recv.get(i);
-                if recv.is_truncated(i) {
-                    io.shard.handle_truncated(now, from, MAX_DATAGRAM);
-                } else if secure {
-                    io.shard.handle_secure_datagram(now, from, data);
-                } else {
-                    io.shard.handle_datagram(now, from, data);
-                }
-            }
-            io.flush(now);
-        }
-        if let Some(hist) = &hist {
-            hist.borrow_mut().record_pipeline(now.elapsed(), n as u64);
-        }
-        turns += 1;
-        if turns % TURNS_PER_YIELD == 0 {
-            glommio::yield_if_needed().await;
-        }
-    }
-}
-
 /// The node's name for MQTT client ids: the host name, or `node` if it has none.
 fn node_name() -> String {
     let mut buf = [0u8; 256];
@@ -799,7 +707,10 @@ pub fn run(config: Config, mut on_hangup: impl FnMut()) -> anyhow::Result<()> {
     let dtls = gateway
         .dtls_addr()
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
-    tracing::info!(udp = %gateway.udp_addr(), %dtls, mqtt = %gateway.mqtt_addr(), "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
+    let api = gateway
+        .api_addr()
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(udp = %gateway.udp_addr(), %dtls, mqtt = %gateway.mqtt_addr(), %api, "gateway running; SIGINT or SIGTERM stops it, SIGHUP reloads");
     let signal = loop {
         match wait_for(&signals)? {
             libc::SIGHUP => {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::stats::{CommandResult, CommandType};
 use super::{ip_text, Location, Shard, TopicKind};
 use crate::coap::{Code, Message, MessageType};
 use crate::content::{self, Borrowed, Content, ContentRef, EntryRef};
@@ -74,6 +75,11 @@ impl Downlink {
             .chain(self.notify_bodies.iter().map(NotifyBody::deadline))
     }
 
+    /// Whether a command's exchange is in flight.
+    pub(super) fn command_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
     /// Downlink state holding only observations restored from the journal.
     pub(super) fn restored(now: Instant, stored: Vec<persist::StoredObservation>) -> Downlink {
         let observations = stored
@@ -96,6 +102,14 @@ impl Downlink {
             observations,
             ..Downlink::default()
         }
+    }
+
+    /// The paths observed (`/` for a composite observation).
+    pub(super) fn observed_paths(&self) -> Vec<String> {
+        self.observations
+            .iter()
+            .map(|o| o.req_path.to_string())
+            .collect()
     }
 
     /// The commands waiting for the device to wake: the command JSON and its expiry.
@@ -132,6 +146,10 @@ pub(super) struct Queued {
     pub(super) command: Arc<[u8]>,
     /// A body sent in Block1 blocks: its share of the shard's cap.
     charge: Option<BodyCharge>,
+    /// The API request waiting for its outcome ([`Shard::poll_answer`]).
+    pub(super) tag: Option<u64>,
+    /// When the command entered the shard, for its round-trip time.
+    entered: Instant,
 }
 
 #[derive(Debug)]
@@ -157,6 +175,10 @@ struct Exchange {
     /// A body sent in Block1 blocks (`request.block1`): its share of the shard's cap,
     /// held until the exchange ends.
     _charge: Option<BodyCharge>,
+    /// The API request waiting for its outcome.
+    tag: Option<u64>,
+    /// When the command entered the shard.
+    entered: Instant,
 }
 
 impl Exchange {
@@ -245,7 +267,9 @@ enum Outcome {
 }
 
 impl Shard {
-    /// Publishes an error response about a command for a registered endpoint.
+    /// Publishes an error response about a command for a registered endpoint, and hands
+    /// it to the API request `tag` waiting for it.
+    #[allow(clippy::too_many_arguments)]
     fn command_error(
         &mut self,
         location: Location,
@@ -254,7 +278,11 @@ impl Shard {
         req_path: &str,
         code: Code,
         reason: &str,
+        tag: Option<u64>,
     ) {
+        self.stats
+            .command_results
+            .count(CommandType::parse(msg_type), CommandResult::of(code));
         self.json.clear();
         translate::write_error(
             &mut self.json,
@@ -265,6 +293,7 @@ impl Shard {
             reason,
         );
         self.publish_for(TopicKind::Response, location);
+        self.answer(tag);
     }
 
     /// Publishes `self.json` on the endpoint's topic of `kind`.
@@ -339,6 +368,8 @@ impl Shard {
             deadline: now + timeout,
             acked: false,
             _charge: q.charge,
+            tag: q.tag,
+            entered: q.entered,
         });
         self.token_owner.insert(token, location);
         self.retransmit
@@ -394,18 +425,19 @@ impl Shard {
                 continue;
             }
             self.stats.command_timeouts += 1;
-            self.finish(now, location, |out, ex| {
+            self.finish(now, location, CommandResult::Timeout, |out, ex| {
                 translate::write_coap_timeout(out, &ex.echo, &ex.req_path)
             });
         }
     }
 
-    /// Ends the in-flight exchange of `location`, publishing what `write` writes, and
-    /// starts the next queued command.
+    /// Ends the in-flight exchange of `location` with `result`, publishing what `write`
+    /// writes, and starts the next queued command.
     fn finish(
         &mut self,
         now: Instant,
         location: Location,
+        result: CommandResult,
         write: impl FnOnce(&mut Vec<u8>, &Exchange),
     ) {
         let Some(ep) = self.endpoints.get_mut(&location) else {
@@ -420,6 +452,13 @@ impl Shard {
         self.json.clear();
         write(&mut self.json, &ex);
         self.publish_for(TopicKind::Response, location);
+        self.stats
+            .command_results
+            .count(CommandType::parse(&ex.msg_type), result);
+        self.stats
+            .command_rtt
+            .record_n(now.saturating_duration_since(ex.entered), 1);
+        self.answer(ex.tag);
         self.send_next(now, location);
     }
 
@@ -460,7 +499,7 @@ impl Shard {
         match (msg.ty(), msg.code().is_empty()) {
             (MessageType::Rst, _) => {
                 self.stats.command_resets += 1;
-                self.finish(now, location, |out, ex| {
+                self.finish(now, location, CommandResult::Reset, |out, ex| {
                     translate::write_coap_reset(out, &ex.echo, &ex.req_path)
                 });
             }
@@ -579,7 +618,8 @@ impl Shard {
                 Block2Step::Assembled(body) => assembled = Some(body),
                 Block2Step::Failed(failed) => {
                     self.stats.command_responses += 1;
-                    return self.finish(now, location, |out, ex| {
+                    let result = CommandResult::of(failed);
+                    return self.finish(now, location, result, |out, ex| {
                         translate::write_response(
                             out,
                             &ex.echo,
@@ -682,7 +722,7 @@ impl Shard {
         match seq {
             None => {
                 self.stats.command_responses += 1;
-                self.finish(now, location, |out, ex| {
+                self.finish(now, location, CommandResult::of(code), |out, ex| {
                     translate::write_response(
                         out,
                         &ex.echo,
@@ -754,18 +794,18 @@ impl Shard {
         for t in dl.tokens() {
             self.token_owner.remove(&t);
         }
-        let pending: Vec<(Arc<str>, String, String)> = dl
+        let pending: Vec<(Arc<str>, String, String, Option<u64>)> = dl
             .in_flight
             .take()
-            .map(|e| (e.echo, e.msg_type, e.request.req_path))
+            .map(|e| (e.echo, e.msg_type, e.request.req_path, e.tag))
             .into_iter()
             .chain(
                 dl.queue
                     .drain(..)
-                    .map(|q| (q.echo, q.msg_type, q.request.req_path)),
+                    .map(|q| (q.echo, q.msg_type, q.request.req_path, q.tag)),
             )
             .collect();
-        for (echo, msg_type, req_path) in pending {
+        for (echo, msg_type, req_path, tag) in pending {
             self.command_error(
                 location,
                 &echo,
@@ -773,6 +813,7 @@ impl Shard {
                 &req_path,
                 Code::NOT_FOUND,
                 reason,
+                tag,
             );
         }
     }

@@ -113,6 +113,18 @@ impl Endpoints {
         self.by_key(key).map(|(location, _)| location)
     }
 
+    /// Buckets of the name index: positions for [`Endpoints::at_bucket`].
+    pub(super) fn buckets(&self) -> usize {
+        self.by_name.num_buckets()
+    }
+
+    /// The endpoint indexed at bucket position `index` of the name index, if any. Positions
+    /// stay put while the index does not grow, so a listing can resume at one.
+    pub(super) fn at_bucket(&self, index: usize) -> Option<(Location, &Endpoint)> {
+        let key = self.by_name.get_bucket(index)?;
+        self.by_key(*key)
+    }
+
     /// The endpoint that last registered or updated from `addr`.
     pub(super) fn by_addr(&self, addr: SocketAddr) -> Option<Location> {
         let records = &self.records;

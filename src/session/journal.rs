@@ -206,7 +206,7 @@ impl Shard {
             for q in stored.queued {
                 let left = q.expires_unix.saturating_sub(now_unix);
                 let expires = now + std::time::Duration::from_secs(left);
-                self.enqueue_command_until(now, location, &q.command, Some(expires));
+                self.enqueue_command_until(now, location, &q.command, Some(expires), None);
             }
         }
         for (key, owner) in restore.moved {

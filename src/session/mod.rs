@@ -17,6 +17,9 @@
 //! * Endpoint names are unique per node: the *directory* shard of a name (a hash of it)
 //!   remembers which registration holds it and evicts the older one on re-register.
 
+mod admin;
+#[cfg(test)]
+mod admin_tests;
 mod auto_observe;
 #[cfg(test)]
 mod auto_observe_tests;
@@ -71,6 +74,7 @@ use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 use crate::transmit::Transmits;
 
+pub use admin::{ClientCursor, ClientFilter, ClientInfo, ListStep};
 use endpoints::{Directory, Endpoint, Endpoints};
 pub use journal::ShardRestore;
 use location::KeyGen;
@@ -79,7 +83,9 @@ use publish::{ip_text, PublishQueue, TopicKind};
 pub use publish::{Publish, PublishRef};
 use secure::identity_hasher;
 pub use secure::Link;
-pub use stats::ShardStats;
+pub use stats::{
+    CommandResult, CommandResults, CommandType, LatencyBuckets, ShardStats, LATENCY_BOUNDS,
+};
 
 /// CON requests remembered for duplicate detection per shard; beyond, the oldest go first.
 /// Retransmissions come within MAX_TRANSMIT_SPAN (45 s), which this covers at ~5.8 k new
@@ -349,6 +355,8 @@ pub struct Shard {
     /// every shard of a node.
     identity_hasher: ahash::RandomState,
     stats: ShardStats,
+    /// Outcomes of API commands for the runtime: `(tag, response JSON)`.
+    answers: VecDeque<(u64, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -415,6 +423,7 @@ impl Shard {
             link: Link::Udp,
             identity_hasher: identity_hasher(),
             stats: ShardStats::default(),
+            answers: VecDeque::new(),
             cfg,
         }
     }

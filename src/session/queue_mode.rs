@@ -88,6 +88,11 @@ impl Shard {
                 "expired",
             );
             self.publish_for(super::TopicKind::Response, location);
+            self.stats.command_results.count(
+                super::stats::CommandType::parse(&q.msg_type),
+                super::stats::CommandResult::ServerError,
+            );
+            self.answer(q.tag);
             self.journal_endpoint(location);
         }
     }

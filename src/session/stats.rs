@@ -55,9 +55,205 @@ pub struct ShardStats {
     /// Payloads published undecoded because they did not decode.
     pub undecodable: u64,
     /// Datagrams longer than the runtime's receive slot, dropped unread
-    /// ([`Shard::handle_truncated`]).
+    /// ([`Shard::handle_truncated`](super::Shard::handle_truncated)).
     pub truncated: u64,
     /// Requests refused with 4.03 because the sender's DTLS identity (or its lack of one)
     /// does not match the endpoint, and datagrams dropped for the same reason.
     pub forbidden: u64,
+    /// Command outcomes by `msgType` and result.
+    pub command_results: CommandResults,
+    /// Round trips of commands, from entering the shard to their response being published.
+    pub command_rtt: LatencyBuckets,
+}
+
+/// The `msgType` of a command, as an index into [`CommandResults`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandType {
+    /// `read`
+    Read,
+    /// `discover`
+    Discover,
+    /// `write`
+    Write,
+    /// `write-attr`
+    WriteAttr,
+    /// `execute`
+    Execute,
+    /// `create`
+    Create,
+    /// `delete`
+    Delete,
+    /// `observe`
+    Observe,
+    /// `cancel-observe`
+    CancelObserve,
+    /// `read-composite`
+    ReadComposite,
+    /// `write-composite`
+    WriteComposite,
+    /// `observe-composite`
+    ObserveComposite,
+    /// `cancel-observe-composite`
+    CancelObserveComposite,
+    /// Anything else (a command that did not name a known `msgType`).
+    Other,
+}
+
+impl CommandType {
+    /// Every type, in index order.
+    pub const ALL: [CommandType; 14] = [
+        CommandType::Read,
+        CommandType::Discover,
+        CommandType::Write,
+        CommandType::WriteAttr,
+        CommandType::Execute,
+        CommandType::Create,
+        CommandType::Delete,
+        CommandType::Observe,
+        CommandType::CancelObserve,
+        CommandType::ReadComposite,
+        CommandType::WriteComposite,
+        CommandType::ObserveComposite,
+        CommandType::CancelObserveComposite,
+        CommandType::Other,
+    ];
+
+    /// The type named by a command's `msgType`.
+    pub fn parse(msg_type: &str) -> CommandType {
+        match msg_type {
+            "read" => CommandType::Read,
+            "discover" => CommandType::Discover,
+            "write" => CommandType::Write,
+            "write-attr" => CommandType::WriteAttr,
+            "execute" => CommandType::Execute,
+            "create" => CommandType::Create,
+            "delete" => CommandType::Delete,
+            "observe" => CommandType::Observe,
+            "cancel-observe" => CommandType::CancelObserve,
+            "read-composite" => CommandType::ReadComposite,
+            "write-composite" => CommandType::WriteComposite,
+            "observe-composite" => CommandType::ObserveComposite,
+            "cancel-observe-composite" => CommandType::CancelObserveComposite,
+            _ => CommandType::Other,
+        }
+    }
+
+    /// The `msgType` text (`other` for [`CommandType::Other`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandType::Read => "read",
+            CommandType::Discover => "discover",
+            CommandType::Write => "write",
+            CommandType::WriteAttr => "write-attr",
+            CommandType::Execute => "execute",
+            CommandType::Create => "create",
+            CommandType::Delete => "delete",
+            CommandType::Observe => "observe",
+            CommandType::CancelObserve => "cancel-observe",
+            CommandType::ReadComposite => "read-composite",
+            CommandType::WriteComposite => "write-composite",
+            CommandType::ObserveComposite => "observe-composite",
+            CommandType::CancelObserveComposite => "cancel-observe-composite",
+            CommandType::Other => "other",
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandResult {
+    /// The device answered 2.xx.
+    Ok,
+    /// The device (or the gateway, for a bad or unroutable command) answered 4.xx.
+    ClientError,
+    /// The device or the gateway answered 5.xx (full queue, expired in the queue, ...).
+    ServerError,
+    /// The device never answered (`coap_timeout`).
+    Timeout,
+    /// The device reset the request (`coap_reset`).
+    Reset,
+}
+
+impl CommandResult {
+    /// Every result, in index order.
+    pub const ALL: [CommandResult; 5] = [
+        CommandResult::Ok,
+        CommandResult::ClientError,
+        CommandResult::ServerError,
+        CommandResult::Timeout,
+        CommandResult::Reset,
+    ];
+
+    /// The result a response code stands for.
+    pub fn of(code: crate::coap::Code) -> CommandResult {
+        match code.class() {
+            2 => CommandResult::Ok,
+            4 => CommandResult::ClientError,
+            _ => CommandResult::ServerError,
+        }
+    }
+
+    /// The label value: `ok`, `4xx`, `5xx`, `timeout`, `reset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandResult::Ok => "ok",
+            CommandResult::ClientError => "4xx",
+            CommandResult::ServerError => "5xx",
+            CommandResult::Timeout => "timeout",
+            CommandResult::Reset => "reset",
+        }
+    }
+}
+
+/// Command outcomes, a fixed table indexed by [`CommandType`] and [`CommandResult`]:
+/// counting one costs an increment, never an allocation.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CommandResults([[u64; CommandResult::ALL.len()]; CommandType::ALL.len()]);
+
+impl CommandResults {
+    /// Counts one command of `ty` that ended with `result`.
+    pub fn count(&mut self, ty: CommandType, result: CommandResult) {
+        self.0[ty as usize][result as usize] += 1;
+    }
+
+    /// Commands of `ty` that ended with `result`.
+    pub fn get(&self, ty: CommandType, result: CommandResult) -> u64 {
+        self.0[ty as usize][result as usize]
+    }
+}
+
+/// Upper bounds (seconds) of the latency buckets: 10 µs to 60 s, roughly ×2.5 apart, which
+/// spans a datagram batch in a shard (tens of µs) and a command to a sleeping device.
+pub const LATENCY_BOUNDS: [f64; 16] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 1.0, 10.0, 60.0,
+];
+
+/// A latency histogram with the fixed buckets of [`LATENCY_BOUNDS`] (plus +Inf): recording
+/// is a few comparisons and an increment, and the runtime exports it as is.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LatencyBuckets {
+    /// Observations per bucket (not cumulative); the last one is +Inf.
+    pub counts: [u64; LATENCY_BOUNDS.len() + 1],
+    /// Sum of the observations, nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl LatencyBuckets {
+    /// Records `n` observations of `took`.
+    pub fn record_n(&mut self, took: std::time::Duration, n: u64) {
+        let secs = took.as_secs_f64();
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.counts[i] += n;
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns = self.sum_ns.saturating_add(ns.saturating_mul(n));
+    }
+
+    /// Observations recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dtls;
+pub mod http;
 pub mod process;
 
 use std::net::{SocketAddr, UdpSocket};

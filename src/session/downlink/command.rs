@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::{BodyCharge, Queued, Shard, MAX_PENDING_BLOCK1_BYTES};
 use crate::coap::Code;
 use crate::session::queue_mode::queued_ttl;
+use crate::session::stats::{CommandResult, CommandType};
 use crate::session::{directory_shard, Location, TopicKind};
 use crate::translate::{self, Command, CommandKind};
 
@@ -29,6 +30,10 @@ impl Shard {
                     Ok(c) => (c.echo, Some(c.msg_type), Some(c.req_path)),
                     Err(e) => (e.echo, e.msg_type, e.req_path),
                 };
+                self.stats.command_results.count(
+                    CommandType::parse(msg_type.as_deref().unwrap_or("")),
+                    CommandResult::ClientError,
+                );
                 self.json.clear();
                 translate::write_error(
                     &mut self.json,
@@ -47,6 +52,19 @@ impl Shard {
         self.enqueue_command(now, location, payload);
     }
 
+    /// Handles a command for `ep` from the HTTP API, exactly as if it had come on the
+    /// command topic (its response is published as usual); its outcome is also handed
+    /// back through [`Shard::poll_answer`] under `tag`. `false` when this shard does not
+    /// hold `ep`.
+    pub fn handle_api_command(&mut self, now: Instant, ep: &str, payload: &[u8], tag: u64) -> bool {
+        let Some(location) = self.endpoints.by_name(ep) else {
+            return false;
+        };
+        self.stats.commands += 1;
+        self.enqueue_command_until(now, location, payload, None, Some(tag));
+        true
+    }
+
     /// Queues the command `payload` (MQTT command JSON) for the endpoint of `location` and
     /// sends it if nothing is in flight; a command that does not parse or build is answered
     /// with an error response.
@@ -56,17 +74,19 @@ impl Shard {
         location: Location,
         payload: &[u8],
     ) {
-        self.enqueue_command_until(now, location, payload, None);
+        self.enqueue_command_until(now, location, payload, None, None);
     }
 
     /// [`Shard::enqueue_command`], or with `restored` the expiry of a command queued before
-    /// a restart: it was acknowledged then, so it is queued again silently.
+    /// a restart: it was acknowledged then, so it is queued again silently. `tag` names the
+    /// API request waiting for the command's outcome.
     pub(in crate::session) fn enqueue_command_until(
         &mut self,
         now: Instant,
         location: Location,
         payload: &[u8],
         restored: Option<Instant>,
+        tag: Option<u64>,
     ) {
         let restoring = restored.is_some();
         let Some(ep) = self.endpoints.get(&location) else {
@@ -86,9 +106,14 @@ impl Shard {
             Ok(built) => built,
             Err(e) => {
                 self.stats.commands_rejected += 1;
+                self.stats.command_results.count(
+                    CommandType::parse(e.msg_type.as_deref().unwrap_or("")),
+                    CommandResult::of(e.code()),
+                );
                 self.json.clear();
                 translate::write_command_error(&mut self.json, &e);
-                return self.publish_for(TopicKind::Response, location);
+                self.publish_for(TopicKind::Response, location);
+                return self.answer(tag);
             }
         };
         let observe = match command.kind {
@@ -123,6 +148,7 @@ impl Shard {
                 &req_path,
                 Code::SERVICE_UNAVAILABLE,
                 "command queue is full",
+                tag,
             );
         }
         // A body sent in Block1 blocks counts against the shard's cap until it ends.
@@ -147,6 +173,7 @@ impl Shard {
                         &req_path,
                         Code::SERVICE_UNAVAILABLE,
                         &reason,
+                        tag,
                     );
                 }
             },
@@ -171,6 +198,9 @@ impl Shard {
             expires,
             command: payload.into(),
             charge,
+            // A sleeping device's API caller is answered now, with the queued notice.
+            tag: tag.filter(|_| !asleep),
+            entered: now,
         });
         if asleep {
             self.stats.commands_queued += 1;
@@ -178,6 +208,7 @@ impl Shard {
                 .push(std::cmp::Reverse((expires, location)));
             if !restoring {
                 self.publish_for(TopicKind::Response, location);
+                self.answer(tag);
             }
             self.journal_endpoint(location);
         }

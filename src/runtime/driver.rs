@@ -1,0 +1,360 @@
+//! A shard's I/O state and the tasks that drive it: the receive loop over its sockets and
+//! the control task answering requests from outside the data path ([`super::control`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use futures_channel::oneshot;
+use glommio::channels::shared_channel::ConnectedSender;
+
+use super::control::{ClientPage, CommandTaken, Control, ShardSnapshot};
+use super::histograms::ShardHistograms;
+use super::udp::{readable, RecvBatch, SendBatch, MAX_DATAGRAM};
+use crate::session::{
+    ClientCursor, ClientFilter, ClientInfo, Handoff, LatencyBuckets, ListStep, Shard,
+};
+use crate::uplink::{Outgoing, UplinkHandle};
+
+/// Receive-loop turns between cooperative yields, so timers, handoffs and the uplink run
+/// even while a socket stays readable under load.
+const TURNS_PER_YIELD: usize = 16;
+
+/// How often an idle receive loop checks for shutdown.
+pub(super) const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// API callers one shard keeps waiting for command outcomes; beyond, a command that asks
+/// to wait is refused (503) rather than holding an unbounded table.
+const MAX_WAITERS: usize = 4096;
+
+/// Name-index buckets a listing or count looks at before the control task lets the
+/// datagram loop run. Each occupied bucket costs a few cache misses (index, record, name):
+/// `examples/list_clients.rs` measured ~0.15 ms for 1024 buckets (~500 endpoints).
+const LIST_BUDGET: usize = 1024;
+
+/// Clients a listing builds per turn, for the same reason: each is a handful of small
+/// allocations (~0.5 µs).
+const LIST_ITEMS_PER_TURN: usize = 250;
+
+/// Listings and counts a shard walks at once in tasks of their own; more wait their turn
+/// in the control task. Walks woken together run their turns back to back, so this bounds
+/// what a datagram batch can wait behind them: 4 turns, ~0.6 ms.
+const MAX_WALKS: usize = 4;
+
+/// How long the control task steps aside between two budgets of a listing. Sleeping (not
+/// just yielding) sends the executor through its reactor, so readable sockets are served.
+const LIST_PAUSE: Duration = Duration::from_micros(20);
+
+/// Everything a shard's tasks share.
+pub(super) struct ShardIo {
+    pub(super) shard: Shard,
+    pub(super) send: SendBatch,
+    pub(super) socket: Rc<glommio::net::UdpSocket>,
+    /// The DTLS socket and its send queue, when the DTLS listener is on.
+    pub(super) secure: Option<(SendBatch, Rc<glommio::net::UdpSocket>)>,
+    /// Replies dropped because the socket buffer stayed full.
+    pub(super) send_dropped: u64,
+    /// Datagrams handed to the sockets.
+    pub(super) datagrams_out: u64,
+    /// Handoffs sent to other shards.
+    pub(super) handoffs_out: u64,
+    pub(super) uplink: Rc<UplinkHandle>,
+    pub(super) peers: Vec<Option<ConnectedSender<Handoff>>>,
+    pub(super) backlog: VecDeque<(usize, Handoff)>,
+    /// Latency of datagram batches, for `/metrics`.
+    pub(super) pipeline: LatencyBuckets,
+    /// API callers waiting for a command's outcome, by tag.
+    pub(super) waiters: AHashMap<u64, oneshot::Sender<Vec<u8>>>,
+    /// Tag of the next API command.
+    pub(super) next_tag: u64,
+}
+
+impl ShardIo {
+    /// Moves everything the shard produced to the socket, the uplink, other shards and
+    /// waiting API callers.
+    pub(super) fn flush(&mut self, now: Instant) {
+        let (send, socket, dropped) = (&mut self.send, &*self.socket, &mut self.send_dropped);
+        let out = &mut self.datagrams_out;
+        self.shard.drain_transmits(|to, data| {
+            if send.is_full() {
+                flush_udp(send, socket);
+            }
+            match send.push(to, data) {
+                Ok(_) => *out += 1,
+                Err(_) => *dropped += 1,
+            }
+        });
+        flush_udp(&mut self.send, &self.socket);
+        if let Some((send, socket)) = &mut self.secure {
+            self.shard.drain_secure_transmits(|to, data| {
+                if send.is_full() {
+                    flush_udp(send, socket);
+                }
+                match send.push(to, data) {
+                    Ok(_) => *out += 1,
+                    Err(_) => *dropped += 1,
+                }
+            });
+            flush_udp(send, socket);
+        }
+        let uplink = &self.uplink;
+        self.shard.drain_publishes(|p| {
+            uplink.publish(
+                now,
+                Outgoing {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: p.qos,
+                },
+            );
+        });
+        while let Some(h) = self.shard.poll_handoff() {
+            self.backlog.push_back(h);
+        }
+        while let Some((to, h)) = self.backlog.pop_front() {
+            let Some(Some(peer)) = self.peers.get(to) else {
+                continue;
+            };
+            if let Err(e) = peer.try_send(h) {
+                tracing::warn!(to, "handoff channel full, retrying: {e}");
+                break;
+            }
+            self.handoffs_out += 1;
+        }
+        while let Some((tag, json)) = self.shard.poll_answer() {
+            if let Some(waiter) = self.waiters.remove(&tag) {
+                // The caller may have given up; then nobody needs it.
+                let _ = waiter.send(json);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> ShardSnapshot {
+        ShardSnapshot {
+            shard: self.shard.id(),
+            registered: self.shard.registered(),
+            stats: self.shard.stats().clone(),
+            uplink: self.uplink.stats(),
+            connected: self.uplink.is_connected(),
+            dtls: self.shard.dtls_stats().cloned(),
+            dtls_sessions: self.shard.dtls_sessions(),
+            pipeline: self.pipeline.clone(),
+            send_dropped: self.send_dropped,
+            datagrams_out: self.datagrams_out,
+            handoffs_out: self.handoffs_out,
+            pending_transmits: self.shard.pending_transmits(),
+            pending_publishes: self.shard.pending_publishes(),
+            handoff_backlog: self.backlog.len(),
+            pending_journal: self.shard.pending_journal(),
+            waiting_commands: self.waiters.len(),
+        }
+    }
+
+    /// Takes an API command: `CommandTaken::Taken` with a receiver when `wait`.
+    fn take_command(&mut self, ep: &str, payload: &[u8], wait: bool) -> CommandTaken {
+        if wait && self.waiters.len() >= MAX_WAITERS {
+            // Callers that gave up leave their entries behind until answered.
+            self.waiters.retain(|_, w| !w.is_canceled());
+        }
+        let busy = wait && self.waiters.len() >= MAX_WAITERS;
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.wrapping_add(1);
+        let now = Instant::now();
+        if busy {
+            return match self.shard.client(now, ep) {
+                Some(_) => CommandTaken::Busy,
+                None => CommandTaken::NotHere,
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        if wait {
+            self.waiters.insert(tag, tx);
+        }
+        if !self.shard.handle_api_command(now, ep, payload, tag) {
+            self.waiters.remove(&tag);
+            return CommandTaken::NotHere;
+        }
+        self.flush(now);
+        CommandTaken::Taken(wait.then_some(rx))
+    }
+}
+
+fn flush_udp(send: &mut SendBatch, socket: &glommio::net::UdpSocket) {
+    if let Err(e) = send.flush(socket) {
+        tracing::warn!("UDP send failed: {e}");
+    }
+}
+
+/// Answers control requests until every sender is gone.
+pub(super) async fn serve_control(io: Rc<RefCell<ShardIo>>, requests: flume::Receiver<Control>) {
+    let walks = Rc::new(Cell::new(0));
+    while let Ok(request) = requests.recv_async().await {
+        match request {
+            Control::Snapshot(reply) => {
+                let _ = reply.send(io.borrow().snapshot());
+            }
+            Control::Client { ep, reply } => {
+                let _ = reply.send(io.borrow().shard.client(Instant::now(), &ep));
+            }
+            Control::Deregister { ep, reply } => {
+                let now = Instant::now();
+                let mut io = io.borrow_mut();
+                let held = io.shard.deregister_client(now, &ep);
+                io.flush(now);
+                let _ = reply.send(held);
+            }
+            Control::Command {
+                ep,
+                payload,
+                wait,
+                reply,
+            } => {
+                let taken = io.borrow_mut().take_command(&ep, &payload, wait);
+                let _ = reply.send(taken);
+            }
+            Control::Count { filter, reply } => {
+                let walk = count(io.clone(), filter, reply);
+                run_walk(walk, &walks).await;
+            }
+            Control::List {
+                filter,
+                cursor,
+                limit,
+                reply,
+            } => {
+                let walk = list(io.clone(), filter, cursor, limit, reply);
+                run_walk(walk, &walks).await;
+            }
+        }
+    }
+}
+
+/// Runs a walk over the name index in a task of its own, so snapshots and lookups are not
+/// queued behind it; beyond [`MAX_WALKS`] at once, in the control task itself, which holds
+/// back further requests until it is done.
+async fn run_walk(walk: impl std::future::Future<Output = ()> + 'static, walks: &Rc<Cell<usize>>) {
+    if walks.get() >= MAX_WALKS {
+        return walk.await;
+    }
+    walks.set(walks.get() + 1);
+    let walks = walks.clone();
+    glommio::spawn_local(async move {
+        walk.await;
+        walks.set(walks.get() - 1);
+    })
+    .detach();
+}
+
+/// Counts the clients matching `filter`, a budget of buckets per turn.
+async fn count(io: Rc<RefCell<ShardIo>>, filter: Arc<ClientFilter>, reply: oneshot::Sender<usize>) {
+    let mut total = 0;
+    let mut from = Some(0);
+    while let Some(at) = from {
+        if reply.is_canceled() {
+            return;
+        }
+        let (n, next) = io.borrow().shard.count_clients(&filter, at, LIST_BUDGET);
+        total += n;
+        from = next;
+        if from.is_some() {
+            glommio::timer::sleep(LIST_PAUSE).await;
+        }
+    }
+    let _ = reply.send(total);
+}
+
+/// Collects up to `limit` clients matching `filter` from `cursor` on, a budget of buckets
+/// and clients per turn.
+async fn list(
+    io: Rc<RefCell<ShardIo>>,
+    filter: Arc<ClientFilter>,
+    mut cursor: ClientCursor,
+    limit: usize,
+    reply: oneshot::Sender<ClientPage>,
+) {
+    let mut items: Vec<ClientInfo> = Vec::with_capacity(limit.min(1024));
+    let next = loop {
+        if reply.is_canceled() {
+            return;
+        }
+        let turn_limit = (items.len() + LIST_ITEMS_PER_TURN).min(limit);
+        let step = io.borrow().shard.list_clients(
+            Instant::now(),
+            &filter,
+            cursor,
+            turn_limit,
+            LIST_BUDGET,
+            &mut items,
+        );
+        match step {
+            ListStep::Full(at) if items.len() >= limit => break Some(at),
+            ListStep::End => break None,
+            ListStep::Full(at) | ListStep::Paused(at) => cursor = at,
+        }
+        glommio::timer::sleep(LIST_PAUSE).await;
+    };
+    let _ = reply.send(ClientPage { items, next });
+}
+
+/// Receives on one of a shard's sockets until shutdown: the UDP socket, or (`secure`) the
+/// DTLS one, whose datagrams are handshakes or records the shard opens first. Drains with
+/// `recvmmsg` while datagrams are there and waits for readiness only when none are.
+pub(super) async fn receive(
+    io: Rc<RefCell<ShardIo>>,
+    socket: Rc<glommio::net::UdpSocket>,
+    shutdown: Arc<AtomicBool>,
+    secure: bool,
+    hist: Option<Rc<RefCell<ShardHistograms>>>,
+) {
+    let mut recv = RecvBatch::new();
+    let mut turns = 0;
+    while !shutdown.load(Ordering::Acquire) {
+        let n = match recv.recv(&*socket) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(secure, "UDP receive failed: {e}");
+                0
+            }
+        };
+        if n == 0 {
+            let wake =
+                futures_lite::future::or(async { readable(&socket).await.map(|_| ()) }, async {
+                    glommio::timer::sleep(SHUTDOWN_POLL).await;
+                    Ok(())
+                });
+            if let Err(e) = wake.await {
+                tracing::warn!(secure, "UDP readiness failed: {e}");
+                glommio::timer::sleep(SHUTDOWN_POLL).await;
+            }
+            continue;
+        }
+        let now = Instant::now();
+        {
+            let mut io = io.borrow_mut();
+            for i in 0..n {
+                let (from, data) = recv.get(i);
+                if recv.is_truncated(i) {
+                    io.shard.handle_truncated(now, from, MAX_DATAGRAM);
+                } else if secure {
+                    io.shard.handle_secure_datagram(now, from, data);
+                } else {
+                    io.shard.handle_datagram(now, from, data);
+                }
+            }
+            io.flush(now);
+            let waited = now.elapsed();
+            io.pipeline.record_n(waited, n as u64);
+            if let Some(hist) = &hist {
+                hist.borrow_mut().record_pipeline(waited, n as u64);
+            }
+        }
+        turns += 1;
+        if turns % TURNS_PER_YIELD == 0 {
+            glommio::yield_if_needed().await;
+        }
+    }
+}
