@@ -10,6 +10,7 @@ pub(super) struct ConfigFile {
     translators: TranslatorsFile,
     listeners: Listeners,
     mqtt: Mqtt,
+    cluster: Cluster,
     api: Api,
     log: Log,
     perf: Perf,
@@ -29,6 +30,7 @@ struct Gateway {
     update_msg_publish_condition: String,
     mountpoint: String,
     max_queued_commands: i64,
+    node: String,
 }
 
 impl Default for Gateway {
@@ -44,6 +46,7 @@ impl Default for Gateway {
             update_msg_publish_condition: "always".into(),
             mountpoint: "lwm2m/${endpoint_name}/".into(),
             max_queued_commands: 100,
+            node: String::new(),
         }
     }
 }
@@ -177,6 +180,22 @@ impl Default for Mqtt {
             keep_alive: "30s".into(),
             max_batch: 128,
             offline_buffer: 100_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Cluster {
+    enabled: bool,
+    topic_prefix: String,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            enabled: false,
+            topic_prefix: "lwm2m-cluster".into(),
         }
     }
 }
@@ -341,7 +360,21 @@ impl ConfigFile {
         if idle_timeout < Duration::from_secs(1) {
             return Err(invalid("gateway.idle_timeout", "must be at least 1s"));
         }
+        let node = if g.node.is_empty() {
+            host_node_name()
+        } else if g.node.len() > MAX_NODE_NAME || !g.node.chars().all(valid_node_char) {
+            return Err(invalid(
+                "gateway.node",
+                format!(
+                    "{:?} must be 1 to {MAX_NODE_NAME} characters of A-Z a-z 0-9 . _ - (or \"\" for the host name)",
+                    g.node
+                ),
+            ));
+        } else {
+            g.node
+        };
         let gateway = GatewayConfig {
+            node,
             shards,
             xml_dir: PathBuf::from(g.xml_dir),
             lifetime_min,
@@ -426,6 +459,23 @@ impl ConfigFile {
             offline_buffer: count("mqtt.offline_buffer", m.offline_buffer, 0, 100_000_000)?,
         };
 
+        let c = self.cluster;
+        let prefix = &c.topic_prefix;
+        if prefix.is_empty()
+            || prefix.starts_with(['/', '$'])
+            || prefix.ends_with('/')
+            || prefix.contains(['+', '#'])
+        {
+            return Err(invalid(
+                "cluster.topic_prefix",
+                format!("{prefix:?} must be a topic like \"lwm2m-cluster\": non-empty, no wildcards, no leading '$' or '/', no trailing '/'"),
+            ));
+        }
+        let cluster = ClusterConfig {
+            enabled: c.enabled,
+            topic_prefix: c.topic_prefix,
+        };
+
         if !self.api.bind.is_empty() {
             return Err(invalid(
                 "api.bind",
@@ -476,6 +526,7 @@ impl ConfigFile {
             udp,
             dtls,
             mqtt,
+            cluster,
             log,
             perf,
             persistence,

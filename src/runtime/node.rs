@@ -289,7 +289,7 @@ impl Gateway {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let node = node_name();
+        let node = config.gateway.node.clone();
         let config = Arc::new(config);
         let mut executors = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
@@ -764,29 +764,6 @@ async fn receive(
         if turns % TURNS_PER_YIELD == 0 {
             glommio::yield_if_needed().await;
         }
-    }
-}
-
-/// The node's name for MQTT client ids: the host name, or `node` if it has none.
-fn node_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let len = buf.iter().position(|b| *b == 0).unwrap_or(0);
-    let name = if rc == 0 {
-        String::from_utf8_lossy(&buf[..len]).into_owned()
-    } else {
-        String::new()
-    };
-    let name: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(20)
-        .collect();
-    if name.is_empty() {
-        "node".into()
-    } else {
-        name
     }
 }
 
