@@ -22,6 +22,9 @@ mod auto_observe;
 mod auto_observe_tests;
 #[cfg(test)]
 mod block1_tests;
+mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod composite_tests;
 mod downlink;
@@ -70,6 +73,7 @@ use crate::translate::{Event, Mountpoint};
 use crate::transmit::Transmits;
 
 use endpoints::{Directory, Endpoint, Endpoints};
+pub use cluster::{node_topic, presence_bucket, ClusterStats, PRESENCE_BUCKETS};
 pub use journal::ShardRestore;
 use location::KeyGen;
 pub use location::Location;
@@ -331,6 +335,8 @@ pub struct Shard {
     values: Vec<crate::content::EntryRef<'static>>,
     /// Changes to persist, when persistence is on.
     journal: Option<journal::Journal>,
+    /// Presence records and live nodes, when several nodes share the broker.
+    cluster: Option<Box<cluster::Cluster>>,
     /// The DTLS listener's peers, when it is enabled.
     dtls: Option<Box<DtlsServer>>,
     /// Plaintext of the DTLS datagram being handled.
@@ -359,11 +365,12 @@ fn home_shard(location: Location, shards: usize) -> usize {
     usize::from(location.home) % shards
 }
 
-/// Hash of an endpoint name that picks its directory shard; identical on every shard.
+/// The directory shard of an endpoint name: its presence bucket (a fixed hash, the same on
+/// every shard and node) modulo the shard count, so a shard subscribes to the presence
+/// records of exactly the names it is directory for. The journal does not store it: a
+/// restart recomputes it, whatever the shard count or the function was before.
 pub fn directory_shard(ep: &str, shards: usize) -> usize {
-    let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
-    h.write(ep.as_bytes());
-    (h.finish() % shards as u64) as usize
+    presence_bucket(ep) % shards.max(1)
 }
 
 impl Shard {
@@ -401,6 +408,7 @@ impl Shard {
             json: Vec::with_capacity(1024),
             values: Vec::with_capacity(16),
             journal: None,
+            cluster: None,
             dtls: None,
             app: AppData::default(),
             link: Link::Udp,
@@ -472,7 +480,7 @@ impl Shard {
                 fresh,
                 secure,
             } => self.claim(now, ep, location, owner, fresh, secure),
-            Handoff::Release { ep, location } => self.directory.release(&ep, location),
+            Handoff::Release { ep, location } => self.release_name(&ep, location),
             Handoff::Evict { location } => self.evict(now, location),
         }
     }
@@ -501,6 +509,7 @@ impl Shard {
         if let Some(dtls) = self.dtls.as_deref_mut() {
             dtls.handle_timeout(now);
         }
+        self.handle_reassert(now);
         if now >= self.next_housekeeping {
             self.dedup.expire(now);
             self.blocks.expire(now);
@@ -518,7 +527,8 @@ impl Shard {
         let next_retransmit = self.retransmit.peek().map(|Reverse((at, _, _))| *at);
         let next_dtls = self.dtls.as_deref().and_then(DtlsServer::poll_timeout);
         let next_queue = self.queue_expiry.peek().map(|Reverse((at, _))| *at);
-        [next_expiry, next_retransmit, next_dtls, next_queue]
+        let next_reassert = self.reassert_timeout();
+        [next_expiry, next_retransmit, next_dtls, next_queue, next_reassert]
             .into_iter()
             .flatten()
             .chain([self.next_housekeeping])
