@@ -5,10 +5,12 @@
 //!   program that makes the kernel agree, and the socket group that carries it.
 //! - [`udp`]: `recvmmsg`/`sendmmsg` batches over a shard's nonblocking socket and the
 //!   readiness wait used when a drain comes back empty.
+//! - `cluster`: cluster mode's Last Will, subscriptions and retained records per shard.
 //! - `dtls`: the DTLS listener's socket group and the node's OpenSSL context.
 //! - [`port`]: one owner per UDP port: a node refuses to start on a port another process's
 //!   socket already receives on, instead of joining its SO_REUSEPORT group.
 
+mod cluster;
 mod dtls;
 mod histograms;
 mod node;

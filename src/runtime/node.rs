@@ -161,6 +161,7 @@ impl ShardIo {
             flush_udp(send, socket);
         }
         let uplink = &self.uplink;
+        super::cluster::drain(now, &mut self.shard, uplink);
         self.shard.drain_publishes(|p| {
             uplink.publish(
                 now,
@@ -506,6 +507,7 @@ async fn shard_main(ctx: ShardContext) {
         &ctx.node,
         ctx.mqtt_addr.clone(),
     ));
+    super::cluster::set_will(&ctx.config, &ctx.node, index, &uplink);
     // Each side of a channel waits for the other to connect, so the receiving ends connect
     // in their own tasks while this one connects the sending ends.
     let receiving: Vec<_> = ctx
@@ -534,6 +536,7 @@ async fn shard_main(ctx: ShardContext) {
         started,
         seed,
     );
+    super::cluster::enable(&ctx.config, &ctx.node, started, &mut shard, &uplink);
     let mut secure_socket = None;
     if let Some(((socket, context), credentials)) = ctx.dtls {
         let hasher = shard.identity_hasher();
@@ -638,11 +641,14 @@ async fn shard_main(ctx: ShardContext) {
         let shutdown = ctx.shutdown.clone();
         let registered = ctx.registered.clone();
         let truncated = ctx.truncated.clone();
+        let uplink = uplink.clone();
         glommio::spawn_local(async move {
+            let mut connection = super::cluster::ConnectionWatch::default();
             while !shutdown.load(Ordering::Acquire) {
                 let now = Instant::now();
                 let wait = {
                     let mut io = io.borrow_mut();
+                    connection.poll(now, &uplink, &mut io.shard);
                     io.shard.handle_timeout(now);
                     io.flush(now);
                     registered[index].store(io.shard.registered(), Ordering::Relaxed);
@@ -684,6 +690,7 @@ async fn shard_main(ctx: ShardContext) {
         let now = Instant::now();
         let mut io = io.borrow_mut();
         io.shard.handle_timeout(now);
+        io.shard.leave_cluster();
         io.flush(now);
         if let Some(stats) = io.shard.dtls_stats() {
             // Until the counters have an endpoint of their own (metrics), the log has them.

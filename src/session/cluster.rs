@@ -342,6 +342,9 @@ impl Shard {
     /// follow the subscriptions tell it again), and the presence records of the names it
     /// holds are written again a batch at a time, in case the broker lost them.
     pub fn handle_broker_connected(&mut self, now: Instant) {
+        if self.cluster.is_none() {
+            return;
+        }
         let (shard, shards) = (self.cfg.shard, self.cfg.shards);
         let names: Vec<Arc<str>> = self.directory.names().cloned().collect();
         let Some(c) = self.cluster.as_deref_mut() else {

@@ -1,0 +1,68 @@
+//! Cluster mode in the runtime (`[cluster] enabled`): what a shard's executor does beyond a
+//! single node's work. The decisions are the sans-IO shard's (`session::cluster`); here the
+//! uplink gets its Last Will and subscriptions, the shard learns when the broker connection
+//! comes up, and its retained records go out.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{Config, Qos};
+use crate::session::{node_topic, Shard};
+use crate::uplink::UplinkHandle;
+
+/// Sets the Last Will of shard `index`'s connection: its live-node record, cleared by the
+/// broker when the connection dies. Call right after spawning the uplink, before it first
+/// connects.
+pub(super) fn set_will(config: &Config, node: &str, index: usize, uplink: &UplinkHandle) {
+    if config.cluster.enabled {
+        let topic = node_topic(&config.cluster.topic_prefix, node, index);
+        uplink.set_will(Some(topic));
+    }
+}
+
+/// Turns on the shard's cluster state and subscribes to the records it reads. `started` is
+/// the `now` the shard was created with.
+pub(super) fn enable(
+    config: &Config,
+    node: &str,
+    started: Instant,
+    shard: &mut Shard,
+    uplink: &UplinkHandle,
+) {
+    if !config.cluster.enabled {
+        return;
+    }
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(0);
+    shard.enable_cluster(node, &config.cluster.topic_prefix, unix_ms.saturating_sub(elapsed));
+    let filters = shard
+        .cluster_subscriptions()
+        .into_iter()
+        .map(|f| (f, Qos::AtLeastOnce))
+        .collect();
+    uplink.subscribe(filters);
+}
+
+/// Tells the shard each time its broker connection comes up.
+#[derive(Debug, Default)]
+pub(super) struct ConnectionWatch {
+    last: Option<u64>,
+}
+
+impl ConnectionWatch {
+    /// Checks the uplink; on a connection not seen before, calls
+    /// [`Shard::handle_broker_connected`].
+    pub(super) fn poll(&mut self, now: Instant, uplink: &UplinkHandle, shard: &mut Shard) {
+        let current = uplink.connection();
+        if current.is_some() && current != self.last {
+            shard.handle_broker_connected(now);
+        }
+        self.last = current;
+    }
+}
+
+/// Moves the shard's retained records to the uplink.
+pub(super) fn drain(now: Instant, shard: &mut Shard, uplink: &UplinkHandle) {
+    shard.drain_retained(|topic, payload| uplink.publish_retained(now, topic, payload));
+}
