@@ -44,22 +44,11 @@ pub(super) fn enable(
     uplink.subscribe(filters);
 }
 
-/// Tells the shard each time its broker connection comes up.
-#[derive(Debug, Default)]
-pub(super) struct ConnectionWatch {
-    last: Option<u64>,
-}
-
-impl ConnectionWatch {
-    /// Checks the uplink; on a connection not seen before, calls
-    /// [`Shard::handle_broker_connected`].
-    pub(super) fn poll(&mut self, now: Instant, uplink: &UplinkHandle, shard: &mut Shard) {
-        let current = uplink.connection();
-        if current.is_some() && current != self.last {
-            shard.handle_broker_connected(now);
-        }
-        self.last = current;
-    }
+/// Tells the shard which broker connection is up (see
+/// [`Shard::observe_broker_connection`]): before every message from the broker, and on
+/// every timer turn.
+pub(super) fn watch(now: Instant, uplink: &UplinkHandle, shard: &mut Shard) {
+    shard.observe_broker_connection(now, uplink.connection());
 }
 
 /// Moves the shard's retained records to the uplink.

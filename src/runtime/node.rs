@@ -593,6 +593,7 @@ async fn shard_main(ctx: ShardContext) {
                 let (topic, payload) = uplink.next_incoming().await;
                 let now = Instant::now();
                 let mut io = io.borrow_mut();
+                super::cluster::watch(now, &uplink, &mut io.shard);
                 io.shard.handle_command(now, &topic, &payload);
                 io.flush(now);
                 if timed {
@@ -643,12 +644,11 @@ async fn shard_main(ctx: ShardContext) {
         let truncated = ctx.truncated.clone();
         let uplink = uplink.clone();
         glommio::spawn_local(async move {
-            let mut connection = super::cluster::ConnectionWatch::default();
             while !shutdown.load(Ordering::Acquire) {
                 let now = Instant::now();
                 let wait = {
                     let mut io = io.borrow_mut();
-                    connection.poll(now, &uplink, &mut io.shard);
+                    super::cluster::watch(now, &uplink, &mut io.shard);
                     io.shard.handle_timeout(now);
                     io.flush(now);
                     registered[index].store(io.shard.registered(), Ordering::Relaxed);

@@ -150,6 +150,8 @@ pub(super) struct Cluster {
     /// Names whose records are written again after a (re)connect, a batch at a time.
     reassert: Vec<Arc<str>>,
     next_reassert: Option<Instant>,
+    /// The broker connection last reported up (see [`Shard::observe_broker_connection`]).
+    connection: Option<u64>,
     stats: ClusterStats,
 }
 
@@ -309,6 +311,7 @@ impl Shard {
             outbox: Vec::new(),
             reassert: Vec::new(),
             next_reassert: None,
+            connection: None,
             stats: ClusterStats::default(),
         };
         cluster.intern(&node);
@@ -335,6 +338,21 @@ impl Shard {
     pub fn cluster_will(&self) -> Option<String> {
         let c = self.cluster.as_deref()?;
         Some(node_topic(&c.prefix, &c.node, self.cfg.shard))
+    }
+
+    /// The runtime's report of the broker connection: `Some(n)` while the n-th connection
+    /// is up. A connection not seen before is [`Shard::handle_broker_connected`]. Call it
+    /// before handing the shard any message received from the broker, so what the shard
+    /// knew is reset before the new subscriptions replay the retained records.
+    pub fn observe_broker_connection(&mut self, now: Instant, connection: Option<u64>) {
+        let Some(c) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let fresh = connection.is_some() && connection != c.connection;
+        c.connection = connection;
+        if fresh {
+            self.handle_broker_connected(now);
+        }
     }
 
     /// The broker connection came up (first time or again): this shard's live-node record
