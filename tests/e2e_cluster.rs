@@ -144,8 +144,13 @@ fn serve(socket: UdpSocket, stop: Arc<AtomicBool>) -> Arc<AtomicUsize> {
             }
             count.fetch_add(1, Ordering::Relaxed);
             let mut out = Vec::new();
-            let mut w =
-                MessageWriter::new(&mut out, MessageType::Ack, Code::CONTENT, req.mid(), req.token());
+            let mut w = MessageWriter::new(
+                &mut out,
+                MessageType::Ack,
+                Code::CONTENT,
+                req.mid(),
+                req.token(),
+            );
             w.uint_option(lwm2m_gateway::coap::option::CONTENT_FORMAT, 0);
             w.payload(b"v");
             w.finish();
@@ -199,7 +204,12 @@ fn fake_node(addr: &str, prefix: &str, node: &str) -> TcpStream {
     let topic = format!("{prefix}/nodes/{node}/0");
     let mut connect = Connect::new(format!("fake-{node}"));
     connect.keep_alive = 30;
-    connect.last_will = Some(LastWill::new(topic.clone(), Vec::new(), QoS::AtLeastOnce, true));
+    connect.last_will = Some(LastWill::new(
+        topic.clone(),
+        Vec::new(),
+        QoS::AtLeastOnce,
+        true,
+    ));
     let mut out = BytesMut::new();
     connect.write(&mut out).expect("encode CONNECT");
     let mut record = Publish::new(topic, QoS::AtMostOnce, br#"{"node":"fake"}"#.to_vec());
@@ -261,7 +271,11 @@ fn two_nodes_on_one_broker_answer_every_command_once() {
     assert_eq!(b.registered_eventually(2, WAIT).iter().sum::<usize>(), 2);
     assert_eq!(codes(&command(&app, &ep_m, 4)), ["2.05"]);
     assert_eq!(new.served.load(Ordering::Relaxed), 1, "node B executes it");
-    assert_eq!(old.served.load(Ordering::Relaxed), 0, "node A no longer does");
+    assert_eq!(
+        old.served.load(Ordering::Relaxed),
+        0,
+        "node A no longer does"
+    );
     drop(old.device);
 
     // A live node named lower than both holds a name: nobody else answers for it, and
@@ -278,7 +292,10 @@ fn two_nodes_on_one_broker_answer_every_command_once() {
     records.wait_presence(&held, &fake);
     app.drain(QUIET);
     assert!(command(&app, &held, 5).is_empty(), "held by a live node");
-    assert!(command(&app, &ghost, 6).is_empty(), "the fake node is the lowest");
+    assert!(
+        command(&app, &ghost, 6).is_empty(),
+        "the fake node is the lowest"
+    );
     drop(stream);
     records.wait_for("the fake node's will", |t, p| {
         t.ends_with(&format!("/nodes/{fake}/0")) && p.is_empty()

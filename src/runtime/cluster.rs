@@ -35,7 +35,11 @@ pub(super) fn enable(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(0);
-    shard.enable_cluster(node, &config.cluster.topic_prefix, unix_ms.saturating_sub(elapsed));
+    shard.enable_cluster(
+        node,
+        &config.cluster.topic_prefix,
+        unix_ms.saturating_sub(elapsed),
+    );
     let filters = shard
         .cluster_subscriptions()
         .into_iter()

@@ -187,8 +187,7 @@ impl Cluster {
     }
 
     fn remote(&self, ep: &str) -> Option<&Remote> {
-        self.remote
-            .find(self.hasher.hash_one(ep), |r| *r.ep == *ep)
+        self.remote.find(self.hasher.hash_one(ep), |r| *r.ep == *ep)
     }
 
     fn forget_remote(&mut self, ep: &str) {

@@ -47,7 +47,7 @@ impl Cluster {
         let mut nodes = vec![Node::new(2, |_| {}), Node::new(2, |_| {})];
         let now = nodes[0].now;
         nodes[1].now = now;
-        let names = vec!["gw-a", "gw-b"];
+        let names = ["gw-a", "gw-b"];
         for (i, node) in nodes.iter_mut().enumerate() {
             let epoch = if i == 1 { EPOCH_MS - skew_ms } else { EPOCH_MS };
             for s in &mut node.shards {
@@ -273,9 +273,17 @@ fn when_the_holder_dies_the_survivor_answers_404_once() {
     // B is the higher name: it leaves unknown names to A while A lives.
     c.die(0);
     let r = c.command("dev-a");
-    assert_eq!(not_found(&r[1].1), 1, "B answers for the dead node's endpoint");
+    assert_eq!(
+        not_found(&r[1].1),
+        1,
+        "B answers for the dead node's endpoint"
+    );
     let r = c.command("dev-b");
-    assert_eq!((r[1].0, not_found(&r[1].1)), (1, 0), "B still serves its own");
+    assert_eq!(
+        (r[1].0, not_found(&r[1].1)),
+        (1, 0),
+        "B still serves its own"
+    );
     let r = c.command("nobody");
     assert_eq!(not_found(&r[1].1), 1);
     // A comes back (with its registration, as after a restart with persistence).
@@ -334,7 +342,11 @@ fn garbage_on_the_cluster_topics_is_counted_and_ignored() {
     let mut c = Cluster::new(0);
     c.register(0, "dev-a", "127.0.0.2:5000");
     let topic = format!("{PREFIX}/presence/{}/dev-a", presence_bucket("dev-a"));
-    for junk in [&b"not json"[..], br#"{"node":"a/b","registered":1}"#, &[b'x'; 4096]] {
+    for junk in [
+        &b"not json"[..],
+        br#"{"node":"a/b","registered":1}"#,
+        &[b'x'; 4096],
+    ] {
         c.deliver(&topic, junk);
         c.deliver(&format!("{PREFIX}/presence/99999/dev-a"), b"{}");
         c.deliver(&format!("{PREFIX}/nodes/gw-q/not-a-number"), b"{}");

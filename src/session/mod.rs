@@ -72,8 +72,8 @@ use crate::lwm2m::{Limits, ObjectLists, Registration, Registry};
 use crate::translate::{Event, Mountpoint};
 use crate::transmit::Transmits;
 
-use endpoints::{Directory, Endpoint, Endpoints};
 pub use cluster::{node_topic, presence_bucket, ClusterStats, PRESENCE_BUCKETS};
+use endpoints::{Directory, Endpoint, Endpoints};
 pub use journal::ShardRestore;
 use location::KeyGen;
 pub use location::Location;
@@ -528,11 +528,17 @@ impl Shard {
         let next_dtls = self.dtls.as_deref().and_then(DtlsServer::poll_timeout);
         let next_queue = self.queue_expiry.peek().map(|Reverse((at, _))| *at);
         let next_reassert = self.reassert_timeout();
-        [next_expiry, next_retransmit, next_dtls, next_queue, next_reassert]
-            .into_iter()
-            .flatten()
-            .chain([self.next_housekeeping])
-            .min()
+        [
+            next_expiry,
+            next_retransmit,
+            next_dtls,
+            next_queue,
+            next_reassert,
+        ]
+        .into_iter()
+        .flatten()
+        .chain([self.next_housekeeping])
+        .min()
     }
 
     /// Hands every queued datagram to `send` and forgets them.

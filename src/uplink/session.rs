@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
-    self, ConnAck, Connect, ConnectReturnCode, Disconnect, LastWill, Packet, PingReq, PubAck, SubAck,
-    Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
+    self, ConnAck, Connect, ConnectReturnCode, Disconnect, LastWill, Packet, PingReq, PubAck,
+    SubAck, Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
 };
 use rumqttc::mqttbytes::{self, QoS};
 

@@ -557,7 +557,10 @@ fn a_will_rides_every_connect_and_retained_messages_keep_their_flag() {
         assert_eq!(sent.len(), 2, "{packets:?}");
         assert!(sent.iter().all(|p| p.retain && p.qos == QoS::AtLeastOnce));
         assert_eq!(sent[0].payload.as_ref(), b"{}");
-        assert!(sent[1].payload.is_empty(), "an empty retained message clears");
+        assert!(
+            sent[1].payload.is_empty(),
+            "an empty retained message clears"
+        );
         // Lost before the PUBACKs: both are sent again, still retained.
         s.on_disconnected(t0);
     }
