@@ -59,3 +59,16 @@ pub(super) fn watch(now: Instant, uplink: &UplinkHandle, shard: &mut Shard) {
 pub(super) fn drain(now: Instant, shard: &mut Shard, uplink: &UplinkHandle) {
     shard.drain_retained(|topic, payload| uplink.publish_retained(now, topic, payload));
 }
+
+/// Warns when cluster mode runs on the embedded broker, which forwards at most its
+/// in-flight window of retained records per filter at subscribe (README "Several nodes").
+pub(super) fn warn_if_embedded(config: &Config) {
+    if config.cluster.enabled && matches!(config.mqtt.broker, crate::config::Broker::Embedded) {
+        tracing::warn!(
+            "cluster mode on the embedded broker: at subscribe it forwards at most {} retained \
+             presence records per filter and drops the rest; use an external broker \
+             (mqtt.broker = \"mqtt://host:port\") for more than about a thousand endpoints",
+            crate::uplink::broker::MAX_INFLIGHT_COUNT
+        );
+    }
+}

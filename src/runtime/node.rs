@@ -214,6 +214,7 @@ impl Gateway {
             "object definitions loaded"
         );
         let registry = Arc::new(registry);
+        super::cluster::warn_if_embedded(&config);
         let broker = match &config.mqtt.broker {
             Broker::Embedded => Some(uplink::start_embedded(config.mqtt.embedded_bind)?),
             Broker::External { .. } => None,

@@ -15,7 +15,9 @@
 //!   always knows where its endpoints live now, so an Update for an id a shard does not
 //!   hold takes one hop to the home and at most one more to the owner.
 //! * Endpoint names are unique per node: the *directory* shard of a name (a hash of it)
-//!   remembers which registration holds it and evicts the older one on re-register.
+//!   remembers which registration holds it and evicts the older one on re-register. In
+//!   cluster mode it also keeps the name's presence record on the broker and reads other
+//!   nodes' records, so names are unique across nodes (see `cluster`).
 
 mod auto_observe;
 #[cfg(test)]
