@@ -21,6 +21,12 @@ pub(super) fn set_will(config: &Config, node: &str, index: usize, uplink: &Uplin
 
 /// Turns on the shard's cluster state and subscribes to the records it reads. `started` is
 /// the `now` the shard was created with.
+///
+/// The subscriptions are QoS 0: on TCP a message is lost only with the connection, and a
+/// new connection resets the shard's view and replays every retained record anyway. QoS 1
+/// would cap that replay: Mosquitto's default queue (`max_queued_messages` 1000) delivered
+/// 1020 of 3000 retained messages to a QoS 1 subscription and all of them at QoS 0, and
+/// rumqttd shares its 1024-message in-flight window across all filters of a connection.
 pub(super) fn enable(
     config: &Config,
     node: &str,
@@ -43,7 +49,7 @@ pub(super) fn enable(
     let filters = shard
         .cluster_subscriptions()
         .into_iter()
-        .map(|f| (f, Qos::AtLeastOnce))
+        .map(|f| (f, Qos::AtMostOnce))
         .collect();
     uplink.subscribe(filters);
 }
@@ -66,9 +72,12 @@ pub(super) fn warn_if_embedded(config: &Config) {
     if config.cluster.enabled && matches!(config.mqtt.broker, crate::config::Broker::Embedded) {
         tracing::warn!(
             "cluster mode on the embedded broker: at subscribe it forwards at most {} retained \
-             presence records per filter and drops the rest; use an external broker \
-             (mqtt.broker = \"mqtt://host:port\") for more than about a thousand endpoints",
-            crate::uplink::broker::MAX_INFLIGHT_COUNT
+             presence records per bucket and drops the rest; use an external broker \
+             (mqtt.broker = \"mqtt://host:port\") for more than about {} endpoints",
+            crate::uplink::broker::MAX_OUTGOING_PACKET_COUNT,
+            crate::uplink::broker::MAX_OUTGOING_PACKET_COUNT as usize
+                * crate::session::PRESENCE_BUCKETS
+                / 2,
         );
     }
 }
