@@ -100,6 +100,9 @@ struct PresenceRecord<'a> {
     #[serde(borrow)]
     node: Cow<'a, str>,
     registered: u64,
+    /// Registered over DTLS (absent: plain).
+    #[serde(default)]
+    secure: bool,
 }
 
 /// Counters of a shard's cluster state.
@@ -123,6 +126,8 @@ pub struct ClusterStats {
 struct Remote {
     ep: Box<str>,
     node: u16,
+    /// Registered over DTLS.
+    secure: bool,
     stamp: u64,
 }
 
@@ -199,7 +204,7 @@ impl Cluster {
         }
     }
 
-    fn set_remote(&mut self, ep: &str, node: &str, stamp: u64) {
+    fn set_remote(&mut self, ep: &str, node: &str, secure: bool, stamp: u64) {
         let Some(node) = self.intern(node) else {
             self.stats.ignored += 1;
             return;
@@ -214,6 +219,7 @@ impl Cluster {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
                 let r = o.get_mut();
                 r.node = node;
+                r.secure = secure;
                 r.stamp = stamp;
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
@@ -224,24 +230,28 @@ impl Cluster {
                 v.insert(Remote {
                     ep: ep.into(),
                     node,
+                    secure,
                     stamp,
                 });
             }
         }
     }
 
-    /// Queues this node's presence record of `ep` (`Some(stamp)`) or its removal.
-    fn push_presence(&mut self, ep: &str, stamp: Option<u64>) {
+    /// Queues this node's presence record of `ep` (`Some((stamp, secure))`) or its removal.
+    fn push_presence(&mut self, ep: &str, record: Option<(u64, bool)>) {
         if self.leaving || !topic_safe(ep) {
             return;
         }
-        let payload = match stamp {
-            Some(stamp) => {
-                let mut p = Vec::with_capacity(48);
+        let payload = match record {
+            Some((stamp, secure)) => {
+                let mut p = Vec::with_capacity(64);
                 p.extend_from_slice(b"{\"node\":\"");
                 p.extend_from_slice(self.node.as_bytes());
                 p.extend_from_slice(b"\",\"registered\":");
                 p.extend_from_slice(stamp.to_string().as_bytes());
+                if secure {
+                    p.extend_from_slice(b",\"secure\":true");
+                }
                 p.push(b'}');
                 p
             }
@@ -281,8 +291,8 @@ impl Cluster {
 /// What a presence record means for the directory shard of its name.
 enum Verdict {
     Nothing,
-    /// Write this node's record again with this stamp.
-    Rewrite(u64),
+    /// Write this node's record again: stamp, made over DTLS.
+    Rewrite(u64, bool),
     /// Clear the record (it names this node, which does not hold the name).
     Clear,
     /// Another node registered the name later: drop this node's registration.
@@ -506,7 +516,7 @@ impl Shard {
             }
         };
         let verdict = match (record, held) {
-            (None, Some(h)) => Verdict::Rewrite(h.stamp),
+            (None, Some(h)) => Verdict::Rewrite(h.stamp, h.secure),
             (None, None) => {
                 c.forget_remote(ep);
                 Verdict::Nothing
@@ -514,23 +524,26 @@ impl Shard {
             (Some(r), Some(_)) if *r.node == *c.node => Verdict::Nothing,
             (Some(r), None) if *r.node == *c.node => Verdict::Clear,
             (Some(r), Some(h)) => {
-                if (r.registered, &*r.node) > (h.stamp, &*c.node) {
-                    c.set_remote(ep, &r.node, r.registered);
+                // A DTLS registration (authenticated as the name) outranks a plain one,
+                // then the later one wins.
+                let theirs = (r.secure, r.registered, &*r.node);
+                if theirs > (h.secure, h.stamp, &*c.node) {
+                    c.set_remote(ep, &r.node, r.secure, r.registered);
                     Verdict::TakenOver(h.location, h.owner)
                 } else {
-                    Verdict::Rewrite(h.stamp)
+                    Verdict::Rewrite(h.stamp, h.secure)
                 }
             }
             (Some(r), None) => {
-                c.set_remote(ep, &r.node, r.registered);
+                c.set_remote(ep, &r.node, r.secure, r.registered);
                 Verdict::Nothing
             }
         };
         match verdict {
             Verdict::Nothing => {}
-            Verdict::Rewrite(stamp) => {
+            Verdict::Rewrite(stamp, secure) => {
                 c.stats.repaired += 1;
-                c.push_presence(ep, Some(stamp));
+                c.push_presence(ep, Some((stamp, secure)));
             }
             Verdict::Clear => c.push_presence(ep, None),
             Verdict::TakenOver(location, owner) => {
@@ -560,11 +573,20 @@ impl Shard {
         wall.max(above)
     }
 
+    /// Whether another node holds `ep` over DTLS, which a plain registration here must
+    /// not take over (as on one node: see `Shard::claim`).
+    pub(super) fn held_securely_elsewhere(&self, ep: &str) -> bool {
+        self.cluster
+            .as_deref()
+            .and_then(|c| c.remote(ep))
+            .is_some_and(|r| r.secure)
+    }
+
     /// A new registration of `ep` on this node: its presence record is written.
-    pub(super) fn announce(&mut self, ep: &str, stamp: u64) {
+    pub(super) fn announce(&mut self, ep: &str, stamp: u64, secure: bool) {
         if let Some(c) = self.cluster.as_deref_mut() {
             c.forget_remote(ep);
-            c.push_presence(ep, Some(stamp));
+            c.push_presence(ep, Some((stamp, secure)));
         }
     }
 
@@ -607,7 +629,7 @@ impl Shard {
                 continue;
             };
             if let Some(c) = self.cluster.as_deref_mut() {
-                c.push_presence(&ep, Some(held.stamp));
+                c.push_presence(&ep, Some((held.stamp, held.secure)));
             }
         }
     }

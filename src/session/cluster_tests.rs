@@ -399,3 +399,25 @@ fn directory_shard_is_the_presence_bucket_modulo_shards() {
         }
     }
 }
+
+#[test]
+fn a_plain_registration_does_not_take_a_name_another_node_holds_over_dtls() {
+    let mut c = Cluster::new(0);
+    let topic = format!("{PREFIX}/presence/{}/secured", presence_bucket("secured"));
+    let record = br#"{"node":"gw-z","registered":1,"secure":true}"#;
+    c.deliver(&topic, record);
+    c.pump();
+    c.register(0, "secured", "127.0.0.2:5000");
+    assert_eq!(c.nodes[0].registered(), 0, "dropped again at once");
+    assert_eq!(c.events(0), ["replaced"]);
+    assert_eq!(
+        c.broker.retained.get(&topic).map(Vec::as_slice),
+        Some(&record[..])
+    );
+    // A plain record is taken over as before.
+    c.deliver(&topic, br#"{"node":"gw-z","registered":1}"#);
+    c.pump();
+    c.register(0, "secured", "127.0.0.2:5001");
+    assert_eq!(c.nodes[0].registered(), 1);
+    assert_eq!(c.record("secured").expect("record")["node"], "gw-a");
+}

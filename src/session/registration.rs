@@ -532,7 +532,7 @@ impl Shard {
                     let stamp = self.fresh_stamp(now, &ep, Some(held.stamp));
                     self.directory
                         .insert(ep.clone(), location, owner, secure, stamp);
-                    self.announce(&ep, stamp);
+                    self.announce(&ep, stamp, secure);
                     self.route(
                         now,
                         held.owner,
@@ -548,12 +548,17 @@ impl Shard {
             Some(held) => self
                 .directory
                 .insert(ep, location, owner, secure, held.stamp),
+            // Another node holds the name over DTLS: a plain registration does not take it.
+            None if fresh && !secure && self.held_securely_elsewhere(&ep) => {
+                self.stats.forbidden += 1;
+                self.route(now, owner, Handoff::Evict { location });
+            }
             None => {
                 let stamp = self.fresh_stamp(now, &ep, None);
                 self.directory
                     .insert(ep.clone(), location, owner, secure, stamp);
                 if fresh {
-                    self.announce(&ep, stamp);
+                    self.announce(&ep, stamp, secure);
                 }
             }
         }
