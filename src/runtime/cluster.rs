@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, Qos};
 use crate::session::{node_topic, Shard};
-use crate::uplink::UplinkHandle;
+use crate::uplink::{Outgoing, UplinkHandle};
 
 /// Sets the Last Will of shard `index`'s connection: its live-node record, cleared by the
 /// broker when the connection dies. Call right after spawning the uplink, before it first
@@ -61,9 +61,20 @@ pub(super) fn watch(now: Instant, uplink: &UplinkHandle, shard: &mut Shard) {
     shard.observe_broker_connection(now, uplink.connection());
 }
 
-/// Moves the shard's retained records to the uplink.
+/// Moves the shard's retained records to the uplink, at QoS 0: a record is lost only
+/// with its connection (or to the offline buffer's bound), and every new connection makes
+/// the shard write its records again and clear, on the replay, those naming this node
+/// that it no longer holds. QoS 1 would add a PUBACK per Register and share the uplink's
+/// in-flight window (which holds back every later publish when full) with the events.
 pub(super) fn drain(now: Instant, shard: &mut Shard, uplink: &UplinkHandle) {
-    shard.drain_retained(|topic, payload| uplink.publish_retained(now, topic, payload));
+    shard.drain_retained(|topic, payload| {
+        let msg = Outgoing {
+            topic,
+            payload,
+            qos: Qos::AtMostOnce,
+        };
+        uplink.publish_retained(now, msg);
+    });
 }
 
 /// Warns when cluster mode runs on the embedded broker, which forwards at most its

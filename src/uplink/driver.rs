@@ -132,12 +132,9 @@ impl UplinkHandle {
         self.shared.to_driver.notify();
     }
 
-    /// Queues a retained QoS 1 message (see [`UplinkSession::publish_retained`]).
-    pub fn publish_retained(&self, now: Instant, topic: &str, payload: &[u8]) {
-        self.shared
-            .session
-            .borrow_mut()
-            .publish_retained(now, topic, payload);
+    /// Queues a retained message (see [`UplinkSession::publish_retained`]).
+    pub fn publish_retained(&self, now: Instant, msg: Outgoing<'_>) {
+        self.shared.session.borrow_mut().publish_retained(now, msg);
         self.shared.to_driver.notify();
     }
 

@@ -287,14 +287,9 @@ impl UplinkSession {
         self.enqueue(now, msg, false);
     }
 
-    /// Queues a QoS 1 message with the RETAIN flag: the broker keeps it for later
-    /// subscribers, and an empty `payload` removes the message it kept on `topic`.
-    pub fn publish_retained(&mut self, now: Instant, topic: &str, payload: &[u8]) {
-        let msg = Outgoing {
-            topic,
-            payload,
-            qos: Qos::AtLeastOnce,
-        };
+    /// Queues a message with the RETAIN flag: the broker keeps it for later subscribers,
+    /// and an empty `payload` removes the message it kept on `topic`.
+    pub fn publish_retained(&mut self, now: Instant, msg: Outgoing<'_>) {
         self.enqueue(now, msg, true);
     }
 

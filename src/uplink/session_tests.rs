@@ -540,8 +540,13 @@ fn a_will_rides_every_connect_and_retained_messages_keep_their_flag() {
     let t0 = Instant::now();
     let mut s = UplinkSession::new(opts());
     s.set_will(Some("cluster/nodes/n1/0".into()));
-    s.publish_retained(t0, "cluster/nodes/n1/0", b"{}");
-    s.publish_retained(t0, "cluster/presence/7/ep", b"");
+    let retained = |topic, payload| Outgoing {
+        topic,
+        payload,
+        qos: Qos::AtLeastOnce,
+    };
+    s.publish_retained(t0, retained("cluster/nodes/n1/0", b"{}"));
+    s.publish_retained(t0, retained("cluster/presence/7/ep", b""));
     for _ in 0..2 {
         s.on_connected(t0);
         let packets = drain(&mut s, t0);
