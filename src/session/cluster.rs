@@ -493,8 +493,15 @@ impl Shard {
             if !live.contains(&its_shard) {
                 live.push(its_shard);
             }
-            if ours {
+            if ours && !c.seen_self {
                 c.seen_self = true;
+                let live = c.live.iter().filter(|s| !s.is_empty()).count();
+                tracing::info!(
+                    shard,
+                    live_nodes = live,
+                    remote_endpoints = c.remote.len(),
+                    "cluster view complete: retained records replayed"
+                );
             }
         }
     }
