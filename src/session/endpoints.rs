@@ -221,7 +221,8 @@ struct Claim {
     owner: u8,
     /// Registered over DTLS: a plain registration of the name never evicts it.
     secure: bool,
-    /// Registration stamp (Unix ms) in the cluster's presence record; 0 without a cluster.
+    /// When it registered, Unix ms: its presence record's stamp in cluster mode (0 for a
+    /// registration made outside cluster mode).
     stamp: u64,
 }
 

@@ -1,6 +1,7 @@
 //! Commands from the MQTT command topic: matched to an endpoint (or answered 4.04 by the
-//! name's directory shard, see [`super::super::cluster`] for several nodes), built into a CoAP request and queued behind the one in flight
-//! (or, for a sleeping queue-mode device, until it wakes).
+//! name's directory shard; with several nodes only by one node, see `session::cluster`),
+//! built into a CoAP request and queued behind the one in flight (or, for a sleeping
+//! queue-mode device, until it wakes).
 
 use std::time::Instant;
 
