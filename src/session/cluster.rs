@@ -5,7 +5,7 @@
 //! nodes:
 //!
 //! * `<prefix>/presence/<bucket>/<ep>` — `{"node":..,"registered":<Unix ms>}`: which node
-//!   holds the endpoint, written (retained, QoS 1) by the directory shard of the name when
+//!   holds the endpoint, written (retained) by the directory shard of the name when
 //!   a Register lands on its node and cleared (empty retained) when the registration ends.
 //!   A node clears only records of names it held itself.
 //! * `<prefix>/nodes/<node>/<shard>` — written by every shard when its broker connection
@@ -395,7 +395,6 @@ impl Shard {
         let Some(c) = self.cluster.as_deref_mut() else {
             return;
         };
-        c.outbox.clear();
         c.reassert.clear();
         c.next_reassert = None;
         c.outbox
@@ -403,8 +402,8 @@ impl Shard {
         c.leaving = true;
     }
 
-    /// Hands every queued retained message (topic, payload; an empty payload clears) to
-    /// `publish`, to be sent as retained QoS 1.
+    /// Hands every queued record (topic, payload; an empty payload clears) to `publish`,
+    /// to be sent with the RETAIN flag.
     pub fn drain_retained(&mut self, mut publish: impl FnMut(&str, &[u8])) {
         if let Some(c) = self.cluster.as_deref_mut() {
             for (topic, payload) in c.outbox.drain(..) {
