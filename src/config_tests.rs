@@ -228,7 +228,10 @@ fn node_name_and_cluster_keys() {
     }
     for bad in ["", "/x", "x/", "$SYS", "a/+", "a/#"] {
         let text = format!("[cluster]\ntopic_prefix = \"{bad}\"");
-        assert!(problem(&text).starts_with("cluster.topic_prefix:"), "{bad:?}");
+        assert!(
+            problem(&text).starts_with("cluster.topic_prefix:"),
+            "{bad:?}"
+        );
     }
     assert!(problem("[cluster]\nenabeld = true").contains("enabeld"));
 }
