@@ -16,6 +16,9 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config/gateway.toml");
 /// Largest number of shards accepted: the location id spends one character on the shard.
 pub const MAX_SHARDS: usize = 36;
 
+/// Longest node name: it is one MQTT topic level and part of every client id.
+pub const MAX_NODE_NAME: usize = 64;
+
 /// A configuration problem, naming the key (`section.key`) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -170,6 +173,9 @@ pub struct GatewayConfig {
     /// APNs (lower case) whose devices are in queue mode without a `Q` binding: they sleep
     /// in PSM as the carrier configures it for that APN.
     pub psm_apns: Vec<String>,
+    /// This node's name (`gateway.node`, the host name when empty): in MQTT client ids and
+    /// in the cluster's presence records.
+    pub node: String,
 }
 
 /// `[listeners.udp]`.
@@ -221,6 +227,17 @@ pub struct MqttConfig {
     pub offline_buffer: usize,
 }
 
+/// `[cluster]`: several nodes on one broker (README "Several nodes").
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Whether this node publishes presence records and answers commands for unknown
+    /// endpoints only when no live node holds them.
+    pub enabled: bool,
+    /// Topic prefix of the presence and live-node records (`<prefix>/presence/...`,
+    /// `<prefix>/nodes/...`); the nodes of one cluster share it.
+    pub topic_prefix: String,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -261,6 +278,8 @@ pub struct Config {
     pub dtls: DtlsListenerConfig,
     /// `[mqtt]`.
     pub mqtt: MqttConfig,
+    /// `[cluster]`.
+    pub cluster: ClusterConfig,
     /// `[log]`.
     pub log: LogConfig,
     /// `[perf]`.
@@ -312,7 +331,7 @@ impl Config {
         use std::fmt::Debug;
         // `Debug` redacts the password, so it is compared in the clear next to `[mqtt]`.
         let password = |c: &Config| c.mqtt.password.as_ref().map(|p| p.expose().to_owned());
-        let sections: [(&'static str, &dyn Debug, &dyn Debug); 7] = [
+        let sections: [(&'static str, &dyn Debug, &dyn Debug); 8] = [
             ("gateway", &self.gateway, &newer.gateway),
             ("translators", &self.translators, &newer.translators),
             ("listeners.udp", &self.udp, &newer.udp),
@@ -322,6 +341,7 @@ impl Config {
                 &(&self.mqtt, password(self)),
                 &(&newer.mqtt, password(newer)),
             ),
+            ("cluster", &self.cluster, &newer.cluster),
             ("perf", &self.perf, &newer.perf),
             ("persistence", &self.persistence, &newer.persistence),
         ];
@@ -400,6 +420,35 @@ fn dtls_rules(dtls: &DtlsListenerConfig, udp: &UdpListenerConfig) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// The host name reduced to what a node name may hold (`[A-Za-z0-9._-]`, at most
+/// [`MAX_NODE_NAME`] characters), or `node` if nothing is left.
+pub fn host_node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(0);
+    let name = if rc == 0 {
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    } else {
+        String::new()
+    };
+    let name: String = name
+        .chars()
+        .filter(|c| valid_node_char(*c))
+        .take(MAX_NODE_NAME)
+        .collect();
+    if name.is_empty() {
+        "node".into()
+    } else {
+        name
+    }
+}
+
+/// Characters a node name may hold: safe in a topic level and a client id.
+fn valid_node_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
 fn optional_path(text: String) -> Option<PathBuf> {

@@ -234,3 +234,30 @@ fn psm_apns_are_apns_compared_in_lower_case() {
         assert!(err.contains("psm_apns"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn node_name_and_cluster_keys() {
+    let built_in = Config::default_config();
+    assert_eq!(built_in.gateway.node, host_node_name());
+    assert!(!built_in.cluster.enabled);
+    assert_eq!(built_in.cluster.topic_prefix, "lwm2m-cluster");
+    let c = Config::from_toml(
+        "[gateway]\nnode = \"gw-1.dc_a\"\n[cluster]\nenabled = true\ntopic_prefix = \"fleet/x\"",
+    )
+    .expect("valid");
+    assert_eq!(c.gateway.node, "gw-1.dc_a");
+    assert!(c.cluster.enabled);
+    assert_eq!(c.cluster.topic_prefix, "fleet/x");
+    for bad in ["a/b", "a+b", "a b", &"n".repeat(MAX_NODE_NAME + 1)] {
+        let text = format!("[gateway]\nnode = \"{bad}\"");
+        assert!(problem(&text).starts_with("gateway.node:"), "{bad}");
+    }
+    for bad in ["", "/x", "x/", "$SYS", "a/+", "a/#"] {
+        let text = format!("[cluster]\ntopic_prefix = \"{bad}\"");
+        assert!(
+            problem(&text).starts_with("cluster.topic_prefix:"),
+            "{bad:?}"
+        );
+    }
+    assert!(problem("[cluster]\nenabeld = true").contains("enabeld"));
+}

@@ -1,10 +1,11 @@
 //! The device-facing surface of a shard as a whole: a registered device observed on
 //! /3303/0/5700, then a sequence of arbitrary datagrams (from its address or a stranger's)
-//! and arbitrary command payloads. Nothing may panic, and everything the shard publishes
-//! must be valid JSON.
+//! and arbitrary command payloads, and arbitrary cluster records (the shard runs in
+//! cluster mode). Nothing may panic, and everything the shard publishes must be valid JSON.
 //!
 //! Input: repeated `[selector][len][bytes...]`; the selector's low bits pick the source
-//! (device or stranger) or a command, and how far the clock moves before it.
+//! (device or stranger), a command or a cluster record, and how far the clock moves before
+//! it.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use lwm2m_gateway::coap::{option, Code, MessageType, MessageWriter};
 use lwm2m_gateway::config::Config;
 use lwm2m_gateway::lwm2m::Registry;
-use lwm2m_gateway::session::{Shard, ShardConfig};
+use lwm2m_gateway::session::{presence_bucket, Shard, ShardConfig};
 
 const DEVICE: &str = "127.0.0.1:40000";
 const STRANGER: &str = "127.0.0.2:40001";
@@ -26,6 +27,14 @@ fn check(shard: &mut Shard) {
         assert!(p.topic.starts_with("lwm2m/"), "topic {}", p.topic);
         if let Err(e) = serde_json::from_slice::<serde_json::Value>(p.payload) {
             panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(p.payload));
+        }
+    });
+    shard.drain_retained(|topic, payload| {
+        assert!(topic.starts_with("fz-cluster/"), "topic {topic}");
+        if !payload.is_empty() {
+            if let Err(e) = serde_json::from_slice::<serde_json::Value>(payload) {
+                panic!("invalid record ({e}): {}", String::from_utf8_lossy(payload));
+            }
         }
     });
 }
@@ -43,6 +52,9 @@ fuzz_target!(|data: &[u8]| {
         .clone();
     let mut now = Instant::now();
     let mut shard = Shard::new(ShardConfig::new(&config, 0, registry), now, 7);
+    shard.enable_cluster("gw-fz", "fz-cluster", 1_700_000_000_000);
+    shard.handle_broker_connected(now);
+    let presence = format!("fz-cluster/presence/{}/fz", presence_bucket("fz"));
     let device: SocketAddr = DEVICE.parse().expect("address");
     let stranger: SocketAddr = STRANGER.parse().expect("address");
 
@@ -69,9 +81,11 @@ fuzz_target!(|data: &[u8]| {
         rest = next;
         now += Duration::from_millis(u64::from(selector >> 3) * 250);
         match selector & 7 {
-            0..=4 => shard.handle_datagram(now, device, chunk),
-            5 => shard.handle_datagram(now, stranger, chunk),
-            _ => shard.handle_command(now, "lwm2m/fz/dn", chunk),
+            0..=3 => shard.handle_datagram(now, device, chunk),
+            4 => shard.handle_datagram(now, stranger, chunk),
+            5 => shard.handle_command(now, "lwm2m/fz/dn", chunk),
+            6 => shard.handle_command(now, &presence, chunk),
+            _ => shard.handle_command(now, "fz-cluster/nodes/gw-a/0", chunk),
         }
         shard.handle_timeout(now);
         check(&mut shard);

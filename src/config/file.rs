@@ -10,6 +10,7 @@ pub(super) struct ConfigFile {
     translators: TranslatorsFile,
     listeners: Listeners,
     mqtt: Mqtt,
+    cluster: Cluster,
     api: Api,
     log: Log,
     perf: Perf,
@@ -30,6 +31,7 @@ struct Gateway {
     mountpoint: String,
     max_queued_commands: i64,
     psm_apns: Vec<String>,
+    node: String,
 }
 
 impl Default for Gateway {
@@ -46,6 +48,7 @@ impl Default for Gateway {
             mountpoint: "lwm2m/${endpoint_name}/".into(),
             max_queued_commands: 100,
             psm_apns: Vec::new(),
+            node: String::new(),
         }
     }
 }
@@ -179,6 +182,22 @@ impl Default for Mqtt {
             keep_alive: "30s".into(),
             max_batch: 128,
             offline_buffer: 100_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Cluster {
+    enabled: bool,
+    topic_prefix: String,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            enabled: false,
+            topic_prefix: "lwm2m-cluster".into(),
         }
     }
 }
@@ -381,7 +400,21 @@ impl ConfigFile {
             return Err(invalid("gateway.idle_timeout", "must be at least 1s"));
         }
         let psm_apns = psm_apns(g.psm_apns)?;
+        let node = if g.node.is_empty() {
+            host_node_name()
+        } else if g.node.len() > MAX_NODE_NAME || !g.node.chars().all(valid_node_char) {
+            return Err(invalid(
+                "gateway.node",
+                format!(
+                    "{:?} must be 1 to {MAX_NODE_NAME} characters of A-Z a-z 0-9 . _ - (or \"\" for the host name)",
+                    g.node
+                ),
+            ));
+        } else {
+            g.node
+        };
         let gateway = GatewayConfig {
+            node,
             shards,
             xml_dir: PathBuf::from(g.xml_dir),
             lifetime_min,
@@ -474,6 +507,24 @@ impl ConfigFile {
             },
             token: (!self.api.token.is_empty()).then(|| Secret::new(self.api.token)),
         };
+
+        let c = self.cluster;
+        let prefix = &c.topic_prefix;
+        if prefix.is_empty()
+            || prefix.starts_with(['/', '$'])
+            || prefix.ends_with('/')
+            || prefix.contains(['+', '#'])
+        {
+            return Err(invalid(
+                "cluster.topic_prefix",
+                format!("{prefix:?} must be a topic like \"lwm2m-cluster\": non-empty, no wildcards, no leading '$' or '/', no trailing '/'"),
+            ));
+        }
+        let cluster = ClusterConfig {
+            enabled: c.enabled,
+            topic_prefix: c.topic_prefix,
+        };
+
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid(
                 "log.filter",
@@ -515,6 +566,7 @@ impl ConfigFile {
             udp,
             dtls,
             mqtt,
+            cluster,
             log,
             perf,
             persistence,

@@ -174,6 +174,7 @@ pub fn plan_restore(
             location,
             owner,
             e.security != crate::dtls::Security::None,
+            e.registered_unix.saturating_mul(1000),
         ));
         plan.restored += 1;
         plan.shards[owner].endpoints.push((name, e));

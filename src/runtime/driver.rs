@@ -102,6 +102,7 @@ impl ShardIo {
             flush_udp(send, socket);
         }
         let uplink = &self.uplink;
+        super::cluster::drain(now, &mut self.shard, uplink);
         self.shard.drain_publishes(|p| {
             uplink.publish(
                 now,

@@ -5,12 +5,14 @@
 //!   program that makes the kernel agree, and the socket group that carries it.
 //! - [`udp`]: `recvmmsg`/`sendmmsg` batches over a shard's nonblocking socket and the
 //!   readiness wait used when a drain comes back empty.
+//! - `cluster`: cluster mode's Last Will, subscriptions and retained records per shard.
 //! - `dtls`: the DTLS listener's socket group and the node's OpenSSL context.
 //! - [`control`]: the per-shard control channel the HTTP API asks shards through.
 //! - `driver`: a shard's I/O state, its receive loop and the task serving control requests.
 //! - [`port`]: one owner per UDP port: a node refuses to start on a port another process's
 //!   socket already receives on, instead of joining its SO_REUSEPORT group.
 
+mod cluster;
 pub mod control;
 mod driver;
 mod dtls;

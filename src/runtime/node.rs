@@ -143,6 +143,7 @@ impl Gateway {
             "object definitions loaded"
         );
         let registry = Arc::new(registry);
+        super::cluster::warn_if_embedded(&config);
         let broker = match &config.mqtt.broker {
             Broker::Embedded => Some(uplink::start_embedded(config.mqtt.embedded_bind)?),
             Broker::External { .. } => None,
@@ -219,7 +220,7 @@ impl Gateway {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let node = node_name();
+        let node = config.gateway.node.clone();
         let config = Arc::new(config);
         let (control, mut control_rx): (Vec<_>, Vec<_>) = (0..shards)
             .map(|_| {
@@ -463,6 +464,7 @@ async fn shard_main(ctx: ShardContext) {
         &ctx.node,
         ctx.mqtt_addr.clone(),
     ));
+    super::cluster::set_will(&ctx.config, &ctx.node, index, &uplink);
     // Each side of a channel waits for the other to connect, so the receiving ends connect
     // in their own tasks while this one connects the sending ends.
     let receiving: Vec<_> = ctx
@@ -491,6 +493,7 @@ async fn shard_main(ctx: ShardContext) {
         started,
         seed,
     );
+    super::cluster::enable(&ctx.config, &ctx.node, started, &mut shard, &uplink);
     let mut secure_socket = None;
     if let Some(((socket, context), credentials)) = ctx.dtls {
         let hasher = shard.identity_hasher();
@@ -552,6 +555,7 @@ async fn shard_main(ctx: ShardContext) {
                 let (topic, payload) = uplink.next_incoming().await;
                 let now = Instant::now();
                 let mut io = io.borrow_mut();
+                super::cluster::watch(now, &uplink, &mut io.shard);
                 io.shard.handle_command(now, &topic, &payload);
                 io.flush(now);
                 if timed {
@@ -603,11 +607,13 @@ async fn shard_main(ctx: ShardContext) {
         let shutdown = ctx.shutdown.clone();
         let registered = ctx.registered.clone();
         let truncated = ctx.truncated.clone();
+        let uplink = uplink.clone();
         glommio::spawn_local(async move {
             while !shutdown.load(Ordering::Acquire) {
                 let now = Instant::now();
                 let wait = {
                     let mut io = io.borrow_mut();
+                    super::cluster::watch(now, &uplink, &mut io.shard);
                     io.shard.handle_timeout(now);
                     io.flush(now);
                     registered[index].store(io.shard.registered(), Ordering::Relaxed);
@@ -649,6 +655,7 @@ async fn shard_main(ctx: ShardContext) {
         let now = Instant::now();
         let mut io = io.borrow_mut();
         io.shard.handle_timeout(now);
+        io.shard.leave_cluster();
         io.flush(now);
         if let Some(stats) = io.shard.dtls_stats() {
             // Until the counters have an endpoint of their own (metrics), the log has them.
@@ -673,29 +680,6 @@ async fn shard_main(ctx: ShardContext) {
         task.await;
     }
     tracing::debug!(shard = index, "shard stopped");
-}
-
-/// The node's name for MQTT client ids: the host name, or `node` if it has none.
-fn node_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let len = buf.iter().position(|b| *b == 0).unwrap_or(0);
-    let name = if rc == 0 {
-        String::from_utf8_lossy(&buf[..len]).into_owned()
-    } else {
-        String::new()
-    };
-    let name: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(20)
-        .collect();
-    if name.is_empty() {
-        "node".into()
-    } else {
-        name
-    }
 }
 
 /// Runs the gateway until SIGINT or SIGTERM, then stops it gracefully. SIGHUP (logrotate,

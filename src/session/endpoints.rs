@@ -233,6 +233,22 @@ struct Claim {
     owner: u8,
     /// Registered over DTLS: a plain registration of the name never evicts it.
     secure: bool,
+    /// When it registered, Unix ms: its presence record's stamp in cluster mode (0 for a
+    /// registration made outside cluster mode).
+    stamp: u64,
+}
+
+/// What the directory knows of the registration holding a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Held {
+    /// The registration.
+    pub(super) location: Location,
+    /// Shard it lives on.
+    pub(super) owner: usize,
+    /// Registered over DTLS.
+    pub(super) secure: bool,
+    /// Its stamp in the cluster's presence record.
+    pub(super) stamp: u64,
 }
 
 /// Directory of the names that hash to this shard: name → (registration, owner shard).
@@ -251,18 +267,24 @@ impl Directory {
         }
     }
 
-    /// The registration holding `ep`, the shard it lives on, and whether it was made over
-    /// DTLS.
-    pub(super) fn get(&self, ep: &str) -> Option<(Location, usize, bool)> {
+    /// The registration holding `ep`.
+    pub(super) fn get(&self, ep: &str) -> Option<Held> {
         self.table
             .find(self.hasher.hash_one(ep), |c| *c.ep == *ep)
-            .map(|c| {
-                let location = Location {
+            .map(|c| Held {
+                location: Location {
                     home: c.home,
                     key: c.key,
-                };
-                (location, usize::from(c.owner), c.secure)
+                },
+                owner: usize::from(c.owner),
+                secure: c.secure,
+                stamp: c.stamp,
             })
+    }
+
+    /// Every name held, shared.
+    pub(super) fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.table.iter().map(|c| &c.ep)
     }
 
     /// Whether some registration holds `ep`.
@@ -270,10 +292,18 @@ impl Directory {
         self.get(ep).is_some()
     }
 
-    /// Records that `location` on `owner` holds `ep`.
-    pub(super) fn insert(&mut self, ep: Arc<str>, location: Location, owner: usize, secure: bool) {
+    /// Records that `location` on `owner` holds `ep`, registered at `stamp`.
+    pub(super) fn insert(
+        &mut self,
+        ep: Arc<str>,
+        location: Location,
+        owner: usize,
+        secure: bool,
+        stamp: u64,
+    ) {
         let hasher = &self.hasher;
         let claim = Claim {
+            stamp,
             key: location.key,
             home: location.home,
             // Shard indexes fit a location's home digit, so a byte.
@@ -293,12 +323,16 @@ impl Directory {
         }
     }
 
-    /// Forgets `ep` if `location` still holds it.
-    pub(super) fn release(&mut self, ep: &str, location: Location) {
-        if let Ok(o) = self.table.find_entry(self.hasher.hash_one(ep), |c| {
+    /// Forgets `ep` if `location` still holds it; whether it did.
+    pub(super) fn release(&mut self, ep: &str, location: Location) -> bool {
+        match self.table.find_entry(self.hasher.hash_one(ep), |c| {
             *c.ep == *ep && c.home == location.home && c.key == location.key
         }) {
-            o.remove();
+            Ok(o) => {
+                o.remove();
+                true
+            }
+            Err(_) => false,
         }
     }
 }

@@ -41,8 +41,9 @@ pub struct ShardRestore {
     pub expired: Vec<StoredEndpoint>,
     /// Endpoints whose id names this shard as home and that live on another: key → owner.
     pub moved: Vec<(u64, usize)>,
-    /// Directory entries of names that hash to this shard: name, location, owner.
-    pub claims: Vec<(Arc<str>, Location, usize, bool)>,
+    /// Directory entries of names that hash to this shard: name, location, owner, made
+    /// over DTLS, and when it registered (Unix ms, the stamp of its presence record).
+    pub claims: Vec<(Arc<str>, Location, usize, bool, u64)>,
 }
 
 impl Shard {
@@ -212,9 +213,9 @@ impl Shard {
         for (key, owner) in restore.moved {
             self.moved.insert(key, owner);
         }
-        for (ep, location, owner, secure) in restore.claims {
+        for (ep, location, owner, secure, stamp) in restore.claims {
             debug_assert_eq!(directory_shard(&ep, self.cfg.shards), self.cfg.shard);
-            self.directory.insert(ep, location, owner, secure);
+            self.directory.insert(ep, location, owner, secure, stamp);
         }
         for gone in restore.expired {
             self.stats.expired += 1;

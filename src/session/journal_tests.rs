@@ -378,3 +378,54 @@ fn commands_queued_for_a_sleeping_device_survive_a_restart() {
         .collect();
     assert_eq!(gets, vec!["3/0/0"]);
 }
+
+#[test]
+fn cluster_presence_is_written_again_after_a_restart_and_yields_to_a_newer_record() {
+    let mut node = journaled(2, BOOT_UNIX);
+    for s in &mut node.shards {
+        s.enable_cluster("gw-a", "c", BOOT_UNIX * 1000);
+    }
+    register(&mut node, 0, "127.0.0.2:5000", "kept", 3000);
+    register(&mut node, 1, "127.0.0.3:5000", "moved", 3000);
+    let bytes = journal_of(&mut node);
+
+    let mut node = restart(&bytes, 2, BOOT_UNIX + 60);
+    let now = node.now;
+    for s in &mut node.shards {
+        s.enable_cluster("gw-a", "c", (BOOT_UNIX + 60) * 1000);
+        s.handle_broker_connected(now);
+    }
+    node.advance(Duration::from_millis(10));
+    let mut records = Vec::new();
+    for s in &mut node.shards {
+        s.drain_retained(|t, p| {
+            if t.contains("/presence/") {
+                records.push((t.to_owned(), String::from_utf8_lossy(p).into_owned()));
+            }
+        });
+    }
+    records.sort();
+    let stamp = format!("\"registered\":{}", BOOT_UNIX * 1000);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records
+        .iter()
+        .all(|(_, p)| p.contains("gw-a") && p.contains(&stamp)));
+    node.take_published();
+
+    // Another node registered "moved" after the first boot: this node drops it, once.
+    let dir = directory_shard("moved", 2);
+    let topic = format!("c/presence/{}/moved", presence_bucket("moved"));
+    let newer = format!(r#"{{"node":"gw-b","registered":{}}}"#, BOOT_UNIX * 1000 + 1);
+    node.shards[dir].handle_command(now, &topic, newer.as_bytes());
+    node.settle();
+    let events: Vec<_> = node
+        .take_published()
+        .into_iter()
+        .filter(|(t, _)| t.ends_with("/up/event"))
+        .map(|(t, j)| (t, j["data"]["event"].clone()))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "lwm2m/moved/up/event");
+    assert_eq!(events[0].1, "replaced");
+    assert_eq!(node.registered(), 1);
+}

@@ -15,7 +15,9 @@
 //!   always knows where its endpoints live now, so an Update for an id a shard does not
 //!   hold takes one hop to the home and at most one more to the owner.
 //! * Endpoint names are unique per node: the *directory* shard of a name (a hash of it)
-//!   remembers which registration holds it and evicts the older one on re-register.
+//!   remembers which registration holds it and evicts the older one on re-register. In
+//!   cluster mode it also keeps the name's presence record on the broker and reads other
+//!   nodes' records, so names are unique across nodes (see `cluster`).
 
 mod admin;
 #[cfg(test)]
@@ -27,6 +29,9 @@ mod auto_observe_tests;
 mod block1_tests;
 #[cfg(test)]
 mod block2_notify_tests;
+mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod composite_tests;
 mod downlink;
@@ -75,6 +80,7 @@ use crate::translate::{Event, Mountpoint};
 use crate::transmit::Transmits;
 
 pub use admin::{ClientCursor, ClientFilter, ClientInfo, ListStep};
+pub use cluster::{node_topic, presence_bucket, ClusterStats, PRESENCE_BUCKETS};
 use endpoints::{Directory, Endpoint, Endpoints};
 pub use journal::ShardRestore;
 use location::KeyGen;
@@ -345,6 +351,8 @@ pub struct Shard {
     values: Vec<crate::content::EntryRef<'static>>,
     /// Changes to persist, when persistence is on.
     journal: Option<journal::Journal>,
+    /// Presence records and live nodes, when several nodes share the broker.
+    cluster: Option<Box<cluster::Cluster>>,
     /// The DTLS listener's peers, when it is enabled.
     dtls: Option<Box<DtlsServer>>,
     /// Plaintext of the DTLS datagram being handled.
@@ -375,11 +383,12 @@ fn home_shard(location: Location, shards: usize) -> usize {
     usize::from(location.home) % shards
 }
 
-/// Hash of an endpoint name that picks its directory shard; identical on every shard.
+/// The directory shard of an endpoint name: its presence bucket (a fixed hash, the same on
+/// every shard and node) modulo the shard count, so a shard subscribes to the presence
+/// records of exactly the names it is directory for. The journal does not store it: a
+/// restart recomputes it, whatever the shard count or the function was before.
 pub fn directory_shard(ep: &str, shards: usize) -> usize {
-    let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
-    h.write(ep.as_bytes());
-    (h.finish() % shards as u64) as usize
+    presence_bucket(ep) % shards.max(1)
 }
 
 impl Shard {
@@ -418,6 +427,7 @@ impl Shard {
             json: Vec::with_capacity(1024),
             values: Vec::with_capacity(16),
             journal: None,
+            cluster: None,
             dtls: None,
             app: AppData::default(),
             link: Link::Udp,
@@ -490,7 +500,7 @@ impl Shard {
                 fresh,
                 secure,
             } => self.claim(now, ep, location, owner, fresh, secure),
-            Handoff::Release { ep, location } => self.directory.release(&ep, location),
+            Handoff::Release { ep, location } => self.release_name(&ep, location),
             Handoff::Evict { location } => self.evict(now, location),
         }
     }
@@ -519,6 +529,7 @@ impl Shard {
         if let Some(dtls) = self.dtls.as_deref_mut() {
             dtls.handle_timeout(now);
         }
+        self.handle_reassert(now);
         if now >= self.next_housekeeping {
             self.dedup.expire(now);
             self.blocks.expire(now);
@@ -536,11 +547,18 @@ impl Shard {
         let next_retransmit = self.retransmit.peek().map(|Reverse((at, _, _))| *at);
         let next_dtls = self.dtls.as_deref().and_then(DtlsServer::poll_timeout);
         let next_queue = self.queue_expiry.peek().map(|Reverse((at, _))| *at);
-        [next_expiry, next_retransmit, next_dtls, next_queue]
-            .into_iter()
-            .flatten()
-            .chain([self.next_housekeeping])
-            .min()
+        let next_reassert = self.reassert_timeout();
+        [
+            next_expiry,
+            next_retransmit,
+            next_dtls,
+            next_queue,
+            next_reassert,
+        ]
+        .into_iter()
+        .flatten()
+        .chain([self.next_housekeeping])
+        .min()
     }
 
     /// Hands every queued datagram to `send` and forgets them.

@@ -530,20 +530,43 @@ impl Shard {
         match current {
             // A plain registration never takes a name from a DTLS one (the Register was
             // refused on the holder's own shard; here it lost the race to another shard).
-            Some((held, _, true)) if held != location && !secure => {
+            Some(held) if held.location != location && held.secure && !secure => {
                 self.stats.forbidden += 1;
                 self.route(now, owner, Handoff::Evict { location });
             }
-            Some((held, held_owner, _)) if held != location => {
+            Some(held) if held.location != location => {
                 if fresh {
-                    self.directory.insert(ep, location, owner, secure);
-                    self.route(now, held_owner, Handoff::Evict { location: held });
+                    let stamp = self.fresh_stamp(now, &ep, Some(held.stamp));
+                    self.directory
+                        .insert(ep.clone(), location, owner, secure, stamp);
+                    self.announce(&ep, stamp, secure);
+                    self.route(
+                        now,
+                        held.owner,
+                        Handoff::Evict {
+                            location: held.location,
+                        },
+                    );
                 } else {
                     self.route(now, owner, Handoff::Evict { location });
                 }
             }
-            _ => {
-                self.directory.insert(ep, location, owner, secure);
+            // The same registration, moved to another shard: its stamp stays.
+            Some(held) => self
+                .directory
+                .insert(ep, location, owner, secure, held.stamp),
+            // Another node holds the name over DTLS: a plain registration does not take it.
+            None if fresh && !secure && self.held_securely_elsewhere(&ep) => {
+                self.stats.forbidden += 1;
+                self.route(now, owner, Handoff::Evict { location });
+            }
+            None => {
+                let stamp = self.fresh_stamp(now, &ep, None);
+                self.directory
+                    .insert(ep.clone(), location, owner, secure, stamp);
+                if fresh {
+                    self.announce(&ep, stamp, secure);
+                }
             }
         }
     }

@@ -46,8 +46,9 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`start_embedded`] waits for the broker to accept connections.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Publishes the broker forwards to one connection per scheduling round.
-const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
+/// Publishes the broker forwards to one connection per scheduling round; also the most
+/// retained messages it forwards to a QoS 0 subscription when it is made.
+pub const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
 
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]

@@ -132,6 +132,24 @@ impl UplinkHandle {
         self.shared.to_driver.notify();
     }
 
+    /// Queues a retained message (see [`UplinkSession::publish_retained`]).
+    pub fn publish_retained(&self, now: Instant, msg: Outgoing<'_>) {
+        self.shared.session.borrow_mut().publish_retained(now, msg);
+        self.shared.to_driver.notify();
+    }
+
+    /// Sets the Last Will of the next connections (see [`UplinkSession::set_will`]).
+    pub fn set_will(&self, topic: Option<String>) {
+        self.shared.session.borrow_mut().set_will(topic);
+    }
+
+    /// Which connection to the broker is up: `Some(n)` while the n-th successful
+    /// connection (counting from 0) is up, `None` while there is none.
+    pub fn connection(&self) -> Option<u64> {
+        let s = self.shared.session.borrow();
+        s.is_connected().then(|| s.stats().reconnects)
+    }
+
     /// Remembers and subscribes topic filters (re-subscribed after every reconnect).
     pub fn subscribe(&self, filters: Vec<(String, Qos)>) {
         self.shared.session.borrow_mut().subscribe(filters);

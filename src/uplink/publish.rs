@@ -15,6 +15,8 @@ const PUBLISH: u8 = 0x30;
 pub(super) const DUP: u8 = 0x08;
 /// QoS 1 in the QoS bits of byte 0.
 const QOS1: u8 = 0x02;
+/// RETAIN flag in byte 0: the broker keeps the message for later subscribers.
+pub(super) const RETAIN: u8 = 0x01;
 
 /// Largest topic MQTT can carry (its length is a 16-bit field).
 pub const MAX_TOPIC_LEN: usize = u16::MAX as usize;

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
-    self, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, PingReq, PubAck, SubAck,
-    Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
+    self, ConnAck, Connect, ConnectReturnCode, Disconnect, LastWill, Packet, PingReq, PubAck,
+    SubAck, Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
 };
 use rumqttc::mqttbytes::{self, QoS};
 
 use super::fifo::{Frame, PacketFifo};
-use super::publish::{write_publish, DUP, MAX_TOPIC_LEN};
+use super::publish::{write_publish, DUP, MAX_TOPIC_LEN, RETAIN};
 use crate::config::{Qos, Secret};
 
 /// QoS 1 publishes awaiting PUBACK at once: bounds memory per connection and the burst
@@ -215,6 +215,8 @@ pub struct UplinkSession {
     awaiting_suback: Vec<u16>,
     ids: PacketIds,
     subscriptions: AHashMap<String, Qos>,
+    /// Topic of the Last Will (an empty retained message), if any.
+    will: Option<String>,
     incoming: VecDeque<(String, Bytes)>,
     /// QoS 0 publishes handed to the driver whose write is not yet confirmed.
     unconfirmed_qos0: u64,
@@ -260,6 +262,7 @@ impl UplinkSession {
             awaiting_suback: Vec::new(),
             ids: PacketIds::new(),
             subscriptions: AHashMap::new(),
+            will: None,
             incoming: VecDeque::new(),
             unconfirmed_qos0: 0,
             connect_sent_at: None,
@@ -281,6 +284,23 @@ impl UplinkSession {
     /// queue is bounded by `offline_buffer` (at least `max_batch` while connected); on
     /// overflow the oldest QoS 0 message is dropped, or the oldest message if none is QoS 0.
     pub fn publish(&mut self, now: Instant, msg: Outgoing<'_>) {
+        self.enqueue(now, msg, false);
+    }
+
+    /// Queues a message with the RETAIN flag: the broker keeps it for later subscribers,
+    /// and an empty `payload` removes the message it kept on `topic`.
+    pub fn publish_retained(&mut self, now: Instant, msg: Outgoing<'_>) {
+        self.enqueue(now, msg, true);
+    }
+
+    /// The Last Will sent with every CONNECT from now on: if the connection ends without a
+    /// DISCONNECT, the broker publishes an empty retained message on `topic`, removing the
+    /// record kept there. `None` sends no will.
+    pub fn set_will(&mut self, topic: Option<String>) {
+        self.will = topic.filter(|t| !t.is_empty() && t.len() <= MAX_TOPIC_LEN);
+    }
+
+    fn enqueue(&mut self, now: Instant, msg: Outgoing<'_>, retain: bool) {
         let seq = self.next_seq;
         let qos1 = msg.qos == Qos::AtLeastOnce;
         let queue = if qos1 {
@@ -289,7 +309,13 @@ impl UplinkSession {
             &mut self.pending_qos0
         };
         let queued = queue.push(|out| {
+            let start = out.len();
             let w = write_publish(out, msg.topic, msg.payload, qos1, 0, false)?;
+            if retain {
+                if let Some(flags) = out.get_mut(start) {
+                    *flags |= RETAIN;
+                }
+            }
             Some(Frame {
                 seq,
                 len: w.len,
@@ -531,6 +557,10 @@ impl UplinkSession {
                 let mut c = Connect::new(self.opts.client_id.clone());
                 c.keep_alive = self.opts.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16;
                 c.clean_session = true;
+                c.last_will = self
+                    .will
+                    .as_ref()
+                    .map(|topic| LastWill::new(topic.clone(), Vec::new(), QoS::AtLeastOnce, true));
                 if let Some(user) = &self.opts.username {
                     let password = self.opts.password.as_ref().map_or("", Secret::expose);
                     c.set_login(user.clone(), password);

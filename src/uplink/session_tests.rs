@@ -534,3 +534,39 @@ fn close_writes_disconnect() {
     assert_eq!(&out[..], &[0xE0, 0x00]);
     assert_eq!(s.state(), LinkState::Down);
 }
+
+#[test]
+fn a_will_rides_every_connect_and_retained_messages_keep_their_flag() {
+    let t0 = Instant::now();
+    let mut s = UplinkSession::new(opts());
+    s.set_will(Some("cluster/nodes/n1/0".into()));
+    let retained = |topic, payload| Outgoing {
+        topic,
+        payload,
+        qos: Qos::AtLeastOnce,
+    };
+    s.publish_retained(t0, retained("cluster/nodes/n1/0", b"{}"));
+    s.publish_retained(t0, retained("cluster/presence/7/ep", b""));
+    for _ in 0..2 {
+        s.on_connected(t0);
+        let packets = drain(&mut s, t0);
+        let [Packet::Connect(c)] = packets.as_slice() else {
+            panic!("CONNECT first: {packets:?}");
+        };
+        let will = c.last_will.as_ref().expect("will set");
+        assert_eq!(will.topic, "cluster/nodes/n1/0");
+        assert!(will.retain && will.message.is_empty(), "{will:?}");
+        feed(&mut s, t0, &CONNACK_OK).expect("CONNACK");
+        let packets = drain(&mut s, t0);
+        let sent = publishes(&packets);
+        assert_eq!(sent.len(), 2, "{packets:?}");
+        assert!(sent.iter().all(|p| p.retain && p.qos == QoS::AtLeastOnce));
+        assert_eq!(sent[0].payload.as_ref(), b"{}");
+        assert!(
+            sent[1].payload.is_empty(),
+            "an empty retained message clears"
+        );
+        // Lost before the PUBACKs: both are sent again, still retained.
+        s.on_disconnected(t0);
+    }
+}

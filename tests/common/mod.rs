@@ -109,6 +109,13 @@ impl Subscriber {
             .expect("publish");
     }
 
+    /// Publishes `payload` retained (QoS 1); an empty payload clears the retained message.
+    pub fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .expect("publish");
+    }
+
     /// Collects messages until `n` arrived or `timeout` passed.
     pub fn collect(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = Instant::now() + timeout;

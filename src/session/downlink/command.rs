@@ -1,6 +1,7 @@
 //! Commands from the MQTT command topic: matched to an endpoint (or answered 4.04 by the
-//! name's directory shard), built into a CoAP request and queued behind the one in flight
-//! (or, for a sleeping queue-mode device, until it wakes).
+//! name's directory shard; with several nodes only by one node, see `session::cluster`),
+//! built into a CoAP request and queued behind the one in flight (or, for a sleeping
+//! queue-mode device, until it wakes).
 
 use std::time::Instant;
 
@@ -14,6 +15,9 @@ use crate::translate::{self, Command, CommandKind};
 impl Shard {
     /// Handles one MQTT publish on the command topic.
     pub fn handle_command(&mut self, now: Instant, topic: &str, payload: &[u8]) {
+        if self.handle_cluster_message(now, topic, payload) {
+            return;
+        }
         let Some(m) = self.cfg.mountpoint.match_topic(topic) else {
             return;
         };
@@ -21,9 +25,11 @@ impl Shard {
         let peerhost = m.peerhost.unwrap_or("");
         let Some(location) = self.endpoints.by_name(ep) else {
             // Every shard sees every command; the name's directory shard answers for
-            // endpoints registered nowhere.
+            // endpoints registered nowhere (in a cluster: on no live node, and only on the
+            // lowest-named live node).
             if directory_shard(ep, self.cfg.shards) == self.cfg.shard
                 && !self.directory.contains_key(ep)
+                && self.answers_unknown(ep)
             {
                 self.stats.commands_rejected += 1;
                 let (echo, msg_type, req_path) = match translate::parse_command(payload) {
