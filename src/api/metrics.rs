@@ -183,6 +183,32 @@ impl Collector for Snapshots {
             Counter,
             per_shard(|x| x.stats.notifications),
         )?;
+        let events = s.iter().flat_map(|x| {
+            [
+                ("duplicate", x.stats.duplicates),
+                ("stale_notification", x.stats.stale_notifications),
+                ("undecodable", x.stats.undecodable),
+                (
+                    "notify_body_abandoned",
+                    x.stats.notification_bodies_abandoned,
+                ),
+                ("send", x.stats.sends),
+                ("command_queued", x.stats.commands_queued),
+                ("command_expired", x.stats.commands_expired),
+            ]
+            .map(|(kind, n)| {
+                let mut l = shard(x);
+                l.push(("kind", kind.into()));
+                (l, n)
+            })
+        });
+        family(
+            &mut enc,
+            "lwm2m_device_events",
+            "Device-side events: duplicate CONs answered from the cache, stale notifications dropped, payloads published undecoded, Block2 notification bodies abandoned, LwM2M 1.1 Sends published, commands queued for and expired before a sleeping device.",
+            Counter,
+            events,
+        )?;
         family(
             &mut enc,
             "lwm2m_forwards",
@@ -294,6 +320,39 @@ impl Collector for Snapshots {
                 dtls.iter().map(|(x, _)| (shard(x), x.dtls_sessions as u64)),
             )?;
         }
+        let cluster: Vec<_> = s
+            .iter()
+            .filter_map(|x| x.cluster.as_ref().map(|c| (x, c)))
+            .collect();
+        if !cluster.is_empty() {
+            let rows = cluster.iter().flat_map(|(x, c)| {
+                [
+                    ("presence_published", c.presence_published),
+                    ("taken_over", c.taken_over),
+                    ("repaired", c.repaired),
+                    ("ignored", c.ignored),
+                ]
+                .map(|(event, n)| {
+                    let mut l = shard(x);
+                    l.push(("event", event.into()));
+                    (l, n)
+                })
+            });
+            family(
+                &mut enc,
+                "lwm2m_cluster_events",
+                "Cluster mode: presence records written or cleared, registrations taken over by another node, own records repaired, records ignored.",
+                Counter,
+                rows,
+            )?;
+            family(
+                &mut enc,
+                "lwm2m_cluster_remote_endpoints",
+                "Names held by other nodes that this shard knows.",
+                Gauge,
+                cluster.iter().map(|(x, c)| (shard(x), c.remote_endpoints)),
+            )?;
+        }
         histogram(&mut enc, "lwm2m_pipeline_seconds",
             "Time a batch of datagrams spends in a shard, receive to replies sent and publishes handed on (one observation per datagram).",
             s.iter().map(|x| (shard(x), &x.pipeline)))?;
@@ -339,6 +398,7 @@ mod tests {
 
     use super::*;
     use crate::dtls::server::DtlsStats;
+    use crate::session::ClusterStats;
 
     fn sample<'s>(scrape: &'s Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'s Value> {
         scrape
@@ -373,6 +433,12 @@ mod tests {
         a.stats
             .command_results
             .count(CommandType::Write, CommandResult::Timeout);
+        a.stats.notification_bodies_abandoned = 3;
+        a.cluster = Some(ClusterStats {
+            taken_over: 2,
+            remote_endpoints: 9,
+            ..ClusterStats::default()
+        });
         a.pipeline.record_n(Duration::from_micros(30), 3);
         a.pipeline.record_n(Duration::from_secs(100), 1);
         let b = ShardSnapshot {
@@ -399,6 +465,18 @@ mod tests {
         let hs = number(sample(&scrape, "lwm2m_dtls_handshakes_total", &hs));
         assert_eq!(hs, Some(1.0), "{text}");
         assert!(sample(&scrape, "lwm2m_dtls_sessions", &[("shard", "1")]).is_none());
+        let abandoned = [("shard", "0"), ("kind", "notify_body_abandoned")];
+        let abandoned = number(sample(&scrape, "lwm2m_device_events_total", &abandoned));
+        assert_eq!(abandoned, Some(3.0), "{text}");
+        let taken = [("shard", "0"), ("event", "taken_over")];
+        let taken = number(sample(&scrape, "lwm2m_cluster_events_total", &taken));
+        assert_eq!(taken, Some(2.0), "{text}");
+        let remote = sample(&scrape, "lwm2m_cluster_remote_endpoints", &[("shard", "0")]);
+        assert!(
+            matches!(remote, Some(Value::Gauge(v)) if *v == 9.0),
+            "{text}"
+        );
+        assert!(sample(&scrape, "lwm2m_cluster_remote_endpoints", &[("shard", "1")]).is_none());
         let Some(Value::Histogram(buckets)) =
             sample(&scrape, "lwm2m_pipeline_seconds", &[("shard", "0")])
         else {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use futures_channel::oneshot;
 
 use crate::dtls::server::DtlsStats;
-use crate::session::{ClientCursor, ClientFilter, ClientInfo, LatencyBuckets, ShardStats};
+use crate::session::{
+    ClientCursor, ClientFilter, ClientInfo, ClusterStats, LatencyBuckets, ShardStats,
+};
 use crate::uplink::UplinkStats;
 
 /// Requests queued per shard before senders wait: the API sends one or a few per HTTP
@@ -119,4 +121,6 @@ pub struct ShardSnapshot {
     pub pending_journal: usize,
     /// API callers waiting for a command's outcome.
     pub waiting_commands: usize,
+    /// Cluster counters, when cluster mode is on.
+    pub cluster: Option<ClusterStats>,
 }

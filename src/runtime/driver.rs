@@ -152,6 +152,7 @@ impl ShardIo {
             handoff_backlog: self.backlog.len(),
             pending_journal: self.shard.pending_journal(),
             waiting_commands: self.waiters.len(),
+            cluster: self.shard.cluster_stats(),
         }
     }
 
