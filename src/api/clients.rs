@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use super::extract::PathOf;
 use super::{ApiError, AppState, MAX_BODY};
 use crate::dtls::Security;
 use crate::session::{ClientFilter, CommandType};
@@ -108,7 +109,7 @@ async fn list(State(state): State<Arc<AppState>>, q: Params) -> Result<Response,
 
 async fn client(
     State(state): State<Arc<AppState>>,
-    Path(ep): Path<String>,
+    PathOf(ep): PathOf<String>,
 ) -> Result<Response, ApiError> {
     match state.shards.client(&ep).await? {
         Some(info) => Ok(Json(info).into_response()),
@@ -118,7 +119,7 @@ async fn client(
 
 async fn deregister(
     State(state): State<Arc<AppState>>,
-    Path(ep): Path<String>,
+    PathOf(ep): PathOf<String>,
 ) -> Result<Response, ApiError> {
     if state.shards.deregister(&ep).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -143,7 +144,7 @@ pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErro
 /// same JSON, whose `msgType` may then be left out.
 async fn command(
     State(state): State<Arc<AppState>>,
-    Path((ep, op)): Path<(String, String)>,
+    PathOf((ep, op)): PathOf<(String, String)>,
     q: Params,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -168,7 +169,11 @@ async fn command(
         Err(e) => return Err(ApiError::bad(format!("the command is not JSON: {e}"))),
     };
     let payload = if op == "commands" {
-        payload
+        match command.get("msgType").and_then(serde_json::Value::as_str) {
+            Some(t) if CommandType::parse(t) != CommandType::Other => payload,
+            Some(t) => return Err(ApiError::bad(format!("unknown msgType {t:?}"))),
+            None => return Err(ApiError::bad("the command needs a string msgType")),
+        }
     } else if CommandType::parse(&op) == CommandType::Other {
         return Err(ApiError::NotFound {
             code: "NOT_FOUND",

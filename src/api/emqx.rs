@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::clients::{paging, params, Params};
+use super::extract::PathOf;
 use super::{ApiError, AppState};
 use crate::session::{ClientFilter, ClientInfo};
 
@@ -146,7 +147,7 @@ async fn list(State(state): State<Arc<AppState>>, q: Params) -> Result<Response,
 
 async fn client(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
     match state.shards.client(&id).await? {
         Some(c) => Ok(Json(emqx_client(&state.node, &c)).into_response()),
@@ -159,7 +160,7 @@ async fn client(
 
 async fn kick(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
     if state.shards.deregister(&id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -179,7 +180,7 @@ fn required<'q>(q: &'q HashMap<String, String>, key: &str) -> Result<&'q str, Ap
 
 async fn lookup(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
     let q = params(q)?;
@@ -240,7 +241,7 @@ async fn send(
 
 async fn observe(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
     let q = params(q)?;
@@ -252,7 +253,7 @@ async fn observe(
 
 async fn read(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
     let q = params(q)?;
@@ -262,7 +263,7 @@ async fn read(
 
 async fn write(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
     q: Params,
 ) -> Result<Response, ApiError> {
     let q = params(q)?;

@@ -10,6 +10,7 @@
 mod clients;
 mod emqx;
 mod error;
+mod extract;
 mod metrics;
 mod shards;
 
