@@ -219,7 +219,21 @@ fn bad_command_bodies_and_waits_get_json_errors() {
 #[test]
 fn a_connection_that_sends_nothing_is_closed() {
     let (gw, api) = start_with_api();
+    let tag = unique("slow");
+    let ep = format!("{tag}-0");
+    Device::bind("127.0.0.1", gw.udp_addr()).register(&ep, 300);
     let started = Instant::now();
+    // Headers in full, then a tenth of the body announced, then nothing.
+    let mut slow_body = TcpStream::connect(api).expect("connect");
+    slow_body
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    slow_body
+        .write_all(
+            format!("POST /api/v1/clients/{ep}/commands HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{\"msgType\"")
+                .as_bytes(),
+        )
+        .expect("write");
     let mut idle = TcpStream::connect(api).expect("connect");
     let mut trickle = TcpStream::connect(api).expect("connect");
     idle.set_read_timeout(Some(Duration::from_secs(30)))
@@ -255,6 +269,12 @@ fn a_connection_that_sends_nothing_is_closed() {
         matches!(n, Ok(0)) || n.is_err() && started.elapsed() < Duration::from_secs(29),
         "{n:?}"
     );
+    // The body that never completes gets a 408 and the connection ends.
+    let mut answer = Vec::new();
+    let _ = slow_body.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("REQUEST_TIMEOUT"), "{answer:?}");
     assert!(
         started.elapsed() < Duration::from_secs(25),
         "{:?}",

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,6 +24,10 @@ pub(super) const DEFAULT_LIMIT: usize = 100;
 /// Most clients per page: a page of 1000 is ~0.5 MB of JSON and a few ms of one shard's
 /// time; more would make single requests long stalls for the API thread and the shard.
 pub(super) const MAX_LIMIT: usize = 1000;
+
+/// How long a client may take to send a command's body once its headers are in: a few
+/// KiB need milliseconds, and a connection held open by a body that never comes is closed.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest `wait` a command request may ask for: beyond, a held HTTP connection costs
 /// more than polling MQTT does.
@@ -128,15 +132,30 @@ async fn deregister(
     }
 }
 
-/// The body, or 413 beyond [`MAX_BODY`].
-pub(super) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(MAX_BODY)
-        } else {
-            ApiError::bad("cannot read the request body")
+/// The body, or 413 beyond [`MAX_BODY`] (at once when its `Content-Length` says so), or
+/// 408 when it has not arrived within [`BODY_TIMEOUT`].
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::TooLarge(MAX_BODY));
+    }
+    let read = async {
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|_| ApiError::bad("cannot read the request body"))?;
+            if buf.len() + chunk.len() > MAX_BODY {
+                return Err(ApiError::TooLarge(MAX_BODY));
+            }
+            buf.extend_from_slice(&chunk);
         }
-    })
+        Ok(Bytes::from(buf))
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(ApiError::BodyTimeout(BODY_TIMEOUT)))
 }
 
 /// `POST /api/v1/clients/{ep}/commands` with a command as the MQTT command topic takes
@@ -146,10 +165,11 @@ async fn command(
     State(state): State<Arc<AppState>>,
     PathOf((ep, op)): PathOf<(String, String)>,
     q: Params,
-    payload: Result<Bytes, BytesRejection>,
+    request: Request<Body>,
 ) -> Result<Response, ApiError> {
     let q = params(q)?;
-    let payload = body(payload)?;
+    let (parts, body) = request.into_parts();
+    let payload = read_body(&parts.headers, body).await?;
     let wait = match q.get("wait") {
         None => None,
         Some(w) => Some(
