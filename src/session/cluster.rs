@@ -36,7 +36,8 @@ use hashbrown::HashTable;
 use serde::Deserialize;
 
 use super::{Handoff, Location, Shard};
-use crate::config::MAX_NODE_NAME;
+use crate::config::{MAX_NODE_NAME, MAX_SHARDS};
+use crate::lwm2m::registration::MAX_ENDPOINT_LEN;
 
 /// Presence buckets: at [`crate::config::MAX_SHARDS`] shards each gets 28 or 29 (3 %
 /// imbalance), and a million names leave ~1k retained records per bucket filter, within
@@ -444,7 +445,10 @@ impl Shard {
             self.handle_node_record(rest, payload);
         } else if let Some(rest) = rest.strip_prefix("presence/") {
             let parsed = rest.split_once('/').and_then(|(bucket, ep)| {
-                let fits = bucket.parse::<usize>().ok() == Some(presence_bucket(ep))
+                // A name no device could register with is junk: it would only take memory.
+                let fits = ep.len() <= MAX_ENDPOINT_LEN
+                    && topic_safe(ep)
+                    && bucket.parse::<usize>().ok() == Some(presence_bucket(ep))
                     && super::directory_shard(ep, self.cfg.shards) == self.cfg.shard;
                 fits.then_some(ep)
             });
@@ -468,7 +472,9 @@ impl Shard {
         let parsed = rest
             .split_once('/')
             .and_then(|(node, s)| Some((node, s.parse::<u32>().ok()?)))
-            .filter(|(node, _)| valid_node(node));
+            // No node runs more shards than MAX_SHARDS: beyond, each junk shard number
+            // would grow the node's list of live shards.
+            .filter(|(node, s)| valid_node(node) && (*s as usize) < MAX_SHARDS);
         let Some((node, its_shard)) = parsed else {
             c.stats.ignored += 1;
             return;

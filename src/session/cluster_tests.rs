@@ -421,3 +421,67 @@ fn a_plain_registration_does_not_take_a_name_another_node_holds_over_dtls() {
     assert_eq!(c.nodes[0].registered(), 1);
     assert_eq!(c.record("secured").expect("record")["node"], "gw-a");
 }
+
+/// The ignored-record counter summed over node `n`'s shards, and its remote-name gauge.
+fn ignored_and_remote(c: &Cluster, n: usize) -> (u64, u64) {
+    c.nodes[n]
+        .shards
+        .iter()
+        .filter_map(Shard::cluster_stats)
+        .fold((0, 0), |(i, r), s| (i + s.ignored, r + s.remote_endpoints))
+}
+
+#[test]
+fn junk_shard_numbers_and_unregistrable_names_are_ignored_not_kept() {
+    let mut c = Cluster::new(0);
+    let (before, remote) = ignored_and_remote(&c, 0);
+    // Live records of one node with ever new shard numbers: none past MAX_SHARDS is kept,
+    // so a node that never existed does not become live through them.
+    let shards = 5000;
+    for shard in crate::config::MAX_SHARDS..crate::config::MAX_SHARDS + shards {
+        c.deliver(&format!("{PREFIX}/nodes/aaa-junk/{shard}"), b"{}");
+    }
+    // Presence records of names no device can register under: too long, or not one level.
+    let long = "n".repeat(crate::lwm2m::registration::MAX_ENDPOINT_LEN + 1);
+    let record = br#"{"node":"gw-b","registered":1}"#;
+    for ep in [long.as_str(), "a+b", "a#"] {
+        c.deliver(
+            &format!("{PREFIX}/presence/{}/{ep}", presence_bucket(ep)),
+            record,
+        );
+    }
+    c.pump();
+    let (after, remote_after) = ignored_and_remote(&c, 0);
+    // Each record reaches both shards of node A (the nodes filter), a presence record one.
+    assert_eq!(after - before, 2 * shards as u64 + 3);
+    assert_eq!(remote_after, remote);
+    // "aaa-junk" would be the lowest-named live node had any record been taken: node A
+    // still answers an unknown name itself.
+    let r = c.command("nobody");
+    assert_eq!(not_found(&r[0].1) + not_found(&r[1].1), 1);
+    assert_eq!(not_found(&r[0].1), 1, "gw-a is the lowest live node");
+}
+
+#[test]
+fn a_flood_of_node_names_stops_at_the_cap() {
+    let mut c = Cluster::new(0);
+    let (before, _) = ignored_and_remote(&c, 0);
+    let flood = 3000;
+    for i in 0..flood {
+        let ep = format!("flood-{i}");
+        let topic = format!("{PREFIX}/presence/{}/{ep}", presence_bucket(&ep));
+        c.deliver(&topic, format!(r#"{{"node":"junk-{i}","registered":1}}"#).as_bytes());
+    }
+    c.pump();
+    let (after, remote) = ignored_and_remote(&c, 0);
+    // Two node names are real; each shard interns at most MAX_NODES in all.
+    assert!(after > before, "{before} {after}");
+    assert!(remote < flood, "{remote}");
+    assert_eq!(remote + (after - before), flood);
+    // The real nodes still work.
+    c.register(1, "dev-b", "127.0.0.3:5000");
+    let r = c.command("dev-b");
+    assert_eq!(r[1].0, 1, "node B sends the read to its device");
+    assert_eq!(r[0].0, 0);
+    assert_eq!(not_found(&r[0].1) + not_found(&r[1].1), 0);
+}
