@@ -88,7 +88,10 @@ fn bad_parameters_and_names_get_json_errors() {
     }
     // A page past the end: no clients, and still the count.
     for page in ["3", "1000000", &usize::MAX.to_string()] {
-        let r = get(api, &format!("/api/v1/clients?like={tag}&limit=1&page={page}"));
+        let r = get(
+            api,
+            &format!("/api/v1/clients?like={tag}&limit=1&page={page}"),
+        );
         assert_eq!(r.status, 200, "page {page}: {}", r.body);
         let json = r.json();
         assert_eq!(json["data"].as_array().map(Vec::len), Some(0), "{json}");
@@ -298,7 +301,8 @@ fn many_waiting_commands_to_a_silent_device_all_come_back() {
         .map(|i| {
             let path = format!("/api/v1/clients/{ep}/commands?wait=1s");
             std::thread::spawn(move || {
-                let body = format!(r#"{{"reqID":"{i}","msgType":"read","data":{{"path":"/3/0/0"}}}}"#);
+                let body =
+                    format!(r#"{{"reqID":"{i}","msgType":"read","data":{{"path":"/3/0/0"}}}}"#);
                 request(api, "POST", &path, body.as_bytes(), None)
             })
         })

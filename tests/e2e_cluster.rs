@@ -1,7 +1,9 @@
 //! End to end, several nodes on one broker (README "Several nodes"): two gateways on their
 //! own UDP ports share one broker (node A's embedded one, or `LWM2M_TEST_BROKER`), devices
 //! over real UDP, an MQTT application sending commands. Every command is answered once:
-//! by the node holding the endpoint, or with one 4.04 when no live node holds it.
+//! by the node holding the endpoint, or with one 4.04 when no live node holds it. The
+//! nodes run in this process, and once as two `lwm2m-gateway` processes, one of them
+//! killed with SIGKILL.
 
 mod common;
 
@@ -337,4 +339,106 @@ fn two_nodes_on_one_broker_answer_every_command_once() {
         app.publish_retained(&topic, Vec::new());
     }
     a.stop();
+}
+
+/// A word `key=value` of a log line.
+fn logged<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// The gateway binary as cluster node `node` of `prefix`: on `broker` (`host:port`), or
+/// with an embedded broker of its own when `None`. Returns the process, its UDP address
+/// and the broker's address.
+fn node_process(
+    node: &str,
+    prefix: &str,
+    broker: Option<&str>,
+) -> (common::process::Running, std::net::SocketAddr, String) {
+    let broker_line = match broker {
+        Some(addr) => format!("broker = \"mqtt://{addr}\"\n"),
+        None => "embedded_bind = \"127.0.0.1:0\"\n".to_owned(),
+    };
+    let path = std::env::temp_dir().join(format!("{node}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nshards = 2\nnode = \"{node}\"\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n[mqtt]\n{broker_line}keep_alive = \"5s\"\nclient_id_prefix = \"{node}\"\n[api]\nbind = \"\"\n[persistence]\ndir = \"\"\n[cluster]\nenabled = true\ntopic_prefix = \"{prefix}\"\n"
+        ),
+    )
+    .expect("config");
+    let mut gw = common::process::Running::start(&path);
+    let line = gw.wait_for("gateway running");
+    let _ = std::fs::remove_file(&path);
+    let udp = logged(&line, "udp").parse().expect("udp address");
+    let mqtt = broker.map_or_else(|| logged(&line, "mqtt").to_owned(), str::to_owned);
+    (gw, udp, mqtt)
+}
+
+/// A device registered as `ep` on the gateway at `udp`, answering requests.
+fn register_at(ep: &str, udp: std::net::SocketAddr, stop: &Arc<AtomicBool>) -> Served {
+    let mut device = Device::bind("127.0.0.1", udp);
+    device.register(ep, 300);
+    let socket = device.socket.try_clone().expect("clone socket");
+    let served = serve(socket, stop.clone());
+    Served { device, served }
+}
+
+#[test]
+fn two_gateway_processes_answer_once_and_a_killed_one_is_answered_for() {
+    let tag = unique("clp");
+    let prefix = format!("test-{tag}");
+    let (name_a, name_b) = (format!("a-{tag}"), format!("b-{tag}"));
+    let external = std::env::var("LWM2M_TEST_BROKER")
+        .ok()
+        .map(|url| url.trim_start_matches("mqtt://").to_owned());
+    let (a, udp_a, broker) = node_process(&name_a, &prefix, external.as_deref());
+    let records = Records::watch(&broker, &prefix);
+    let (b, udp_b, _) = node_process(&name_b, &prefix, Some(&broker));
+    assert_ne!(udp_a.port(), udp_b.port());
+    let app = Subscriber::connect(&broker, "lwm2m/+/up/#", &format!("lwm2m/{tag}"));
+    records.wait_live(&name_a);
+    records.wait_live(&name_b);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let (ep_a, ep_b) = (format!("{tag}-da"), format!("{tag}-db"));
+    let dev_a = register_at(&ep_a, udp_a, &stop);
+    let dev_b = register_at(&ep_b, udp_b, &stop);
+    records.wait_presence(&ep_a, &name_a);
+    records.wait_presence(&ep_b, &name_b);
+    app.drain(QUIET);
+    for (id, ep, dev) in [(1, &ep_a, &dev_a), (2, &ep_b, &dev_b)] {
+        assert_eq!(codes(&command(&app, ep, id)), ["2.05"], "{ep}: one answer");
+        assert_eq!(dev.served.load(Ordering::Relaxed), 1, "{ep}: executed once");
+    }
+    let ghost = format!("{tag}-ghost");
+    assert_eq!(codes(&command(&app, &ghost, 3)), ["4.04"], "one 4.04");
+
+    // Node B dies without a word: the broker runs its wills, and node A answers for B's
+    // endpoint, once.
+    b.signal(libc::SIGKILL);
+    let (status, _) = b.exit();
+    assert!(!status.success(), "{status:?}");
+    for shard in 0..2 {
+        records.wait_for("node B's will", |t, p| {
+            t.ends_with(&format!("/nodes/{name_b}/{shard}")) && p.is_empty()
+        });
+    }
+    app.drain(QUIET);
+    assert_eq!(
+        codes(&command(&app, &ep_b, 4)),
+        ["4.04"],
+        "one 4.04 for B's device"
+    );
+    assert_eq!(codes(&command(&app, &ep_a, 5)), ["2.05"]);
+    assert_eq!(dev_b.served.load(Ordering::Relaxed), 1);
+
+    stop.store(true, Ordering::Relaxed);
+    let topic = format!("{prefix}/presence/{}/{ep_b}", presence_bucket(&ep_b));
+    app.publish_retained(&topic, Vec::new());
+    drop(dev_a.device);
+    a.signal(libc::SIGTERM);
+    let (status, log) = a.exit();
+    assert!(status.success(), "{status:?}\n{log}");
 }

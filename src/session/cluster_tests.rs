@@ -470,7 +470,10 @@ fn a_flood_of_node_names_stops_at_the_cap() {
     for i in 0..flood {
         let ep = format!("flood-{i}");
         let topic = format!("{PREFIX}/presence/{}/{ep}", presence_bucket(&ep));
-        c.deliver(&topic, format!(r#"{{"node":"junk-{i}","registered":1}}"#).as_bytes());
+        c.deliver(
+            &topic,
+            format!(r#"{{"node":"junk-{i}","registered":1}}"#).as_bytes(),
+        );
     }
     c.pump();
     let (after, remote) = ignored_and_remote(&c, 0);
