@@ -220,12 +220,19 @@ fn bad_command_bodies_and_waits_get_json_errors() {
 }
 
 #[test]
-fn a_connection_that_sends_nothing_is_closed() {
+fn connections_that_stall_are_closed() {
     let (gw, api) = start_with_api();
     let tag = unique("slow");
     let ep = format!("{tag}-0");
     Device::bind("127.0.0.1", gw.udp_addr()).register(&ep, 300);
     let started = Instant::now();
+    // Requests sent back to back and none of the answers read: once the socket buffers
+    // are full, the answers stop moving and the connection is closed.
+    let mut deaf = TcpStream::connect(api).expect("connect");
+    deaf.set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let pipelined = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+    let _ = deaf.write_all(&pipelined);
     // Headers in full, then a tenth of the body announced, then nothing.
     let mut slow_body = TcpStream::connect(api).expect("connect");
     slow_body
@@ -283,6 +290,18 @@ fn a_connection_that_sends_nothing_is_closed() {
         "{:?}",
         started.elapsed()
     );
+    // The deaf client finds its connection closed, with far fewer answers than it asked.
+    std::thread::sleep(Duration::from_secs(13).saturating_sub(started.elapsed()));
+    deaf.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut answers = Vec::new();
+    let end = deaf.read_to_end(&mut answers);
+    assert!(
+        !matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "the connection stayed open: {end:?}"
+    );
+    let served = answers.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(served < 2000, "{served} answers");
     assert_eq!(get(api, "/healthz").status, 200);
     gw.stop();
 }

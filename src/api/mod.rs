@@ -11,6 +11,7 @@ mod clients;
 mod emqx;
 mod error;
 mod extract;
+mod listener;
 mod metrics;
 mod shards;
 
@@ -89,13 +90,15 @@ impl ApiServer {
             .name("api".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let server = match axum::Server::from_tcp(listener) {
-                        Ok(server) => server.http1_header_read_timeout(HEADER_TIMEOUT),
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
                         Err(e) => {
                             tracing::error!(%addr, "HTTP API not started: {e}");
                             return;
                         }
                     };
+                    let server = axum::Server::builder(listener::incoming(listener))
+                        .http1_header_read_timeout(HEADER_TIMEOUT);
                     let app = router(state).into_make_service();
                     let mut grace = stopped.clone();
                     let serving = server.serve(app).with_graceful_shutdown(async move {
