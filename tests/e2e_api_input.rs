@@ -233,6 +233,28 @@ fn connections_that_stall_are_closed() {
         .expect("timeout");
     let pipelined = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
     let _ = deaf.write_all(&pipelined);
+    // A command waiting longer than a connection may idle still gets its answer.
+    let long_wait = {
+        let path = format!("/api/v1/clients/{ep}/commands?wait=12s");
+        std::thread::spawn(move || {
+            request(
+                api,
+                "POST",
+                &path,
+                br#"{"msgType":"read","data":{"path":"/3/0/0"}}"#,
+                None,
+            )
+        })
+    };
+    // One request answered on a kept-alive connection, then silence.
+    let mut kept = TcpStream::connect(api).expect("connect");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    kept.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut first = [0u8; 512];
+    let n = kept.read(&mut first).expect("the answer");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
     // Headers in full, then a tenth of the body announced, then nothing.
     let mut slow_body = TcpStream::connect(api).expect("connect");
     slow_body
@@ -289,6 +311,14 @@ fn connections_that_stall_are_closed() {
         started.elapsed() < Duration::from_secs(25),
         "{:?}",
         started.elapsed()
+    );
+    let r = long_wait.join().expect("waiting caller");
+    assert_eq!(error(&r, 504, "a 12 s wait"), "TIMEOUT");
+    let mut rest = Vec::new();
+    let end = kept.read_to_end(&mut rest);
+    assert!(
+        end.is_ok(),
+        "an idle kept-alive connection stayed open: {end:?}"
     );
     // The deaf client finds its connection closed, with far fewer answers than it asked.
     std::thread::sleep(Duration::from_secs(13).saturating_sub(started.elapsed()));

@@ -1,10 +1,13 @@
-//! The API's accepted connections, each closed when its peer stops taking a response: a
-//! client that sends requests and reads none of the answers would otherwise hold its
-//! connection, a file descriptor and a buffered response forever.
+//! The API's accepted connections, each closed when its peer stops taking a response or
+//! sits idle between requests: a client that sends requests and reads none of the answers,
+//! or keeps a connection alive and goes away, would otherwise hold a file descriptor (and
+//! a buffered response) forever.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,16 +20,53 @@ use tokio::time::Sleep;
 /// far less.
 pub(super) const WRITE_STALL: Duration = Duration::from_secs(10);
 
+/// How long a connection may go with no request in progress and nothing read before it is
+/// closed: a kept-alive connection whose client went quiet.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long the accept loop pauses after a failed accept (out of file descriptors, say)
 /// rather than spinning on the error.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// An accepted connection whose writes fail with `TimedOut` after [`WRITE_STALL`] without
+/// progress, and whose reads after [`IDLE_TIMEOUT`] without a byte while no request is in
 /// progress.
 #[derive(Debug)]
 pub(super) struct TimedStream {
     inner: TcpStream,
     stall: Option<Pin<Box<Sleep>>>,
+    idle: Option<Pin<Box<Sleep>>>,
+    requests: Arc<AtomicUsize>,
+}
+
+/// A connection's count of requests in progress, handed to each request (as axum's
+/// `ConnectInfo`) so that [`Busy::enter`] marks the time a handler runs, when the
+/// connection may read nothing for as long as the request takes.
+#[derive(Debug, Clone)]
+pub(super) struct Busy(Arc<AtomicUsize>);
+
+impl axum::extract::connect_info::Connected<&TimedStream> for Busy {
+    fn connect_info(target: &TimedStream) -> Busy {
+        Busy(target.requests.clone())
+    }
+}
+
+impl Busy {
+    /// Counts a request in progress until the guard is dropped.
+    pub(super) fn enter(&self) -> BusyGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        BusyGuard(self.0.clone())
+    }
+}
+
+/// A request in progress; see [`Busy::enter`].
+#[derive(Debug)]
+pub(super) struct BusyGuard(Arc<AtomicUsize>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl TimedStream {
@@ -65,7 +105,20 @@ impl AsyncRead for TimedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_ready() || self.requests.load(Ordering::Relaxed) > 0 {
+            self.idle = None;
+            return polled;
+        }
+        let timer = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE_TIMEOUT)));
+        timer.as_mut().poll(cx).map(|()| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection was idle for too long",
+            ))
+        })
     }
 }
 
@@ -112,7 +165,12 @@ pub(super) fn incoming(
             match listener.accept().await {
                 Ok((inner, _)) => {
                     let _ = inner.set_nodelay(true);
-                    let conn = TimedStream { inner, stall: None };
+                    let conn = TimedStream {
+                        inner,
+                        stall: None,
+                        idle: None,
+                        requests: Arc::new(AtomicUsize::new(0)),
+                    };
                     return Some((Ok(conn), listener));
                 }
                 Err(e) => {

@@ -99,7 +99,7 @@ impl ApiServer {
                     };
                     let server = axum::Server::builder(listener::incoming(listener))
                         .http1_header_read_timeout(HEADER_TIMEOUT);
-                    let app = router(state).into_make_service();
+                    let app = router(state).into_make_service_with_connect_info::<listener::Busy>();
                     let mut grace = stopped.clone();
                     let serving = server.serve(app).with_graceful_shutdown(async move {
                         let _ = stopped.changed().await;
@@ -154,7 +154,20 @@ fn router(state: Arc<AppState>) -> Router {
         .merge(guarded)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(in_progress))
         .with_state(state)
+}
+
+/// Marks the connection busy while the request is handled, so its idle timeout does not
+/// cut off a command waiting for its device (see [`listener::Busy`]).
+async fn in_progress<B>(request: Request<B>, next: Next<B>) -> Response {
+    let busy = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<listener::Busy>>()
+        .map(|info| info.0.enter());
+    let response = next.run(request).await;
+    drop(busy);
+    response
 }
 
 /// Lets a request through when no token is configured or it carries `Bearer <token>`.
