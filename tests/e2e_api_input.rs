@@ -430,3 +430,45 @@ fn a_deregistration_racing_a_waiting_command() {
     still_serves(api);
     gw.stop();
 }
+
+#[test]
+fn connections_past_the_cap_are_refused_until_some_close() {
+    let (gw, api) = start_with_api();
+    // Room for the held connections and the gateway's own descriptors.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reading and raising this process's own descriptor limit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max.min(8192).max(limit.rlim_cur);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    const HELD: usize = 512;
+    let held: Vec<TcpStream> = (0..HELD)
+        .map(|_| TcpStream::connect(api).expect("connect"))
+        .collect();
+    // The held ones send nothing; the next one is told at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let r = get(api, "/healthz");
+        if r.status != 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(error(&refused, 503, "past the cap"), "SERVICE_UNAVAILABLE");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(api, "/healthz").status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "still refused after the others closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    still_serves(api);
+    gw.stop();
+}

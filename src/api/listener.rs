@@ -24,6 +24,14 @@ pub(super) const WRITE_STALL: Duration = Duration::from_secs(10);
 /// closed: a kept-alive connection whose client went quiet.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections served at once; one more is answered 503 and closed at once. Every
+/// connection costs a descriptor of the process, which the journal and the broker
+/// connections need too: the API must not be able to take them all.
+pub(super) const MAX_CONNECTIONS: usize = 512;
+
+/// What a connection past [`MAX_CONNECTIONS`] gets before it is closed.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 74\r\nconnection: close\r\n\r\n{\"code\":\"SERVICE_UNAVAILABLE\",\"message\":\"too many connections to the API\"}";
+
 /// How long the accept loop pauses after a failed accept (out of file descriptors, say)
 /// rather than spinning on the error.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -37,6 +45,17 @@ pub(super) struct TimedStream {
     stall: Option<Pin<Box<Sleep>>>,
     idle: Option<Pin<Box<Sleep>>>,
     requests: Arc<AtomicUsize>,
+    _slot: Slot,
+}
+
+/// One of the [`MAX_CONNECTIONS`], given back when the connection closes.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A connection's count of requests in progress, handed to each request (as axum's
@@ -160,18 +179,26 @@ impl AsyncWrite for TimedStream {
 pub(super) fn incoming(
     listener: tokio::net::TcpListener,
 ) -> impl hyper::server::accept::Accept<Conn = TimedStream, Error = io::Error> {
-    let accepted = futures_lite::stream::unfold(listener, |listener| async move {
+    let open = Arc::new(AtomicUsize::new(0));
+    let accepted = futures_lite::stream::unfold((listener, open), |(listener, open)| async move {
         loop {
             match listener.accept().await {
                 Ok((inner, _)) => {
+                    if open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+                        open.fetch_sub(1, Ordering::Relaxed);
+                        // A fresh socket's send buffer is empty: this never blocks.
+                        let _ = inner.try_write(TOO_MANY);
+                        continue;
+                    }
                     let _ = inner.set_nodelay(true);
                     let conn = TimedStream {
                         inner,
                         stall: None,
                         idle: None,
                         requests: Arc::new(AtomicUsize::new(0)),
+                        _slot: Slot(open.clone()),
                     };
-                    return Some((Ok(conn), listener));
+                    return Some((Ok(conn), (listener, open)));
                 }
                 Err(e) => {
                     tracing::warn!("HTTP API accept failed: {e}");
@@ -181,4 +208,19 @@ pub(super) fn incoming(
         }
     });
     hyper::server::accept::from_stream(accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TOO_MANY;
+
+    #[test]
+    fn the_refusal_announces_its_own_length() {
+        let text = std::str::from_utf8(TOO_MANY).expect("ASCII");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let length = format!("content-length: {}\r\n", body.len());
+        assert!(head.contains(length.trim_end()), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(json["code"], "SERVICE_UNAVAILABLE");
+    }
 }
