@@ -134,6 +134,23 @@ fn bad_parameters_and_names_get_json_errors() {
         let r = request(api, method, path, b"{}", None);
         assert_eq!(error(&r, 400, path), "BAD_REQUEST", "{path}");
     }
+    // EMQX's paths: missing or wrong parameters.
+    let emqx = format!("/api/v5/gateways/lwm2m/clients/{tag}-0");
+    for bad in [
+        "observe?path=/3/0/0&enable=maybe",
+        "observe?path=/3/0/0",
+        "read",
+        "write?path=/3/0/1&type=String",
+        "lookup?path=/3/0/0",
+    ] {
+        let method = if bad.starts_with("lookup") {
+            "GET"
+        } else {
+            "POST"
+        };
+        let r = request(api, method, &format!("{emqx}/{bad}"), b"", None);
+        assert_eq!(error(&r, 400, bad), "BAD_REQUEST", "{bad}");
+    }
     let r = get(api, &format!("/api/v1/clients?endpoint_name={long}"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["meta"]["count"], 0);

@@ -246,7 +246,15 @@ async fn observe(
 ) -> Result<Response, ApiError> {
     let q = params(q)?;
     let path = required(&q, "path")?.to_owned();
-    let enable = matches!(required(&q, "enable")?, "true" | "1");
+    let enable = match required(&q, "enable")? {
+        "true" | "1" => true,
+        "false" | "0" => false,
+        v => {
+            return Err(ApiError::bad(format!(
+                "enable must be true or false, not {v:?}"
+            )))
+        }
+    };
     let msg_type = if enable { "observe" } else { "cancel-observe" };
     send(state, id, msg_type, json!({ "path": path })).await
 }
