@@ -32,6 +32,7 @@ struct Gateway {
     max_queued_commands: i64,
     psm_apns: Vec<String>,
     node: String,
+    busy_poll: bool,
 }
 
 impl Default for Gateway {
@@ -49,6 +50,7 @@ impl Default for Gateway {
             max_queued_commands: 100,
             psm_apns: Vec::new(),
             node: String::new(),
+            busy_poll: false,
         }
     }
 }
@@ -431,6 +433,7 @@ impl ConfigFile {
                 1_000_000,
             )?,
             psm_apns,
+            busy_poll: g.busy_poll,
         };
 
         let t = self.translators;
