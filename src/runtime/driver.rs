@@ -27,11 +27,6 @@ const TURNS_PER_YIELD: usize = 16;
 /// How often an idle receive loop checks for shutdown.
 pub(super) const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
-/// How long a receive loop that has just handled datagrams keeps re-polling its socket
-/// (yielding to the shard's other tasks between polls) before it parks the executor to wait
-/// for readiness: a park and its wake cost far more than a `recvmmsg` on this kind of VM.
-const RECV_LINGER: Duration = Duration::from_micros(50);
-
 /// API callers one shard keeps waiting for command outcomes; beyond, a command that asks
 /// to wait is refused (503) rather than holding an unbounded table.
 const MAX_WAITERS: usize = 4096;
@@ -309,9 +304,9 @@ async fn list(
 
 /// Receives on one of a shard's sockets until shutdown: the UDP socket, or (`secure`) the
 /// DTLS one, whose datagrams are handshakes or records the shard opens first. Drains with
-/// `recvmmsg` while datagrams are there; after a drain, keeps polling for [`RECV_LINGER`]
-/// and only then waits for readiness. With `busy` (`gateway.busy_poll`) it never waits:
-/// it polls the socket between turns of the shard's other tasks.
+/// `recvmmsg` while datagrams are there and waits for readiness only when none are; with
+/// `busy` (`gateway.busy_poll`) it never waits but polls again after letting the shard's
+/// other tasks run.
 pub(super) async fn receive(
     io: Rc<RefCell<ShardIo>>,
     socket: Rc<glommio::net::UdpSocket>,
@@ -322,8 +317,6 @@ pub(super) async fn receive(
 ) {
     let mut recv = RecvBatch::new();
     let mut turns = 0;
-    let linger = std::env::var("LWM2M_LINGER_US").ok().and_then(|v| v.parse().ok()).map_or(RECV_LINGER, Duration::from_micros);
-    let mut linger_until: Option<Instant> = None;
     while !shutdown.load(Ordering::Acquire) {
         let n = match recv.recv(&*socket) {
             Ok(n) => n,
@@ -333,11 +326,10 @@ pub(super) async fn receive(
             }
         };
         if n == 0 {
-            if busy || linger_until.is_some_and(|until| Instant::now() < until) {
+            if busy {
                 glommio::executor().yield_now().await;
                 continue;
             }
-            linger_until = None;
             let wake =
                 futures_lite::future::or(async { readable(&socket).await.map(|_| ()) }, async {
                     glommio::timer::sleep(SHUTDOWN_POLL).await;
@@ -364,9 +356,6 @@ pub(super) async fn receive(
             }
             io.flush(now);
             let waited = now.elapsed();
-            if !linger.is_zero() {
-                linger_until = Some(now + waited + linger);
-            }
             io.pipeline.record_n(waited, n as u64);
             if let Some(hist) = &hist {
                 hist.borrow_mut().record_pipeline(waited, n as u64);
