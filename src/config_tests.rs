@@ -92,6 +92,14 @@ fn auto_observe_takes_a_flag_or_paths() {
 }
 
 #[test]
+fn busy_poll_is_off_by_default_and_takes_a_flag() {
+    assert!(!Config::default_config().gateway.busy_poll);
+    let on = Config::from_toml("[gateway]\nbusy_poll = true").expect("valid");
+    assert!(on.gateway.busy_poll);
+    assert!(problem("[gateway]\nbusy_poll = \"yes\"").contains("busy_poll"));
+}
+
+#[test]
 fn queue_mode_window_is_a_positive_duration() {
     let c = Config::from_toml("[gateway]\nqmode_time_window = \"60s\"").expect("valid");
     assert_eq!(c.gateway.qmode_time_window, Duration::from_secs(60));

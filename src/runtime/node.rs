@@ -266,12 +266,13 @@ impl Gateway {
                 // it through its reactor (timers, TCP, channels).
                 builder = builder.preempt_timer(BUSY_REACTOR_POLL);
             }
-            let handle = builder
-                .spawn(move || shard_main(ctx))
-                .map_err(|e| StartError::Executor {
-                    shard: i,
-                    reason: e.to_string(),
-                })?;
+            let handle =
+                builder
+                    .spawn(move || shard_main(ctx))
+                    .map_err(|e| StartError::Executor {
+                        shard: i,
+                        reason: e.to_string(),
+                    })?;
             executors.push(handle);
         }
         drop(ready_tx);
