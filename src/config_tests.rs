@@ -100,6 +100,16 @@ fn busy_poll_is_off_by_default_and_takes_a_flag() {
 }
 
 #[test]
+fn rx_moderation_is_a_bounded_duration() {
+    let built_in = Config::default_config();
+    assert_eq!(built_in.gateway.rx_moderation, Duration::from_micros(250));
+    let off = Config::from_toml("[gateway]\nrx_moderation = \"0s\"").expect("valid");
+    assert_eq!(off.gateway.rx_moderation, Duration::ZERO);
+    assert!(problem("[gateway]\nrx_moderation = \"11ms\"").starts_with("gateway.rx_moderation:"));
+    assert!(problem("[gateway]\nrx_moderation = \"soon\"").starts_with("gateway.rx_moderation:"));
+}
+
+#[test]
 fn queue_mode_window_is_a_positive_duration() {
     let c = Config::from_toml("[gateway]\nqmode_time_window = \"60s\"").expect("valid");
     assert_eq!(c.gateway.qmode_time_window, Duration::from_secs(60));

@@ -650,6 +650,7 @@ async fn shard_main(ctx: ShardContext) {
         })
     });
     let busy = ctx.config.gateway.busy_poll;
+    let moderation = ctx.config.gateway.rx_moderation;
     if let Some(socket) = secure_socket {
         glommio::spawn_local(receive(
             io.clone(),
@@ -657,6 +658,7 @@ async fn shard_main(ctx: ShardContext) {
             ctx.shutdown.clone(),
             true,
             busy,
+            moderation,
             None,
         ))
         .detach();
@@ -668,6 +670,7 @@ async fn shard_main(ctx: ShardContext) {
         ctx.shutdown.clone(),
         false,
         busy,
+        moderation,
         timed_hist,
     )
     .await;
