@@ -176,6 +176,12 @@ pub struct GatewayConfig {
     /// This node's name (`gateway.node`, the host name when empty): in MQTT client ids and
     /// in the cluster's presence records.
     pub node: String,
+    /// Shards never park: each polls its sockets between its other tasks and keeps its
+    /// core busy (`gateway.busy_poll`).
+    pub busy_poll: bool,
+    /// How long a shard under load lets datagrams gather between two drains
+    /// (`gateway.rx_moderation`); zero wakes for every datagram.
+    pub rx_moderation: Duration,
 }
 
 /// `[listeners.udp]`.

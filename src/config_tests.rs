@@ -92,6 +92,24 @@ fn auto_observe_takes_a_flag_or_paths() {
 }
 
 #[test]
+fn busy_poll_is_off_by_default_and_takes_a_flag() {
+    assert!(!Config::default_config().gateway.busy_poll);
+    let on = Config::from_toml("[gateway]\nbusy_poll = true").expect("valid");
+    assert!(on.gateway.busy_poll);
+    assert!(problem("[gateway]\nbusy_poll = \"yes\"").contains("busy_poll"));
+}
+
+#[test]
+fn rx_moderation_is_a_bounded_duration() {
+    let built_in = Config::default_config();
+    assert_eq!(built_in.gateway.rx_moderation, Duration::from_micros(250));
+    let off = Config::from_toml("[gateway]\nrx_moderation = \"0s\"").expect("valid");
+    assert_eq!(off.gateway.rx_moderation, Duration::ZERO);
+    assert!(problem("[gateway]\nrx_moderation = \"11ms\"").starts_with("gateway.rx_moderation:"));
+    assert!(problem("[gateway]\nrx_moderation = \"soon\"").starts_with("gateway.rx_moderation:"));
+}
+
+#[test]
 fn queue_mode_window_is_a_positive_duration() {
     let c = Config::from_toml("[gateway]\nqmode_time_window = \"60s\"").expect("valid");
     assert_eq!(c.gateway.qmode_time_window, Duration::from_secs(60));

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{start, unique, Device, Received, Subscriber};
+use common::{start, test_config, unique, Device, Received, Subscriber};
 use lwm2m_gateway::coap::{option, Code, Message, MessageType, MessageWriter};
 use serde_json::{json, Value};
 
@@ -185,6 +185,15 @@ impl Session {
 fn session(tag: &str) -> (lwm2m_gateway::runtime::Gateway, Session) {
     let ep = unique(tag);
     let (gw, sub) = start(2, &ep);
+    device_session(gw, sub, ep)
+}
+
+/// Registers a device answering like wakaama with `gw` and returns the session driving it.
+fn device_session(
+    gw: lwm2m_gateway::runtime::Gateway,
+    sub: Subscriber,
+    ep: String,
+) -> (lwm2m_gateway::runtime::Gateway, Session) {
     let mut dev = Device::bind("127.0.5.1", gw.udp_addr());
     dev.register(&ep, 300);
     let registered = sub.collect(1, Duration::from_secs(10));
@@ -281,6 +290,26 @@ fn emqx_application_manages_a_wakaama_device() {
     for q in ["pmin=1", "pmax=5", "gt=50", "lt=10", "st=1"] {
         assert!(attr.contains(q), "{attr}");
     }
+    s.stop.store(true, Ordering::Relaxed);
+    gw.stop();
+}
+
+#[test]
+fn busy_polling_shards_register_and_answer_commands() {
+    let ep = unique("busy");
+    let mut config = test_config(2);
+    config.gateway.busy_poll = true;
+    let gw = lwm2m_gateway::runtime::Gateway::start(config).expect("gateway starts");
+    let sub = Subscriber::connect(gw.mqtt_addr(), "lwm2m/+/up/#", &format!("lwm2m/{ep}"));
+    let (gw, mut s) = device_session(gw, sub, ep);
+    let r = s.one(json!({"msgType":"read","data":{"path":"/3/0/0"}}));
+    assert_eq!(r["data"]["code"], "2.05", "{r}");
+    assert_eq!(
+        r["data"]["content"],
+        json!([{"path":"/3/0/0","value":"Open Mobile Alliance"}])
+    );
+    let r = s.one(json!({"msgType":"execute","data":{"path":"/3/0/4","args":""}}));
+    assert_eq!(r["data"]["code"], "2.04", "{r}");
     s.stop.store(true, Ordering::Relaxed);
     gw.stop();
 }

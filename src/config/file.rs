@@ -32,6 +32,8 @@ struct Gateway {
     max_queued_commands: i64,
     psm_apns: Vec<String>,
     node: String,
+    busy_poll: bool,
+    rx_moderation: String,
 }
 
 impl Default for Gateway {
@@ -49,6 +51,8 @@ impl Default for Gateway {
             max_queued_commands: 100,
             psm_apns: Vec::new(),
             node: String::new(),
+            busy_poll: false,
+            rx_moderation: "250us".into(),
         }
     }
 }
@@ -275,6 +279,10 @@ fn count(key: &'static str, v: i64, min: i64, max: i64) -> Result<usize, ConfigE
 /// Longest APN (3GPP TS 23.003 §9.1: at most 100 octets).
 const MAX_APN_LEN: usize = 100;
 
+/// Longest `gateway.rx_moderation`: beyond 10 ms the added latency would dominate every
+/// round trip (SPEC §7 P5 allows 1 ms for the whole gateway pass).
+const MAX_RX_MODERATION: Duration = Duration::from_millis(10);
+
 /// `gateway.psm_apns`, lower-cased for the case-insensitive comparison with a
 /// registration's `apn`: each a non-empty APN of letters, digits, `-` and `.`.
 fn psm_apns(apns: Vec<String>) -> Result<Vec<String>, ConfigError> {
@@ -400,6 +408,13 @@ impl ConfigFile {
             return Err(invalid("gateway.idle_timeout", "must be at least 1s"));
         }
         let psm_apns = psm_apns(g.psm_apns)?;
+        let rx_moderation = duration("gateway.rx_moderation", &g.rx_moderation)?;
+        if rx_moderation > MAX_RX_MODERATION {
+            return Err(invalid(
+                "gateway.rx_moderation",
+                format!("must be at most {}ms", MAX_RX_MODERATION.as_millis()),
+            ));
+        }
         let node = if g.node.is_empty() {
             host_node_name()
         } else if g.node.len() > MAX_NODE_NAME || !g.node.chars().all(valid_node_char) {
@@ -431,6 +446,8 @@ impl ConfigFile {
                 1_000_000,
             )?,
             psm_apns,
+            busy_poll: g.busy_poll,
+            rx_moderation,
         };
 
         let t = self.translators;

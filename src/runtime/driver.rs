@@ -304,16 +304,28 @@ async fn list(
 
 /// Receives on one of a shard's sockets until shutdown: the UDP socket, or (`secure`) the
 /// DTLS one, whose datagrams are handshakes or records the shard opens first. Drains with
-/// `recvmmsg` while datagrams are there and waits for readiness only when none are.
+/// `recvmmsg` while datagrams are there and waits for readiness only when none are; with
+/// `busy` (`gateway.busy_poll`) it never waits but polls again after letting the shard's
+/// other tasks run.
+///
+/// Interrupt moderation (`gateway.rx_moderation`): once a drain finds datagrams less than
+/// `moderation` after the previous one, the loop sleeps `moderation` after each drain
+/// instead of waking per datagram, so one wake-up handles what arrived meanwhile; the first
+/// empty drain ends it. A full batch is drained again at once.
 pub(super) async fn receive(
     io: Rc<RefCell<ShardIo>>,
     socket: Rc<glommio::net::UdpSocket>,
     shutdown: Arc<AtomicBool>,
     secure: bool,
+    busy: bool,
+    moderation: Duration,
     hist: Option<Rc<RefCell<ShardHistograms>>>,
 ) {
     let mut recv = RecvBatch::new();
     let mut turns = 0;
+    // Set when datagrams come closer together than `moderation`; cleared by an empty drain.
+    let mut moderate = false;
+    let mut last_drain: Option<Instant> = None;
     while !shutdown.load(Ordering::Acquire) {
         let n = match recv.recv(&*socket) {
             Ok(n) => n,
@@ -323,6 +335,11 @@ pub(super) async fn receive(
             }
         };
         if n == 0 {
+            moderate = false;
+            if busy {
+                glommio::executor().yield_now().await;
+                continue;
+            }
             let wake =
                 futures_lite::future::or(async { readable(&socket).await.map(|_| ()) }, async {
                     glommio::timer::sleep(SHUTDOWN_POLL).await;
@@ -335,6 +352,10 @@ pub(super) async fn receive(
             continue;
         }
         let now = Instant::now();
+        if !moderation.is_zero() {
+            moderate |= last_drain.is_some_and(|t| now.saturating_duration_since(t) < moderation);
+            last_drain = Some(now);
+        }
         {
             let mut io = io.borrow_mut();
             for i in 0..n {
@@ -353,6 +374,10 @@ pub(super) async fn receive(
             if let Some(hist) = &hist {
                 hist.borrow_mut().record_pipeline(waited, n as u64);
             }
+        }
+        if moderate && !busy && n < super::udp::BATCH {
+            glommio::timer::sleep(moderation).await;
+            continue;
         }
         turns += 1;
         if turns % TURNS_PER_YIELD == 0 {

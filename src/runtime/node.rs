@@ -35,6 +35,10 @@ const HANDOFF_CHANNEL: usize = 4096;
 /// storm (~3 MB/s per shard) this keeps the buffers small instead of a second's worth.
 const JOURNAL_EARLY_FLUSH: usize = 256 << 10;
 
+/// How often a busy-polling shard (`gateway.busy_poll`) leaves its receive loop for the
+/// reactor: timers, the MQTT socket and other shards' channels wait at most this long.
+const BUSY_REACTOR_POLL: Duration = Duration::from_micros(250);
+
 /// How long a stopping shard waits for its uplink to drain.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -254,14 +258,21 @@ impl Gateway {
                     .zip(dtls_context.clone())
                     .zip(credentials.clone()),
             };
-            let handle = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
+            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
                 .name(&format!("shard-{i}"))
-                .io_memory(IO_MEMORY)
-                .spawn(move || shard_main(ctx))
-                .map_err(|e| StartError::Executor {
-                    shard: i,
-                    reason: e.to_string(),
-                })?;
+                .io_memory(IO_MEMORY);
+            if config.gateway.busy_poll {
+                // The receive loop never lets the executor idle, so only this timer sends
+                // it through its reactor (timers, TCP, channels).
+                builder = builder.preempt_timer(BUSY_REACTOR_POLL);
+            }
+            let handle =
+                builder
+                    .spawn(move || shard_main(ctx))
+                    .map_err(|e| StartError::Executor {
+                        shard: i,
+                        reason: e.to_string(),
+                    })?;
             executors.push(handle);
         }
         drop(ready_tx);
@@ -638,18 +649,31 @@ async fn shard_main(ctx: ShardContext) {
             }
         })
     });
+    let busy = ctx.config.gateway.busy_poll;
+    let moderation = ctx.config.gateway.rx_moderation;
     if let Some(socket) = secure_socket {
         glommio::spawn_local(receive(
             io.clone(),
             socket,
             ctx.shutdown.clone(),
             true,
+            busy,
+            moderation,
             None,
         ))
         .detach();
     }
     let timed_hist = dumping.is_some().then(|| hist.clone());
-    receive(io.clone(), socket, ctx.shutdown.clone(), false, timed_hist).await;
+    receive(
+        io.clone(),
+        socket,
+        ctx.shutdown.clone(),
+        false,
+        busy,
+        moderation,
+        timed_hist,
+    )
+    .await;
     // Stop reading; hand the uplink everything still queued, then let it drain.
     {
         let now = Instant::now();
