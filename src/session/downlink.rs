@@ -20,11 +20,13 @@ mod block2;
 mod block2_notify;
 mod command;
 mod complete;
+mod con;
 
 use block1::BodyCharge;
 pub(super) use block1::MAX_PENDING_BLOCK1_BYTES;
 use block2::Block2Body;
 use block2_notify::NotifyBody;
+use con::{Con, Due};
 
 /// RFC 7252 ACK_TIMEOUT.
 pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,7 +34,7 @@ pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) const MAX_RETRANSMIT: u8 = 4;
 /// How long a separate response may take after the empty ACK (RFC 7252 MAX_TRANSMIT_WAIT,
 /// 93 s): a device that acknowledged but never answers gets a `coap_timeout`.
-const SEPARATE_RESPONSE_WAIT: Duration = Duration::from_secs(93);
+pub(super) const SEPARATE_RESPONSE_WAIT: Duration = Duration::from_secs(93);
 /// Observations one endpoint may hold; each costs a token entry and a few strings.
 const MAX_OBSERVATIONS: usize = 64;
 /// A notification older than the last one by more than this is not "stale" but a new
@@ -72,7 +74,7 @@ impl Downlink {
     pub(super) fn deadlines(&self) -> impl Iterator<Item = (Instant, u16)> + '_ {
         self.in_flight
             .iter()
-            .map(|e| (e.deadline, e.mid))
+            .map(|e| (e.con.deadline(), e.con.mid))
             .chain(self.notify_bodies.iter().map(NotifyBody::deadline))
     }
 
@@ -167,12 +169,8 @@ struct Exchange {
     /// `Some(true)` for observe, `Some(false)` for cancel-observe.
     observe: Option<bool>,
     token: [u8; 8],
-    mid: u16,
-    datagram: Vec<u8>,
-    attempts: u8,
-    timeout: Duration,
-    deadline: Instant,
-    acked: bool,
+    /// The request on the wire and its retransmission schedule.
+    con: Con,
     /// A body sent in Block1 blocks (`request.block1`): its share of the shard's cap,
     /// held until the exchange ends.
     _charge: Option<BodyCharge>,
@@ -180,19 +178,6 @@ struct Exchange {
     tag: Option<u64>,
     /// When the command entered the shard.
     entered: Instant,
-}
-
-impl Exchange {
-    /// Makes `datagram` (message id `mid`) the exchange's request, as a follow-up block is:
-    /// retransmissions count afresh from an RFC 7252 initial timeout (`jitter` in [0, 0.5)).
-    fn restart(&mut self, now: Instant, mid: u16, datagram: Vec<u8>, jitter: f64) {
-        self.mid = mid;
-        self.datagram = datagram;
-        self.attempts = 0;
-        self.acked = false;
-        self.timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
-        self.deadline = now + self.timeout;
-    }
 }
 
 /// What an observation watches, which an observe replaces and a cancel ends.
@@ -350,9 +335,10 @@ impl Shard {
         };
         let mut datagram = Vec::with_capacity(64 + q.request.payload.len());
         translate::write_coap_request(&q.request, MessageType::Con, mid, &token, &mut datagram);
-        let timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
         let start = self.tx.start();
         self.tx.buffer().extend_from_slice(&datagram);
+        let con = Con::new(now, mid, datagram, jitter);
+        let deadline = con.deadline();
         dl.in_flight = Some(Exchange {
             echo: q.echo,
             msg_type: q.msg_type,
@@ -362,19 +348,14 @@ impl Shard {
             block2: None,
             observe: q.observe,
             token,
-            mid,
-            datagram,
-            attempts: 0,
-            timeout,
-            deadline: now + timeout,
-            acked: false,
+            con,
             _charge: q.charge,
             tag: q.tag,
             entered: q.entered,
         });
         self.token_owner.insert(token, location);
         self.retransmit
-            .push(std::cmp::Reverse((now + timeout, location, mid)));
+            .push(std::cmp::Reverse((deadline, location, mid)));
         self.commit(addr, start, security);
         if journaled {
             // It left the journaled queue.
@@ -405,25 +386,23 @@ impl Shard {
                 .downlink
                 .as_mut()
                 .and_then(|d| d.in_flight.as_mut())
-                .filter(|ex| ex.mid == mid)
+                .filter(|ex| ex.con.mid == mid)
             else {
                 self.retransmit_notify_body(now, location, mid);
                 continue;
             };
-            if ex.deadline > now {
-                continue;
-            }
-            if !ex.acked && ex.attempts < MAX_RETRANSMIT {
-                ex.attempts += 1;
-                ex.timeout *= 2;
-                ex.deadline = now + ex.timeout;
-                let start = self.tx.start();
-                self.tx.buffer().extend_from_slice(&ex.datagram);
-                self.stats.retransmissions += 1;
-                self.retransmit
-                    .push(std::cmp::Reverse((ex.deadline, location, mid)));
-                self.commit(addr, start, security);
-                continue;
+            match ex.con.due(now) {
+                Due::NotYet => continue,
+                Due::Resend(deadline) => {
+                    let start = self.tx.start();
+                    self.tx.buffer().extend_from_slice(&ex.con.datagram);
+                    self.stats.retransmissions += 1;
+                    self.retransmit
+                        .push(std::cmp::Reverse((deadline, location, mid)));
+                    self.commit(addr, start, security);
+                    continue;
+                }
+                Due::GiveUp => {}
             }
             self.stats.command_timeouts += 1;
             self.finish(now, location, CommandResult::Timeout, |out, ex| {
@@ -492,7 +471,7 @@ impl Shard {
             .downlink
             .as_mut()
             .and_then(|d| d.in_flight.as_mut())
-            .filter(|ex| ex.mid == msg.mid())
+            .filter(|ex| ex.con.mid == msg.mid())
         else {
             self.ack_notify_body(now, location, msg);
             return;
@@ -505,13 +484,11 @@ impl Shard {
                 });
             }
             (MessageType::Ack, true) => {
-                if ex.acked {
+                let Some(deadline) = ex.con.acked(now) else {
                     return;
-                }
-                ex.acked = true;
-                ex.deadline = now + SEPARATE_RESPONSE_WAIT;
+                };
                 self.retransmit
-                    .push(std::cmp::Reverse((ex.deadline, location, ex.mid)));
+                    .push(std::cmp::Reverse((deadline, location, ex.con.mid)));
                 if block1::past_first(ex.request.block1) {
                     // The command's ack went out with its first block.
                     return;

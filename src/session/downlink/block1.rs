@@ -137,14 +137,14 @@ impl Shard {
             // 2.31 for a block that was the last one: the device miscounted.
             return Block1Step::Whole;
         }
-        let mut datagram = std::mem::take(&mut ex.datagram);
+        let mut datagram = std::mem::take(&mut ex.con.datagram);
         datagram.clear();
         translate::write_coap_request(&ex.request, MessageType::Con, mid, &ex.token, &mut datagram);
-        ex.restart(now, mid, datagram, jitter);
+        ex.con.restart(now, mid, datagram, jitter);
         let start = self.tx.start();
-        self.tx.buffer().extend_from_slice(&ex.datagram);
+        self.tx.buffer().extend_from_slice(&ex.con.datagram);
         self.retransmit
-            .push(std::cmp::Reverse((ex.deadline, location, mid)));
+            .push(std::cmp::Reverse((ex.con.deadline(), location, mid)));
         self.commit(addr, start, security);
         Block1Step::Sent
     }

@@ -114,11 +114,11 @@ impl Shard {
         };
         let datagram = body.ask_next(&ex.request, mid, &ex.token);
         ex.block2 = Some(body);
-        ex.restart(now, mid, datagram, jitter);
+        ex.con.restart(now, mid, datagram, jitter);
         let start = self.tx.start();
-        self.tx.buffer().extend_from_slice(&ex.datagram);
+        self.tx.buffer().extend_from_slice(&ex.con.datagram);
         self.retransmit
-            .push(std::cmp::Reverse((ex.deadline, location, mid)));
+            .push(std::cmp::Reverse((ex.con.deadline(), location, mid)));
         self.commit(addr, start, security);
         Block2Step::Asked
     }

@@ -9,11 +9,12 @@
 //! abandoned body is published.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::block1::BodyCharge;
 use super::block2::{Appended, Block2Body};
-use super::{Observed, Outcome, Shard, ACK_TIMEOUT, MAX_RETRANSMIT, SEPARATE_RESPONSE_WAIT};
+use super::con::{Con, Due};
+use super::{Observed, Outcome, Shard};
 use crate::coap::{Block, Message, MessageType};
 use crate::lwm2m::Path;
 use crate::session::Location;
@@ -38,12 +39,8 @@ pub(in crate::session) struct NotifyBody {
     body: Block2Body,
     /// The follow-up requests' token.
     token: [u8; 8],
-    mid: u16,
-    datagram: Vec<u8>,
-    attempts: u8,
-    timeout: Duration,
-    deadline: Instant,
-    acked: bool,
+    /// The follow-up request on the wire and its retransmission schedule.
+    con: Con,
     /// Its share of [`MAX_PENDING_NOTIFY_BYTES`].
     charge: BodyCharge,
 }
@@ -61,7 +58,7 @@ impl NotifyBody {
 
     /// The retransmission deadline and the MID it is for.
     pub(super) fn deadline(&self) -> (Instant, u16) {
-        (self.deadline, self.mid)
+        (self.con.deadline(), self.con.mid)
     }
 }
 
@@ -117,26 +114,22 @@ impl Shard {
             msg.content_format(),
         );
         let datagram = body.ask_next(&request, mid, &token);
-        let timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
         let start = self.tx.start();
         self.tx.buffer().extend_from_slice(&datagram);
+        let con = Con::new(now, mid, datagram, jitter);
+        let deadline = con.deadline();
         dl.notify_bodies.push(NotifyBody {
             observation,
             seq,
             request,
             body,
             token,
-            mid,
-            datagram,
-            attempts: 0,
-            timeout,
-            deadline: now + timeout,
-            acked: false,
+            con,
             charge,
         });
         self.token_owner.insert(token, location);
         self.retransmit
-            .push(std::cmp::Reverse((now + timeout, location, mid)));
+            .push(std::cmp::Reverse((deadline, location, mid)));
         self.commit(addr, start, security);
     }
 
@@ -179,19 +172,19 @@ impl Shard {
         else {
             return false;
         };
-        let Some(nb) = dl.notify_bodies.iter_mut().find(|b| b.mid == msg.mid()) else {
+        let Some(nb) = dl.notify_bodies.iter_mut().find(|b| b.con.mid == msg.mid()) else {
             return false;
         };
         match (msg.ty(), msg.code().is_empty()) {
             (MessageType::Rst, _) => {
                 let mid = msg.mid();
-                self.abandon_notify_body(location, |b| b.mid == mid);
+                self.abandon_notify_body(location, |b| b.con.mid == mid);
             }
-            (MessageType::Ack, true) if !nb.acked => {
-                nb.acked = true;
-                nb.deadline = now + SEPARATE_RESPONSE_WAIT;
-                self.retransmit
-                    .push(std::cmp::Reverse((nb.deadline, location, nb.mid)));
+            (MessageType::Ack, true) => {
+                if let Some(deadline) = nb.con.acked(now) {
+                    self.retransmit
+                        .push(std::cmp::Reverse((deadline, location, nb.con.mid)));
+                }
             }
             (MessageType::Ack, false) if nb.token.as_slice() == msg.token() => {
                 self.take_notify_block(now, location, msg);
@@ -253,17 +246,13 @@ impl Shard {
             self.stats.notification_bodies_abandoned += 1;
             return;
         }
-        nb.datagram = body.ask_next(&nb.request, mid, &nb.token);
+        let datagram = body.ask_next(&nb.request, mid, &nb.token);
         nb.body = body;
-        nb.mid = mid;
-        nb.attempts = 0;
-        nb.acked = false;
-        nb.timeout = ACK_TIMEOUT + ACK_TIMEOUT.mul_f64(jitter);
-        nb.deadline = now + nb.timeout;
+        nb.con.restart(now, mid, datagram, jitter);
         let start = self.tx.start();
-        self.tx.buffer().extend_from_slice(&nb.datagram);
+        self.tx.buffer().extend_from_slice(&nb.con.datagram);
         self.retransmit
-            .push(std::cmp::Reverse((nb.deadline, location, mid)));
+            .push(std::cmp::Reverse((nb.con.deadline(), location, mid)));
         dl.notify_bodies.push(nb);
         self.commit(addr, start, security);
     }
@@ -315,25 +304,23 @@ impl Shard {
         let Some(nb) = ep
             .downlink
             .as_mut()
-            .and_then(|dl| dl.notify_bodies.iter_mut().find(|b| b.mid == mid))
+            .and_then(|dl| dl.notify_bodies.iter_mut().find(|b| b.con.mid == mid))
         else {
             return false;
         };
-        if nb.deadline > now {
-            return true;
-        }
-        if nb.acked || nb.attempts >= MAX_RETRANSMIT {
-            self.abandon_notify_body(location, |b| b.mid == mid);
-            return true;
-        }
-        nb.attempts += 1;
-        nb.timeout *= 2;
-        nb.deadline = now + nb.timeout;
+        let deadline = match nb.con.due(now) {
+            Due::NotYet => return true,
+            Due::Resend(deadline) => deadline,
+            Due::GiveUp => {
+                self.abandon_notify_body(location, |b| b.con.mid == mid);
+                return true;
+            }
+        };
         let start = self.tx.start();
-        self.tx.buffer().extend_from_slice(&nb.datagram);
+        self.tx.buffer().extend_from_slice(&nb.con.datagram);
         self.stats.retransmissions += 1;
         self.retransmit
-            .push(std::cmp::Reverse((nb.deadline, location, mid)));
+            .push(std::cmp::Reverse((deadline, location, mid)));
         self.commit(addr, start, security);
         true
     }
