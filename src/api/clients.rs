@@ -16,7 +16,8 @@ use axum::{Json, Router};
 use super::extract::PathOf;
 use super::{ApiError, AppState, MAX_BODY};
 use crate::dtls::Security;
-use crate::session::{ClientFilter, CommandType};
+use crate::session::ClientFilter;
+use crate::translate::Operation;
 
 /// Clients per page unless `limit` says otherwise.
 pub(super) const DEFAULT_LIMIT: usize = 100;
@@ -190,11 +191,11 @@ async fn command(
     };
     let payload = if op == "commands" {
         match command.get("msgType").and_then(serde_json::Value::as_str) {
-            Some(t) if CommandType::parse(t) != CommandType::Other => payload,
+            Some(t) if Operation::parse(t).is_some() => payload,
             Some(t) => return Err(ApiError::bad(format!("unknown msgType {t:?}"))),
             None => return Err(ApiError::bad("the command needs a string msgType")),
         }
-    } else if CommandType::parse(&op) == CommandType::Other {
+    } else if Operation::parse(&op).is_none() {
         return Err(ApiError::NotFound {
             code: "NOT_FOUND",
             message: format!("no operation {op:?}: POST .../commands or .../<msgType>"),

@@ -13,7 +13,9 @@ use prometheus_client::registry::Registry;
 
 use super::{ApiError, AppState};
 use crate::runtime::control::ShardSnapshot;
-use crate::session::{CommandResult, CommandType, LatencyBuckets, LATENCY_BOUNDS};
+use crate::session::{
+    command_type_label, CommandResult, CommandResults, LatencyBuckets, LATENCY_BOUNDS,
+};
 
 /// Labels of one sample.
 type Labels = Vec<(&'static str, String)>;
@@ -157,12 +159,12 @@ impl Collector for Snapshots {
             drops,
         )?;
         let commands = s.iter().flat_map(|x| {
-            CommandType::ALL.iter().flat_map(move |ty| {
+            CommandResults::types().flat_map(move |ty| {
                 CommandResult::ALL.iter().filter_map(move |r| {
-                    let n = x.stats.command_results.get(*ty, *r);
+                    let n = x.stats.command_results.get(ty, *r);
                     (n > 0).then(|| {
                         let mut l = shard(x);
-                        l.push(("msg_type", ty.as_str().into()));
+                        l.push(("msg_type", command_type_label(ty).into()));
                         l.push(("result", r.as_str().into()));
                         (l, n)
                     })
@@ -430,9 +432,10 @@ mod tests {
             ..ShardSnapshot::default()
         };
         a.stats.malformed = 2;
-        a.stats
-            .command_results
-            .count(CommandType::Write, CommandResult::Timeout);
+        a.stats.command_results.count(
+            Some(crate::translate::Operation::Write),
+            CommandResult::Timeout,
+        );
         a.stats.notification_bodies_abandoned = 3;
         a.cluster = Some(ClusterStats {
             taken_over: 2,

@@ -9,6 +9,7 @@ use super::downlink_tests::{answer, registered, sent_to_device};
 use super::tests::{request, Node};
 use super::*;
 use crate::coap::MessageType;
+use crate::translate::Operation;
 
 /// A node of one shard with `n` endpoints `ep-<i>`, each from its own port.
 fn with_endpoints(n: u16) -> Node {
@@ -148,7 +149,7 @@ fn an_api_command_is_answered_under_its_tag_and_counted() {
     assert_eq!(
         stats
             .command_results
-            .get(CommandType::Read, CommandResult::Ok),
+            .get(Some(Operation::Read), CommandResult::Ok),
         1
     );
     assert_eq!(stats.command_rtt.count(), 1);
@@ -159,9 +160,7 @@ fn an_api_command_is_answered_under_its_tag_and_counted() {
     assert_eq!(tag, 8);
     let stats = node.shards[0].stats();
     assert_eq!(
-        stats
-            .command_results
-            .get(CommandType::Other, CommandResult::ClientError),
+        stats.command_results.get(None, CommandResult::ClientError),
         1
     );
 }

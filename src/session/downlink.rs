@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::stats::{CommandResult, CommandType};
+use super::stats::CommandResult;
 use super::{ip_text, Location, Shard, TopicKind};
 use crate::coap::{Code, Message, MessageType};
 use crate::content::Content;
@@ -266,9 +266,10 @@ impl Shard {
         reason: &str,
         tag: Option<u64>,
     ) {
-        self.stats
-            .command_results
-            .count(CommandType::parse(msg_type), CommandResult::of(code));
+        self.stats.command_results.count(
+            crate::translate::Operation::parse(msg_type),
+            CommandResult::of(code),
+        );
         self.json.clear();
         translate::write_error(
             &mut self.json,
@@ -434,7 +435,7 @@ impl Shard {
         self.publish_for(TopicKind::Response, location);
         self.stats
             .command_results
-            .count(CommandType::parse(&ex.msg_type), result);
+            .count(crate::translate::Operation::parse(&ex.msg_type), result);
         self.stats
             .command_rtt
             .record_n(now.saturating_duration_since(ex.entered), 1);

@@ -91,7 +91,8 @@ pub use publish::{Publish, PublishRef};
 use secure::identity_hasher;
 pub use secure::Link;
 pub use stats::{
-    CommandResult, CommandResults, CommandType, LatencyBuckets, ShardStats, LATENCY_BOUNDS,
+    command_type_label, CommandResult, CommandResults, CommandType, LatencyBuckets, ShardStats,
+    LATENCY_BOUNDS,
 };
 
 /// CON requests remembered for duplicate detection per shard; beyond, the oldest go first.

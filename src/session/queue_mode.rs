@@ -89,7 +89,7 @@ impl Shard {
             );
             self.publish_for(super::TopicKind::Response, location);
             self.stats.command_results.count(
-                super::stats::CommandType::parse(&q.msg_type),
+                crate::translate::Operation::parse(&q.msg_type),
                 super::stats::CommandResult::ServerError,
             );
             self.answer(q.tag);

@@ -1,5 +1,7 @@
 //! The counters of one shard.
 
+use crate::translate::Operation;
+
 /// Counters of one shard; the runtime exports them as metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ShardStats {
@@ -66,98 +68,17 @@ pub struct ShardStats {
     pub command_rtt: LatencyBuckets,
 }
 
-/// The `msgType` of a command, as an index into [`CommandResults`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandType {
-    /// `read`
-    Read,
-    /// `discover`
-    Discover,
-    /// `write`
-    Write,
-    /// `write-attr`
-    WriteAttr,
-    /// `execute`
-    Execute,
-    /// `create`
-    Create,
-    /// `delete`
-    Delete,
-    /// `observe`
-    Observe,
-    /// `cancel-observe`
-    CancelObserve,
-    /// `read-composite`
-    ReadComposite,
-    /// `write-composite`
-    WriteComposite,
-    /// `observe-composite`
-    ObserveComposite,
-    /// `cancel-observe-composite`
-    CancelObserveComposite,
-    /// Anything else (a command that did not name a known `msgType`).
-    Other,
+/// The `msgType` of a command as [`CommandResults`] counts it: an [`Operation`], or `None`
+/// for a command that named no known one.
+pub type CommandType = Option<Operation>;
+
+/// The label of a [`CommandType`]: the `msgType`, or `other`.
+pub fn command_type_label(ty: CommandType) -> &'static str {
+    ty.map_or("other", Operation::as_str)
 }
 
-impl CommandType {
-    /// Every type, in index order.
-    pub const ALL: [CommandType; 14] = [
-        CommandType::Read,
-        CommandType::Discover,
-        CommandType::Write,
-        CommandType::WriteAttr,
-        CommandType::Execute,
-        CommandType::Create,
-        CommandType::Delete,
-        CommandType::Observe,
-        CommandType::CancelObserve,
-        CommandType::ReadComposite,
-        CommandType::WriteComposite,
-        CommandType::ObserveComposite,
-        CommandType::CancelObserveComposite,
-        CommandType::Other,
-    ];
-
-    /// The type named by a command's `msgType`.
-    pub fn parse(msg_type: &str) -> CommandType {
-        match msg_type {
-            "read" => CommandType::Read,
-            "discover" => CommandType::Discover,
-            "write" => CommandType::Write,
-            "write-attr" => CommandType::WriteAttr,
-            "execute" => CommandType::Execute,
-            "create" => CommandType::Create,
-            "delete" => CommandType::Delete,
-            "observe" => CommandType::Observe,
-            "cancel-observe" => CommandType::CancelObserve,
-            "read-composite" => CommandType::ReadComposite,
-            "write-composite" => CommandType::WriteComposite,
-            "observe-composite" => CommandType::ObserveComposite,
-            "cancel-observe-composite" => CommandType::CancelObserveComposite,
-            _ => CommandType::Other,
-        }
-    }
-
-    /// The `msgType` text (`other` for [`CommandType::Other`]).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommandType::Read => "read",
-            CommandType::Discover => "discover",
-            CommandType::Write => "write",
-            CommandType::WriteAttr => "write-attr",
-            CommandType::Execute => "execute",
-            CommandType::Create => "create",
-            CommandType::Delete => "delete",
-            CommandType::Observe => "observe",
-            CommandType::CancelObserve => "cancel-observe",
-            CommandType::ReadComposite => "read-composite",
-            CommandType::WriteComposite => "write-composite",
-            CommandType::ObserveComposite => "observe-composite",
-            CommandType::CancelObserveComposite => "cancel-observe-composite",
-            CommandType::Other => "other",
-        }
-    }
-}
+/// Rows of [`CommandResults`]: one per operation and one for the rest.
+const COMMAND_TYPES: usize = Operation::ALL.len() + 1;
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,18 +129,28 @@ impl CommandResult {
 /// Command outcomes, a fixed table indexed by [`CommandType`] and [`CommandResult`]:
 /// counting one costs an increment, never an allocation.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CommandResults([[u64; CommandResult::ALL.len()]; CommandType::ALL.len()]);
+pub struct CommandResults([[u64; CommandResult::ALL.len()]; COMMAND_TYPES]);
 
 impl CommandResults {
     /// Counts one command of `ty` that ended with `result`.
     pub fn count(&mut self, ty: CommandType, result: CommandResult) {
-        self.0[ty as usize][result as usize] += 1;
+        self.0[row(ty)][result as usize] += 1;
     }
 
     /// Commands of `ty` that ended with `result`.
     pub fn get(&self, ty: CommandType, result: CommandResult) -> u64 {
-        self.0[ty as usize][result as usize]
+        self.0[row(ty)][result as usize]
     }
+
+    /// Every row's type, in index order: each operation, then `None`.
+    pub fn types() -> impl Iterator<Item = CommandType> {
+        Operation::ALL.into_iter().map(Some).chain([None])
+    }
+}
+
+/// The row of `ty`: the operation's index, the last row for `None`.
+fn row(ty: CommandType) -> usize {
+    ty.map_or(Operation::ALL.len(), |op| op as usize)
 }
 
 /// Upper bounds (seconds) of the latency buckets: 10 µs to 60 s, roughly ×2.5 apart, which

@@ -17,7 +17,9 @@ pub mod request;
 pub mod response;
 pub mod topic;
 
-pub use command::{parse_command, Command, CommandError, CommandErrorKind, CommandKind, Target};
+pub use command::{
+    parse_command, Command, CommandError, CommandErrorKind, CommandKind, Operation, Target,
+};
 pub use register::{write_event, write_register, Event, RegMsgType};
 pub use request::{
     build_request, build_request_as, notification_blocks_request, write_coap_request, CoapRequest,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{BodyCharge, Queued, Shard, MAX_PENDING_BLOCK1_BYTES};
 use crate::coap::Code;
 use crate::session::queue_mode::queued_ttl;
-use crate::session::stats::{CommandResult, CommandType};
+use crate::session::stats::CommandResult;
 use crate::session::{directory_shard, Location, TopicKind};
 use crate::translate::{self, Command, CommandKind};
 
@@ -37,7 +37,7 @@ impl Shard {
                     Err(e) => (e.echo, e.msg_type, e.req_path),
                 };
                 self.stats.command_results.count(
-                    CommandType::parse(msg_type.as_deref().unwrap_or("")),
+                    crate::translate::Operation::parse(msg_type.as_deref().unwrap_or("")),
                     CommandResult::ClientError,
                 );
                 self.json.clear();
@@ -113,7 +113,7 @@ impl Shard {
             Err(e) => {
                 self.stats.commands_rejected += 1;
                 self.stats.command_results.count(
-                    CommandType::parse(e.msg_type.as_deref().unwrap_or("")),
+                    crate::translate::Operation::parse(e.msg_type.as_deref().unwrap_or("")),
                     CommandResult::of(e.code()),
                 );
                 self.json.clear();

@@ -12,69 +12,108 @@ use crate::content::{self, Entry};
 use crate::lwm2m::Path;
 use crate::translate::json;
 
-/// The operations, by `msgType`.
+/// The operations a command names with its `msgType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Op {
+pub enum Operation {
+    /// `read`
     Read,
+    /// `discover`
     Discover,
+    /// `write`
     Write,
+    /// `write-attr`
     WriteAttr,
+    /// `execute`
     Execute,
+    /// `create`
     Create,
+    /// `delete`
     Delete,
+    /// `observe`
     Observe,
+    /// `cancel-observe`
     CancelObserve,
+    /// `read-composite`
     ReadComposite,
+    /// `write-composite`
     WriteComposite,
+    /// `observe-composite`
     ObserveComposite,
+    /// `cancel-observe-composite`
     CancelObserveComposite,
 }
 
-impl Op {
+impl Operation {
+    /// Every operation, in declaration order (so `op as usize` indexes it).
+    pub const ALL: [Operation; 13] = [
+        Operation::Read,
+        Operation::Discover,
+        Operation::Write,
+        Operation::WriteAttr,
+        Operation::Execute,
+        Operation::Create,
+        Operation::Delete,
+        Operation::Observe,
+        Operation::CancelObserve,
+        Operation::ReadComposite,
+        Operation::WriteComposite,
+        Operation::ObserveComposite,
+        Operation::CancelObserveComposite,
+    ];
+
     /// The operation named by `msgType` (case-sensitive, as in EMQX).
-    pub(super) fn parse(s: &str) -> Option<Op> {
-        Some(match s {
-            "read" => Op::Read,
-            "discover" => Op::Discover,
-            "write" => Op::Write,
-            "write-attr" => Op::WriteAttr,
-            "execute" => Op::Execute,
-            "create" => Op::Create,
-            "delete" => Op::Delete,
-            "observe" => Op::Observe,
-            "cancel-observe" => Op::CancelObserve,
-            "read-composite" => Op::ReadComposite,
-            "write-composite" => Op::WriteComposite,
-            "observe-composite" => Op::ObserveComposite,
-            "cancel-observe-composite" => Op::CancelObserveComposite,
-            _ => return None,
-        })
+    pub fn parse(s: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|op| op.as_str() == s)
+    }
+
+    /// The `msgType` naming the operation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Read => "read",
+            Operation::Discover => "discover",
+            Operation::Write => "write",
+            Operation::WriteAttr => "write-attr",
+            Operation::Execute => "execute",
+            Operation::Create => "create",
+            Operation::Delete => "delete",
+            Operation::Observe => "observe",
+            Operation::CancelObserve => "cancel-observe",
+            Operation::ReadComposite => "read-composite",
+            Operation::WriteComposite => "write-composite",
+            Operation::ObserveComposite => "observe-composite",
+            Operation::CancelObserveComposite => "cancel-observe-composite",
+        }
     }
 
     /// Whether the operation is one of LwM2M 1.1's composite operations on `/`.
     pub(super) fn is_composite(self) -> bool {
         matches!(
             self,
-            Op::ReadComposite
-                | Op::WriteComposite
-                | Op::ObserveComposite
-                | Op::CancelObserveComposite
+            Operation::ReadComposite
+                | Operation::WriteComposite
+                | Operation::ObserveComposite
+                | Operation::CancelObserveComposite
         )
     }
 
     /// Path depths the operation allows (LwM2M 1.1 §6.3, §6.4).
     fn depths(self) -> (usize, usize) {
         match self {
-            Op::Read | Op::WriteAttr | Op::Observe | Op::CancelObserve => (1, 4),
+            Operation::Read
+            | Operation::WriteAttr
+            | Operation::Observe
+            | Operation::CancelObserve => (1, 4),
             // Each of `data.paths`; `data.content` items need a resource (instance).
-            Op::ReadComposite | Op::ObserveComposite | Op::CancelObserveComposite => (1, 4),
-            Op::WriteComposite => (3, 4),
-            Op::Discover => (1, 3),
-            Op::Execute => (3, 3),
-            Op::Create => (1, 1),
-            Op::Delete => (2, 4),
+            Operation::ReadComposite
+            | Operation::ObserveComposite
+            | Operation::CancelObserveComposite => (1, 4),
+            Operation::WriteComposite => (3, 4),
+            Operation::Discover => (1, 3),
+            Operation::Execute => (3, 3),
+            Operation::Create => (1, 1),
+            Operation::Delete => (2, 4),
             // Checked per shape in `parse_write`: 3 to 4 for a single write, 2 to 3 for a batch.
-            Op::Write => (2, 4),
+            Operation::Write => (2, 4),
         }
     }
 }
@@ -82,19 +121,19 @@ impl Op {
 /// The operation `op` with its arguments from `data`; `top_hex` is EMQX's top-level
 /// `"encoding":"hex"`.
 pub(super) fn parse_kind(
-    op: Op,
+    op: Operation,
     data: &Map<String, Json>,
     top_hex: bool,
 ) -> Result<CommandKind, Failure> {
     let target = || target_field(op, data, "path");
     Ok(match op {
-        Op::Read => CommandKind::Read {
+        Operation::Read => CommandKind::Read {
             target: target()?,
             accept: accept_field(data)?,
         },
-        Op::Discover => CommandKind::Discover { target: target()? },
-        Op::Write => parse_write(data, top_hex)?,
-        Op::WriteAttr => {
+        Operation::Discover => CommandKind::Discover { target: target()? },
+        Operation::Write => parse_write(data, top_hex)?,
+        Operation::WriteAttr => {
             let target = target()?;
             let attrs = attrs(data)?;
             if attrs.is_empty() && target.query.is_empty() {
@@ -105,7 +144,7 @@ pub(super) fn parse_kind(
             }
             CommandKind::WriteAttr { target, attrs }
         }
-        Op::Execute => CommandKind::Execute {
+        Operation::Execute => CommandKind::Execute {
             target: target()?,
             args: match data.get("args") {
                 None | Some(Json::Null) => String::new(),
@@ -115,33 +154,33 @@ pub(super) fn parse_kind(
                 Some(_) => return Err(wrong_type("data.args", "a string")),
             },
         },
-        Op::Create => {
+        Operation::Create => {
             let base = target_field(op, data, "basePath")?;
             let entries = entries(data, &base.path, 2, top_hex)?;
             CommandKind::Create { base, entries }
         }
-        Op::Delete => CommandKind::Delete { target: target()? },
-        Op::Observe => CommandKind::Observe {
+        Operation::Delete => CommandKind::Delete { target: target()? },
+        Operation::Observe => CommandKind::Observe {
             target: target()?,
             accept: accept_field(data)?,
         },
-        Op::CancelObserve => CommandKind::CancelObserve { target: target()? },
-        Op::ReadComposite => CommandKind::ReadComposite {
+        Operation::CancelObserve => CommandKind::CancelObserve { target: target()? },
+        Operation::ReadComposite => CommandKind::ReadComposite {
             paths: paths_field(op, data)?,
             accept: composite_accept(data)?,
             format: composite_format(data)?,
         },
-        Op::WriteComposite => CommandKind::WriteComposite {
+        Operation::WriteComposite => CommandKind::WriteComposite {
             // Every item names its absolute path: relative to `/`, at least 3 levels.
             entries: entries(data, &Path::ROOT, 3, top_hex)?,
             format: composite_format(data)?,
         },
-        Op::ObserveComposite => CommandKind::ObserveComposite {
+        Operation::ObserveComposite => CommandKind::ObserveComposite {
             paths: paths_field(op, data)?,
             accept: composite_accept(data)?,
             format: composite_format(data)?,
         },
-        Op::CancelObserveComposite => CommandKind::CancelObserveComposite {
+        Operation::CancelObserveComposite => CommandKind::CancelObserveComposite {
             paths: paths_field(op, data)?,
             format: composite_format(data)?,
         },
@@ -150,7 +189,7 @@ pub(super) fn parse_kind(
 
 /// `data.paths` of a composite command: 1 to [`MAX_COMPOSITE_PATHS`] distinct paths, in
 /// the order given (the device answers in its own order anyway).
-fn paths_field(op: Op, data: &Map<String, Json>) -> Result<Vec<Path>, Failure> {
+fn paths_field(op: Operation, data: &Map<String, Json>) -> Result<Vec<Path>, Failure> {
     let items = match data.get("paths") {
         None | Some(Json::Null) => return Err(missing("data.paths")),
         Some(Json::Array(items)) => items,
@@ -239,7 +278,7 @@ fn parse_write(data: &Map<String, Json>, top_hex: bool) -> Result<CommandKind, F
             replace,
         });
     }
-    let base = target_field(Op::Write, data, "path")?;
+    let base = target_field(Operation::Write, data, "path")?;
     check_depth("write", "data.path", &base.path, (3, 4))?;
     let hex = top_hex || is_hex_encoding(&data.get("encoding").cloned());
     let value = typed_value(data, "data", hex)?;
@@ -511,34 +550,34 @@ fn format_field(data: &Map<String, Json>, key: &str) -> Result<Option<u16>, Fail
 }
 
 /// The string member `key` of `data` as a target whose depth suits `op`.
-fn target_field(op: Op, data: &Map<String, Json>, key: &str) -> Result<Target, Failure> {
+fn target_field(op: Operation, data: &Map<String, Json>, key: &str) -> Result<Target, Failure> {
     let field = format!("data.{key}");
     let target = match data.get(key) {
         None | Some(Json::Null) => return Err(missing(&field)),
         Some(Json::String(s)) => parse_target(s, &field)?,
         Some(_) => return Err(wrong_type(&field, "a string")),
     };
-    if op != Op::Write {
+    if op != Operation::Write {
         check_depth(op_name(op), &field, &target.path, op.depths())?;
     }
     Ok(target)
 }
 
-fn op_name(op: Op) -> &'static str {
+fn op_name(op: Operation) -> &'static str {
     match op {
-        Op::Read => "read",
-        Op::Discover => "discover",
-        Op::Write => "write",
-        Op::WriteAttr => "write-attr",
-        Op::Execute => "execute",
-        Op::Create => "create",
-        Op::Delete => "delete",
-        Op::Observe => "observe",
-        Op::CancelObserve => "cancel-observe",
-        Op::ReadComposite => "read-composite",
-        Op::WriteComposite => "write-composite",
-        Op::ObserveComposite => "observe-composite",
-        Op::CancelObserveComposite => "cancel-observe-composite",
+        Operation::Read => "read",
+        Operation::Discover => "discover",
+        Operation::Write => "write",
+        Operation::WriteAttr => "write-attr",
+        Operation::Execute => "execute",
+        Operation::Create => "create",
+        Operation::Delete => "delete",
+        Operation::Observe => "observe",
+        Operation::CancelObserve => "cancel-observe",
+        Operation::ReadComposite => "read-composite",
+        Operation::WriteComposite => "write-composite",
+        Operation::ObserveComposite => "observe-composite",
+        Operation::CancelObserveComposite => "cancel-observe-composite",
     }
 }
 

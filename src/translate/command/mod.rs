@@ -35,7 +35,8 @@ use crate::content::Entry;
 use crate::lwm2m::Path;
 use crate::translate::json;
 
-use data::{is_hex_encoding, parse_kind, Op};
+pub use data::Operation;
+use data::{is_hex_encoding, parse_kind};
 
 /// Largest command payload parsed: bigger than any write a constrained device accepts in
 /// one exchange, small enough that a burst of them cannot exhaust a shard's memory.
@@ -364,8 +365,8 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
     let composite = top
         .msg_type
         .as_deref()
-        .and_then(Op::parse)
-        .is_some_and(Op::is_composite);
+        .and_then(Operation::parse)
+        .is_some_and(Operation::is_composite);
     let req_path = if composite {
         Some(COMPOSITE_REQ_PATH.to_owned())
     } else {
@@ -388,7 +389,7 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
             "missing msgType".to_owned(),
         ))
     })?;
-    let Some(op) = Op::parse(&msg_type) else {
+    let Some(op) = Operation::parse(&msg_type) else {
         return Err(with_echo((
             CommandErrorKind::UnknownMsgType,
             "unknown msgType".to_owned(),
