@@ -11,7 +11,6 @@
 //! flush timer would, and stops the writer (which compacts). `restore` is a fresh process
 //! doing what a starting gateway does: load, plan, and restore into two shards.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,13 +24,6 @@ use lwm2m_gateway::session::{directory_shard, Shard, ShardConfig};
 mod support;
 
 const SHARDS: usize = 2;
-
-fn addr(i: u32) -> SocketAddr {
-    SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::from(0x7f00_0001 + (i >> 14))),
-        10_000 + (i & 0x3fff) as u16,
-    )
-}
 
 /// `VmRSS` and `VmHWM` of this process, MiB.
 fn rss() -> (u64, u64) {
@@ -84,7 +76,7 @@ fn write(devices: u32, dir: &Path) {
     let mut journal_bytes = 0;
     for i in 0..devices {
         let now = start + Duration::from_micros(u64::from(i) * 20);
-        let from = addr(i);
+        let from = support::addr(i);
         let owner = shard_for(&from, SHARDS);
         support::register(i, 86_400, &mut buf);
         shards[owner].handle_datagram(now, from, &buf);

@@ -8,7 +8,6 @@
 //!
 //! `cargo run --release --example list_clients -- [devices]`
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use lwm2m_gateway::config::Config;
@@ -25,13 +24,6 @@ const ITEMS_PER_TURN: usize = 250;
 
 /// Clients per page, the API's maximum.
 const LIMIT: usize = 1000;
-
-fn addr(i: u32) -> SocketAddr {
-    SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::from(0x7f00_0001 + (i >> 14))),
-        10_000 + (i & 0x3fff) as u16,
-    )
-}
 
 fn main() {
     let devices: u32 = std::env::args()
@@ -53,7 +45,7 @@ fn main() {
     for i in 0..devices {
         let now = start + Duration::from_micros(u64::from(i) * 40);
         support::register(i, 86_400, &mut buf);
-        shard.handle_datagram(now, addr(i), &buf);
+        shard.handle_datagram(now, support::addr(i), &buf);
         shard.drain_transmits(|_, d| {
             std::hint::black_box(d);
         });

@@ -8,7 +8,6 @@
 //! the allocator plus its per-chunk overhead (glibc: 8 bytes, 16-byte granularity, 32
 //! minimum).
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use lwm2m_gateway::config::Config;
@@ -22,13 +21,6 @@ static GLOBAL: support::CountingAlloc = support::CountingAlloc;
 
 const PREFIX: &str = "lwm2m-cluster";
 const NODES: [&str; 4] = ["gw-b", "gw-c", "gw-d", "gw-e"];
-
-fn live() -> (i64, i64) {
-    (
-        support::LIVE.load(Ordering::Relaxed),
-        support::CHUNKS.load(Ordering::Relaxed),
-    )
-}
 
 fn main() {
     let records: u32 = std::env::args()
@@ -49,7 +41,7 @@ fn main() {
     shard.enable_cluster("gw-a", PREFIX, 1_700_000_000_000);
     shard.handle_broker_connected(start);
     shard.drain_retained(|_, _| {});
-    let (base, base_chunks) = live();
+    let (base, base_chunks) = support::live();
     let (mut topic, mut payload) = (String::new(), String::new());
     let began = Instant::now();
     for i in 0..records {
@@ -73,7 +65,7 @@ fn main() {
         u64::from(records),
         "every record remembered"
     );
-    let (bytes, chunks) = live();
+    let (bytes, chunks) = support::live();
     let (bytes, chunks) = (bytes - base, chunks - base_chunks);
     let n = f64::from(records);
     println!(

@@ -6,8 +6,6 @@
 //! allocator plus its per-chunk overhead (glibc: 8 bytes, 16-byte granularity, 32 minimum),
 //! the shard's tables (sized for the device count) included.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use lwm2m_gateway::config::Config;
@@ -18,20 +16,6 @@ mod support;
 
 #[global_allocator]
 static GLOBAL: support::CountingAlloc = support::CountingAlloc;
-
-fn addr(i: u32) -> SocketAddr {
-    SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::from(0x7f00_0001 + (i >> 14))),
-        10_000 + (i & 0x3fff) as u16,
-    )
-}
-
-fn live() -> (i64, i64) {
-    (
-        support::LIVE.load(Ordering::Relaxed),
-        support::CHUNKS.load(Ordering::Relaxed),
-    )
-}
 
 fn main() {
     let devices: u32 = std::env::args()
@@ -47,7 +31,7 @@ fn main() {
     let registry = lwm2m_gateway::lwm2m::Registry::load_dir(std::path::Path::new("lwm2m_xml"))
         .expect("lwm2m_xml loads");
     let start = Instant::now();
-    let (base, base_chunks) = live();
+    let (base, base_chunks) = support::live();
     let mut shard = Shard::new(
         ShardConfig::new(&config, 0, std::sync::Arc::new(registry)),
         start,
@@ -59,7 +43,7 @@ fn main() {
         // 25 k registrations per second, as the register-storm runs.
         let now = start + Duration::from_micros(u64::from(i) * 40);
         support::register(i, 3600, &mut buf);
-        shard.handle_datagram(now, addr(i), &buf);
+        shard.handle_datagram(now, support::addr(i), &buf);
         shard.drain_transmits(|_, d| {
             std::hint::black_box(d);
         });
@@ -74,7 +58,7 @@ fn main() {
         devices as usize,
         "every device registered"
     );
-    let (bytes, chunks) = live();
+    let (bytes, chunks) = support::live();
     let (bytes, chunks) = (bytes - base, chunks - base_chunks);
     let n = f64::from(devices);
     println!(

@@ -1,9 +1,10 @@
-//! What the pipeline bench and the `register_memory` example share: wakaama-style Register
-//! datagrams and a counting global allocator.
+//! What the pipeline bench and the examples share: wakaama-style Register datagrams, device
+//! addresses and a counting global allocator.
 
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use lwm2m_gateway::coap::{option, Code, MessageType, MessageWriter};
@@ -31,6 +32,19 @@ pub fn register(i: u32, lt: u32, buf: &mut Vec<u8>) {
         .option(option::URI_QUERY, lt.as_bytes())
         .payload(OBJECTS);
     w.finish();
+}
+
+/// Device `i`'s source address: 16,384 ports per loopback address from 127.0.0.1 on.
+pub fn addr(i: u32) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::from(0x7f00_0001 + (i >> 14))),
+        10_000 + (i & 0x3fff) as u16,
+    )
+}
+
+/// Live heap bytes and allocations now (with [`CountingAlloc`] as the global allocator).
+pub fn live() -> (i64, i64) {
+    (LIVE.load(Ordering::Relaxed), CHUNKS.load(Ordering::Relaxed))
 }
 
 /// Allocation calls (`alloc` and `realloc`) so far.
