@@ -43,6 +43,7 @@ QUEUE_WINDOW=${QUEUE_WINDOW:-5s}
 QUEUE_AWAKE=${QUEUE_AWAKE:-6s}
 QUEUE_WAKE=${QUEUE_WAKE:-20s}
 CPU_RATES=${CPU_RATES:-5000 20000}
+RX_MODERATION=${RX_MODERATION:-2ms}
 [ ${#STEPS[@]} -gt 0 ] || STEPS=(baseline p3 p4 p2 p2max p5 p6)
 
 log() { printf '\n== %s\n' "$*"; }
@@ -105,6 +106,7 @@ start_gateway() {
         -e "s|^bind = \"0.0.0.0:5684\"|bind = \"127.0.0.1:$DTLS_PORT\"|" \
         -e "s|^psk_file = \"\"|psk_file = \"$PSK_FILE\"|" \
         -e "s|^bind = \"127.0.0.1:8080\"|bind = \"\"|" \
+        -e "s|^rx_moderation = \"[^\"]*\"|rx_moderation = \"$RX_MODERATION\"|" \
         config/gateway.toml >"$WORK/gateway.toml"
     "$GW" --config "$WORK/gateway.toml" >"$dir/gateway.log" 2>&1 &
     GW_PID=$!

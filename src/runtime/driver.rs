@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
@@ -23,6 +24,13 @@ use crate::uplink::{Outgoing, UplinkHandle};
 /// Receive-loop turns between cooperative yields, so timers, handoffs and the uplink run
 /// even while a socket stays readable under load.
 const TURNS_PER_YIELD: usize = 16;
+
+/// The receive moderation window while the shard is interactive ([`Shard::interactive`]:
+/// commands await answers, devices register), when `gateway.rx_moderation` is longer:
+/// short enough for a command's round trip (SPEC P5, p99 < 1 ms) and a register storm's
+/// (P3, p99 < 5 ms), long enough to gather a few answers per wake-up at 10 k commands/s
+/// (~200 µs apart per shard on two shards).
+const INTERACTIVE_MODERATION: Duration = Duration::from_micros(250);
 
 /// How often an idle receive loop checks for shutdown.
 pub(super) const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
@@ -71,6 +79,9 @@ pub(super) struct ShardIo {
     pub(super) waiters: AHashMap<u64, oneshot::Sender<Vec<u8>>>,
     /// Tag of the next API command.
     pub(super) next_tag: u64,
+    /// Receive loops sleeping out a long moderation window, woken when the shard turns
+    /// interactive (see [`receive`]).
+    pub(super) moderating: Vec<Waker>,
 }
 
 impl ShardIo {
@@ -131,6 +142,9 @@ impl ShardIo {
                 // The caller may have given up; then nobody needs it.
                 let _ = waiter.send(json);
             }
+        }
+        if !self.moderating.is_empty() && self.shard.interactive(now) {
+            self.moderating.drain(..).for_each(Waker::wake);
         }
     }
 
@@ -302,6 +316,21 @@ async fn list(
     let _ = reply.send(ClientPage { items, next });
 }
 
+/// Completes once the shard is interactive; [`ShardIo::flush`] wakes it.
+async fn turned_interactive(io: &RefCell<ShardIo>) {
+    std::future::poll_fn(|cx| {
+        let mut io = io.borrow_mut();
+        if io.shard.interactive(Instant::now()) {
+            return Poll::Ready(());
+        }
+        if !io.moderating.iter().any(|w| w.will_wake(cx.waker())) {
+            io.moderating.push(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Receives on one of a shard's sockets until shutdown: the UDP socket, or (`secure`) the
 /// DTLS one, whose datagrams are handshakes or records the shard opens first. Drains with
 /// `recvmmsg` while datagrams are there and waits for readiness only when none are; with
@@ -309,9 +338,12 @@ async fn list(
 /// other tasks run.
 ///
 /// Interrupt moderation (`gateway.rx_moderation`): once a drain finds datagrams less than
-/// `moderation` after the previous one, the loop sleeps `moderation` after each drain
-/// instead of waking per datagram, so one wake-up handles what arrived meanwhile; the first
-/// empty drain ends it. A full batch is drained again at once.
+/// a window after the previous one, the loop sleeps the window after each drain instead of
+/// waking per datagram, so one wake-up handles what arrived meanwhile; the first empty
+/// drain ends it. A full batch is drained again at once. The window is `moderation` for
+/// traffic the gateway only forwards (notifications, Sends: an NB-IoT radio's own latency
+/// is seconds) and at most [`INTERACTIVE_MODERATION`] while the shard is interactive
+/// (commands await answers, devices register); a long sleep ends early when it turns so.
 pub(super) async fn receive(
     io: Rc<RefCell<ShardIo>>,
     socket: Rc<glommio::net::UdpSocket>,
@@ -352,8 +384,13 @@ pub(super) async fn receive(
             continue;
         }
         let now = Instant::now();
-        if !moderation.is_zero() {
-            moderate |= last_drain.is_some_and(|t| now.saturating_duration_since(t) < moderation);
+        let window = if io.borrow().shard.interactive(now) {
+            moderation.min(INTERACTIVE_MODERATION)
+        } else {
+            moderation
+        };
+        if !window.is_zero() {
+            moderate |= last_drain.is_some_and(|t| now.saturating_duration_since(t) < window);
             last_drain = Some(now);
         }
         {
@@ -376,7 +413,11 @@ pub(super) async fn receive(
             }
         }
         if moderate && !busy && n < super::udp::BATCH {
-            glommio::timer::sleep(moderation).await;
+            if window > INTERACTIVE_MODERATION {
+                futures_lite::future::or(glommio::timer::sleep(window), turned_interactive(&io)).await;
+            } else {
+                glommio::timer::sleep(window).await;
+            }
             continue;
         }
         turns += 1;

@@ -544,6 +544,7 @@ async fn shard_main(ctx: ShardContext) {
         pipeline: Default::default(),
         waiters: Default::default(),
         next_tag: 0,
+        moderating: Vec::new(),
     }));
     // Commands: every shard subscribes to the wildcard command topic and keeps the
     // commands of its own endpoints (see `Shard::handle_command`). Measured against one

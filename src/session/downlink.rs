@@ -35,6 +35,12 @@ pub(super) const MAX_RETRANSMIT: u8 = 4;
 /// How long a separate response may take after the empty ACK (RFC 7252 MAX_TRANSMIT_WAIT,
 /// 93 s): a device that acknowledged but never answers gets a `coap_timeout`.
 pub(super) const SEPARATE_RESPONSE_WAIT: Duration = Duration::from_secs(93);
+/// How long the shard counts as interactive ([`Shard::interactive`]) after it sent a
+/// request of its own or answered a registration-interface request. A device on loopback
+/// or a LAN answers within a few milliseconds and a registering device's next request
+/// follows at once; an NB-IoT device's answer takes seconds, beyond any receive
+/// moderation window, so a longer span would only keep a busy shard from batching.
+pub const INTERACTIVE_SPAN: Duration = Duration::from_millis(50);
 /// Observations one endpoint may hold; each costs a token entry and a few strings.
 const MAX_OBSERVATIONS: usize = 64;
 /// A notification older than the last one by more than this is not "stale" but a new
@@ -253,6 +259,25 @@ enum Outcome {
 }
 
 impl Shard {
+    /// Whether, within [`INTERACTIVE_SPAN`] of `now`, the shard sent a request of its own
+    /// (a command, its retransmission, a block of a transfer) or handled one of the
+    /// registration interface: someone waits for an answer (an MQTT application or API
+    /// caller, a registering device), so the receive loop should not hold datagrams back
+    /// to batch them. Notifications and Sends, which the gateway only forwards, leave it
+    /// false.
+    pub fn interactive(&self, now: Instant) -> bool {
+        self.last_interactive
+            .is_some_and(|t| now.saturating_duration_since(t) < INTERACTIVE_SPAN)
+    }
+
+    /// Schedules the retransmission check of a request just written to the transmit
+    /// buffer; the shard is [interactive](Self::interactive) while its answer is due.
+    fn request_sent(&mut self, now: Instant, deadline: Instant, location: Location, mid: u16) {
+        self.last_interactive = Some(now);
+        self.retransmit
+            .push(std::cmp::Reverse((deadline, location, mid)));
+    }
+
     /// Publishes an error response about a command for a registered endpoint, and hands
     /// it to the API request `tag` waiting for it.
     #[allow(clippy::too_many_arguments)]
@@ -355,8 +380,7 @@ impl Shard {
             entered: q.entered,
         });
         self.token_owner.insert(token, location);
-        self.retransmit
-            .push(std::cmp::Reverse((deadline, location, mid)));
+        self.request_sent(now, deadline, location, mid);
         self.commit(addr, start, security);
         if journaled {
             // It left the journaled queue.
@@ -398,8 +422,7 @@ impl Shard {
                     let start = self.tx.start();
                     self.tx.buffer().extend_from_slice(&ex.con.datagram);
                     self.stats.retransmissions += 1;
-                    self.retransmit
-                        .push(std::cmp::Reverse((deadline, location, mid)));
+                    self.request_sent(now, deadline, location, mid);
                     self.commit(addr, start, security);
                     continue;
                 }

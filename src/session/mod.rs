@@ -336,6 +336,9 @@ pub struct Shard {
     token_owner: AHashMap<[u8; 8], Location>,
     /// Downlink retransmission deadlines `(at, endpoint, mid)`, checked lazily.
     retransmit: BinaryHeap<Reverse<(Instant, Location, u16)>>,
+    /// When the shard last sent a request or handled a registration; see
+    /// [`Shard::interactive`].
+    last_interactive: Option<Instant>,
     /// When commands queued for sleeping devices expire `(at, endpoint)`, checked lazily.
     queue_expiry: BinaryHeap<Reverse<(Instant, Location)>>,
     rng: u64,
@@ -413,6 +416,7 @@ impl Shard {
             tokens: TokenGen::new(seed ^ (cfg.shard as u64).rotate_left(32)),
             token_owner: AHashMap::new(),
             retransmit: BinaryHeap::new(),
+            last_interactive: None,
             queue_expiry: BinaryHeap::new(),
             rng: seed | 1,
             rate: RateLimit {

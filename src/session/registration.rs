@@ -60,6 +60,9 @@ impl Shard {
     ) {
         let mut path = msg.uri_path();
         let (first, second, more) = (path.next(), path.next(), path.next().is_some());
+        if first == Some(b"rd") {
+            self.last_interactive = Some(now);
+        }
         match (first, second, more) {
             (Some(b"rd"), None, false) => {
                 if self.check_duplicate(now, from, msg) {

@@ -117,8 +117,8 @@ impl Shard {
         ex.con.restart(now, mid, datagram, jitter);
         let start = self.tx.start();
         self.tx.buffer().extend_from_slice(&ex.con.datagram);
-        self.retransmit
-            .push(std::cmp::Reverse((ex.con.deadline(), location, mid)));
+        let deadline = ex.con.deadline();
+        self.request_sent(now, deadline, location, mid);
         self.commit(addr, start, security);
         Block2Step::Asked
     }

@@ -128,8 +128,7 @@ impl Shard {
             charge,
         });
         self.token_owner.insert(token, location);
-        self.retransmit
-            .push(std::cmp::Reverse((deadline, location, mid)));
+        self.request_sent(now, deadline, location, mid);
         self.commit(addr, start, security);
     }
 
@@ -251,9 +250,9 @@ impl Shard {
         nb.con.restart(now, mid, datagram, jitter);
         let start = self.tx.start();
         self.tx.buffer().extend_from_slice(&nb.con.datagram);
-        self.retransmit
-            .push(std::cmp::Reverse((nb.con.deadline(), location, mid)));
+        let deadline = nb.con.deadline();
         dl.notify_bodies.push(nb);
+        self.request_sent(now, deadline, location, mid);
         self.commit(addr, start, security);
     }
 
@@ -319,8 +318,7 @@ impl Shard {
         let start = self.tx.start();
         self.tx.buffer().extend_from_slice(&nb.con.datagram);
         self.stats.retransmissions += 1;
-        self.retransmit
-            .push(std::cmp::Reverse((deadline, location, mid)));
+        self.request_sent(now, deadline, location, mid);
         self.commit(addr, start, security);
         true
     }
