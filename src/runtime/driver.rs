@@ -414,7 +414,8 @@ pub(super) async fn receive(
         }
         if moderate && !busy && n < super::udp::BATCH {
             if window > INTERACTIVE_MODERATION {
-                futures_lite::future::or(glommio::timer::sleep(window), turned_interactive(&io)).await;
+                futures_lite::future::or(glommio::timer::sleep(window), turned_interactive(&io))
+                    .await;
             } else {
                 glommio::timer::sleep(window).await;
             }

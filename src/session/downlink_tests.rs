@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::downlink::INTERACTIVE_SPAN;
 use super::tests::{registry, Node};
 use super::*;
 use crate::coap::{Message, MessageType, MessageWriter};
@@ -607,4 +608,59 @@ fn ver_in_the_object_list_types_values_by_that_version() {
             "{ep} registered {list}"
         );
     }
+}
+
+#[test]
+fn the_shard_is_interactive_while_someone_waits_for_an_answer_not_for_notifications() {
+    let (mut node, ep) = registered(1);
+    // The device that just registered is waiting on its next step.
+    assert!(node.shards[0].interactive(node.now), "after a Register");
+    node.advance(INTERACTIVE_SPAN);
+    assert!(!node.shards[0].interactive(node.now), "quiet for the span");
+
+    command(
+        &mut node,
+        &ep,
+        r#"{"requestID":1,"msgType":"observe","data":{"path":"/3/0/9"}}"#,
+    );
+    assert!(node.shards[0].interactive(node.now), "a command went out");
+    let sent = sent_to_device(&mut node);
+    let req = Message::parse(&sent[0]).expect("request");
+    let token = req.token().to_vec();
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CONTENT, req.mid(), &token);
+    w.uint_option(option::OBSERVE, 3)
+        .uint_option(option::CONTENT_FORMAT, 0)
+        .payload(b"90");
+    w.finish();
+    node.recv(0, DEVICE, &buf);
+    node.advance(INTERACTIVE_SPAN);
+    assert!(!node.shards[0].interactive(node.now), "answered, span over");
+
+    // Notifications are only forwarded: nobody waits for them.
+    for (mid, seq) in [(700u16, 4u32), (701, 5)] {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, MessageType::Non, Code::CONTENT, mid, &token);
+        w.uint_option(option::OBSERVE, seq)
+            .uint_option(option::CONTENT_FORMAT, 0)
+            .payload(b"80");
+        w.finish();
+        node.recv(0, DEVICE, &buf);
+        node.advance(Duration::from_millis(1));
+    }
+    assert_eq!(
+        node.take_published().len(),
+        3,
+        "observe answer and two notifications"
+    );
+    assert!(
+        !node.shards[0].interactive(node.now),
+        "notifications leave it batching"
+    );
+
+    // An Update (here for a registration the shard does not know: 4.04) is the
+    // registration interface again.
+    let update = super::tests::request(MessageType::Con, Code::POST, 9, &["rd", "x"], &[], b"");
+    node.recv(0, DEVICE, &update);
+    assert!(node.shards[0].interactive(node.now), "after an Update");
 }
