@@ -57,13 +57,31 @@ impl Shared {
     }
 }
 
-/// Connects to `broker` and subscribes to every uplink topic under `topic_prefix`; the
-/// returned reader must be driven by [`subscriber`].
-pub fn connect(broker: SocketAddr, topic_prefix: &str) -> anyhow::Result<(Publisher, Reader)> {
+/// The uplink topics under `topic_prefix` the application subscribes to: all of them, or
+/// with `sample = Some((device_prefix, devices, n))` every device's responses, updates and
+/// events but the notifications of devices `<device_prefix>-<g>` with `g % n == 0` only.
+pub fn filters(topic_prefix: &str, sample: Option<(&str, u32, u32)>) -> Vec<String> {
+    match sample {
+        Some((prefix, devices, n)) if n > 1 => ["resp", "update", "event"]
+            .iter()
+            .map(|t| format!("{topic_prefix}/+/up/{t}"))
+            .chain(
+                (0..devices)
+                    .step_by(n as usize)
+                    .map(|g| format!("{topic_prefix}/{prefix}-{g}/up/notify")),
+            )
+            .collect(),
+        _ => vec![format!("{topic_prefix}/+/up/#")],
+    }
+}
+
+/// Connects to `broker` and subscribes to `filters` (see [`filters`]); the returned reader
+/// must be driven by [`subscriber`].
+pub fn connect(broker: SocketAddr, filters: &[String]) -> anyhow::Result<(Publisher, Reader)> {
     mqtt::connect(
         broker,
         &format!("loadgen-{}", std::process::id()),
-        &format!("{topic_prefix}/+/up/#"),
+        filters,
         CONNECT_TIMEOUT,
     )
 }

@@ -81,6 +81,9 @@ pub struct Plan {
     /// `--dtls`: every device handshakes (PSK) before its first request and speaks CoAP
     /// inside DTLS records.
     pub dtls: Option<Arc<ClientConfig>>,
+    /// `--sample N`: the MQTT application watches the notifications of devices `g` with
+    /// `g % N == 0` only; the others count as [`Counter::NotifyUnwatched`].
+    pub notify_sample: u32,
 }
 
 impl Plan {
@@ -110,6 +113,7 @@ impl Plan {
             wake_period_ns: 0,
             echo: None,
             dtls: None,
+            notify_sample: 1,
         }
     }
 }
@@ -653,7 +657,13 @@ impl Worker<'_> {
         if con {
             self.start_pending(j, Pending::Notify, due, now, mid);
         }
-        self.counters.add(Counter::NotifySent, 1);
+        let watched = self.global(j) % self.plan.notify_sample.max(1) == 0;
+        let counter = if watched {
+            Counter::NotifySent
+        } else {
+            Counter::NotifyUnwatched
+        };
+        self.counters.add(counter, 1);
         self.send(j)
     }
 

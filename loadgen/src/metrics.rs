@@ -141,8 +141,12 @@ pub enum Counter {
     Deregistered,
     /// Observe requests the devices accepted.
     Observed,
-    /// Notifications sent by devices.
+    /// Notifications sent by devices whose notifications the MQTT application receives
+    /// (all of them unless `--sample`).
     NotifySent,
+    /// Notifications sent by devices left out of the application's `--sample`: they reach
+    /// the broker but nobody subscribes to them.
+    NotifyUnwatched,
     /// Notifications received over MQTT.
     NotifyReceived,
     /// Gateway requests answered by devices (observe, read, ...).
@@ -188,7 +192,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 28] = [
+    pub const ALL: [Counter; 29] = [
         Counter::Registered,
         Counter::RegisterFailed,
         Counter::Timeouts,
@@ -197,6 +201,7 @@ impl Counter {
         Counter::Deregistered,
         Counter::Observed,
         Counter::NotifySent,
+        Counter::NotifyUnwatched,
         Counter::NotifyReceived,
         Counter::RequestsAnswered,
         Counter::CommandsSent,
@@ -230,6 +235,7 @@ impl Counter {
             Counter::Deregistered => "deregistered",
             Counter::Observed => "observed",
             Counter::NotifySent => "notify_sent",
+            Counter::NotifyUnwatched => "notify_unwatched",
             Counter::NotifyReceived => "notify_received",
             Counter::RequestsAnswered => "requests_answered",
             Counter::CommandsSent => "commands_sent",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{self, Connect, Packet, PingReq, Publish, Subscribe};
+use rumqttc::mqttbytes::v4::{self, Connect, Packet, PingReq, Publish, Subscribe, SubscribeFilter};
 use rumqttc::mqttbytes::{self, QoS};
 
 /// Largest packet accepted from the broker; notifications and read responses are far smaller.
@@ -122,12 +122,12 @@ impl Reader {
     }
 }
 
-/// Connects to `broker` as `client_id` and subscribes to `filter` at QoS 0; the
-/// subscription acknowledgement arrives through [`Reader::poll`].
+/// Connects to `broker` as `client_id` and subscribes to `filters` at QoS 0 (in one
+/// SUBSCRIBE); the subscription acknowledgement arrives through [`Reader::poll`].
 pub fn connect(
     broker: SocketAddr,
     client_id: &str,
-    filter: &str,
+    filters: &[String],
     timeout: Duration,
 ) -> anyhow::Result<(Publisher, Reader)> {
     let mut stream = TcpStream::connect_timeout(&broker, timeout)
@@ -174,7 +174,11 @@ pub fn connect(
     let publisher = Publisher {
         stream: Mutex::new((writer, BytesMut::with_capacity(1024))),
     };
-    let mut subscribe = Subscribe::new(filter, QoS::AtMostOnce);
+    let mut subscribe = Subscribe::new_many(
+        filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtMostOnce)),
+    );
     // SUBSCRIBE needs a non-zero packet identifier (MQTT 3.1.1 §2.3.1).
     subscribe.pkid = 1;
     publisher.send(|b| subscribe.write(b))?;
@@ -200,7 +204,7 @@ mod tests {
         let (publisher, mut reader) = connect(
             broker.local_addr(),
             "loadgen-mqtt-test",
-            "lg-test/+/up/#",
+            &["lg-test/+/up/#".to_owned()],
             Duration::from_secs(5),
         )
         .expect("connects");

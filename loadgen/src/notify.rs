@@ -23,6 +23,10 @@ use crate::NotifyArgs;
 /// Most notify phases a run may have: each is followed by a drain and an echo phase.
 const MAX_ROUNDS: u32 = 100;
 
+/// Largest `--sample`: beyond, too few devices are watched for loss and latency to mean
+/// much at the device counts loadgen runs.
+const MAX_SAMPLE: u32 = 1000;
+
 /// `steady-notify` (`soak` = with updates, and `--duration` bounding the whole run).
 pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
     let mut plan = device_plan(&args.devices)?;
@@ -38,6 +42,7 @@ pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
     plan.con_ratio = args.con_ratio;
     plan.updates = soak;
     plan.rebind_ratio = args.rebind_ratio;
+    plan.notify_sample = args.sample;
     let sleepers = args.devices.queue_ratio > 0.0;
     if sleepers {
         plan.wake_period_ns = args.wake_period.as_nanos() as u64;
@@ -67,7 +72,9 @@ pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
     let name = if soak { "soak" } else { "steady-notify" };
     let dev = &args.devices;
     execute(name, &dev.output, &metrics, Some(&plan), |env| {
-        with_mqtt(env, &args.mqtt, |client, shared| {
+        let sample = Some((dev.prefix.as_str(), dev.devices, args.sample));
+        let filters = app::filters(&args.mqtt.topic_prefix, sample);
+        with_mqtt(env, &args.mqtt, &filters, |client, shared| {
             let registered = env.wait_registered(dev.devices, dev.timeout);
             if registered == 0 {
                 bail!("no device registered with {}", dev.gateway);
@@ -162,6 +169,12 @@ fn check_flags(args: &NotifyArgs, soak: bool) -> anyhow::Result<()> {
     if args.echo_baseline && soak {
         bail!("--echo-baseline is for steady-notify");
     }
+    if !(1..=MAX_SAMPLE).contains(&args.sample) || args.sample > args.devices.devices.max(1) {
+        bail!(
+            "--sample must be between 1 and {MAX_SAMPLE} and at most --devices, got {}",
+            args.sample
+        );
+    }
     Ok(())
 }
 
@@ -206,6 +219,9 @@ struct NotifyPhase {
     seconds: f64,
     /// Notifications received over MQTT during it.
     received: u64,
+    /// Notifications delivered to the broker during it: `received`, or with `--sample`
+    /// `received` scaled by all the devices' notifications over the watched devices'.
+    delivered: u64,
     /// The gateway's CPU time over it (s), with `--gateway-pid`.
     gateway_cpu_s: Option<f64>,
 }
@@ -221,6 +237,7 @@ fn notify_phase(
 ) -> anyhow::Result<(NotifyPhase, u64)> {
     let c = env.counters;
     let received = c.get(Counter::NotifyReceived);
+    let (watched, unwatched) = (c.get(Counter::NotifySent), c.get(Counter::NotifyUnwatched));
     let cpu = env.watch.map(|w| w.cpu_seconds_now());
     let notify_start = env.now();
     env.ctl.start_notify(notify_start, args.notify_rate);
@@ -235,9 +252,17 @@ fn notify_phase(
     env.wait(env.now() + DRAIN.as_nanos() as u64, || {
         c.get(Counter::NotifyReceived) >= c.get(Counter::NotifySent)
     });
+    let received = c.get(Counter::NotifyReceived) - received;
+    let watched = c.get(Counter::NotifySent) - watched;
+    let unwatched = c.get(Counter::NotifyUnwatched) - unwatched;
+    let delivered = match watched {
+        0 => received,
+        w => (u128::from(received) * u128::from(w + unwatched) / u128::from(w)) as u64,
+    };
     let phase = NotifyPhase {
         seconds: env.now().saturating_sub(notify_start) as f64 / 1e9,
-        received: c.get(Counter::NotifyReceived) - received,
+        received,
+        delivered,
         gateway_cpu_s: cpu.and_then(|before| Some(env.watch?.cpu_seconds_now() - before)),
     };
     Ok((phase, commands))
@@ -310,16 +335,27 @@ fn round_report(
 ) -> (String, serde_json::Value) {
     let gateway_us = phase
         .gateway_cpu_s
-        .filter(|_| phase.received > 0)
-        .map(|s| s * 1e6 / phase.received as f64);
+        .filter(|_| phase.delivered > 0)
+        .map(|s| s * 1e6 / phase.delivered as f64);
     let echo_us = echo.and_then(EchoStats::us_per_datagram);
     let ratio = gateway_us.zip(echo_us).map(|(g, e)| g / e);
-    let mut line = format!(
-        "round {}: {rate:.0}/s offered, {} notifications received in {:.1} s",
-        round + 1,
-        phase.received,
-        phase.seconds
-    );
+    let mut line = if phase.delivered == phase.received {
+        format!(
+            "round {}: {rate:.0}/s offered, {} notifications received in {:.1} s",
+            round + 1,
+            phase.received,
+            phase.seconds
+        )
+    } else {
+        format!(
+            "round {}: {rate:.0}/s offered, {} notifications delivered in {:.1} s ({:.0}/s; {} received from the sample)",
+            round + 1,
+            phase.delivered,
+            phase.seconds,
+            phase.delivered as f64 / phase.seconds.max(1e-9),
+            phase.received,
+        )
+    };
     if let (Some(cpu), Some(us)) = (phase.gateway_cpu_s, gateway_us) {
         line += &format!("; gateway {cpu:.2} s CPU, {us:.1} µs per notification");
     }
@@ -334,6 +370,7 @@ fn round_report(
         "offered_per_s": rate,
         "notify_s": phase.seconds,
         "notifications_received": phase.received,
+        "notifications_delivered": phase.delivered,
         "gateway_cpu_s": phase.gateway_cpu_s,
         "gateway_cpu_us_per_notification": gateway_us,
         "echo": echo.map(echo_json),

@@ -78,6 +78,7 @@ fn args(gw: &Gateway, prefix: &str, dir: &Path) -> NotifyArgs {
         command_ttl: None,
         echo_baseline: false,
         rounds: 1,
+        sample: 1,
     }
 }
 
@@ -150,6 +151,47 @@ fn the_echo_baseline_runs_beside_the_notify_phase() {
     }
     assert_eq!(
         s["counters"]["pings_ok"], s["counters"]["pings_sent"],
+        "{s}"
+    );
+    gw.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_sampled_application_receives_only_the_sampled_devices_notifications() {
+    let gw = gateway("22s");
+    let dir = out_dir("sample");
+    let mut a = args(&gw, "sm", &dir);
+    a.devices.queue_ratio = 0.0;
+    a.command_rate = 0.0;
+    a.notify_rate = 400.0;
+    a.duration = Duration::from_secs(1);
+    a.sample = 4;
+    assert!(steady_notify(&a, false).expect("run"));
+    let s = summary(&dir);
+    let c = &s["counters"];
+    // Devices 0, 4, 8, 12 and 16 of 20 are watched: a quarter of the notifications.
+    let watched = c["notify_sent"].as_u64().expect("notify_sent");
+    let unwatched = c["notify_unwatched"].as_u64().expect("notify_unwatched");
+    assert!(watched > 50, "{s}");
+    assert!(unwatched > 2 * watched, "{s}");
+    assert_eq!(
+        c["notify_received"], watched,
+        "every watched one arrived, no other: {s}"
+    );
+    assert_eq!(
+        c["observed"], 20,
+        "every device still observed through up/resp: {s}"
+    );
+    assert_eq!(c["lost"], 0, "{s}");
+    let round = &s["rounds"][0];
+    let delivered = round["notifications_delivered"]
+        .as_u64()
+        .expect("delivered");
+    assert_eq!(
+        delivered,
+        round["notifications_received"].as_u64().expect("received") * (watched + unwatched)
+            / watched,
         "{s}"
     );
     gw.stop();

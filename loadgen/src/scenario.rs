@@ -210,42 +210,47 @@ pub fn command_rtt(args: &CommandArgs) -> anyhow::Result<bool> {
     let dev = &args.devices;
     let metrics = [Metric::Register, Metric::CommandRtt, Metric::BrokerRtt];
     execute("command-rtt", &dev.output, &metrics, Some(&plan), |env| {
-        with_mqtt(env, &args.mqtt, |client, shared| {
-            if env.wait_registered(dev.devices, dev.timeout) == 0 {
-                bail!("no device registered with {}", dev.gateway);
-            }
-            let start = env.now() + POLL.as_nanos() as u64;
-            shared
-                .command_rate
-                .store(args.command_rate.to_bits(), Ordering::Relaxed);
-            shared.command_start.store(start, Ordering::Relaxed);
-            let end = start + args.duration.as_nanos() as u64;
-            let probe = app::probe_topic(&args.mqtt.topic_prefix);
-            let mut k = 0u64;
-            while pace(env, start, k, args.command_rate) < end {
-                if k % PROBE_EVERY == 0 {
-                    client
-                        .publish(&probe, k.to_string().as_bytes())
-                        .context("publishing a broker probe")?;
+        with_mqtt(
+            env,
+            &args.mqtt,
+            &app::filters(&args.mqtt.topic_prefix, None),
+            |client, shared| {
+                if env.wait_registered(dev.devices, dev.timeout) == 0 {
+                    bail!("no device registered with {}", dev.gateway);
                 }
-                let ep = format!("{}-{}", dev.prefix, k % u64::from(dev.devices));
-                client
-                    .publish(
-                        &app::command_topic(&args.mqtt.topic_prefix, &ep),
-                        app::read_command(k, &args.read_path).as_bytes(),
-                    )
-                    .context("publishing a read command")?;
-                env.counters.add(Counter::CommandsSent, 1);
-                k += 1;
-            }
-            let c = env.counters;
-            env.wait(env.now() + DRAIN.as_nanos() as u64, || {
-                c.get(Counter::CommandsOk) + c.get(Counter::CommandsFailed) >= k
-            });
-            let answered = c.get(Counter::CommandsOk) + c.get(Counter::CommandsFailed);
-            c.add(Counter::Lost, k.saturating_sub(answered));
-            Ok(())
-        })
+                let start = env.now() + POLL.as_nanos() as u64;
+                shared
+                    .command_rate
+                    .store(args.command_rate.to_bits(), Ordering::Relaxed);
+                shared.command_start.store(start, Ordering::Relaxed);
+                let end = start + args.duration.as_nanos() as u64;
+                let probe = app::probe_topic(&args.mqtt.topic_prefix);
+                let mut k = 0u64;
+                while pace(env, start, k, args.command_rate) < end {
+                    if k % PROBE_EVERY == 0 {
+                        client
+                            .publish(&probe, k.to_string().as_bytes())
+                            .context("publishing a broker probe")?;
+                    }
+                    let ep = format!("{}-{}", dev.prefix, k % u64::from(dev.devices));
+                    client
+                        .publish(
+                            &app::command_topic(&args.mqtt.topic_prefix, &ep),
+                            app::read_command(k, &args.read_path).as_bytes(),
+                        )
+                        .context("publishing a read command")?;
+                    env.counters.add(Counter::CommandsSent, 1);
+                    k += 1;
+                }
+                let c = env.counters;
+                env.wait(env.now() + DRAIN.as_nanos() as u64, || {
+                    c.get(Counter::CommandsOk) + c.get(Counter::CommandsFailed) >= k
+                });
+                let answered = c.get(Counter::CommandsOk) + c.get(Counter::CommandsFailed);
+                c.add(Counter::Lost, k.saturating_sub(answered));
+                Ok(())
+            },
+        )
     })
 }
 
@@ -338,13 +343,15 @@ pub(crate) fn pace(env: &Env<'_>, start: u64, k: u64, rate: f64) -> u64 {
     due
 }
 
-/// Runs `body` with a connected, subscribed MQTT application.
+/// Runs `body` with a connected MQTT application, subscribed to `filters`
+/// ([`app::filters`]).
 pub(crate) fn with_mqtt(
     env: &Env<'_>,
     mqtt: &crate::MqttArgs,
+    filters: &[String],
     body: impl FnOnce(&Publisher, &Shared) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let (client, reader) = app::connect(mqtt.mqtt, &mqtt.topic_prefix)?;
+    let (client, reader) = app::connect(mqtt.mqtt, filters)?;
     let shared = Shared::default();
     std::thread::scope(|s| {
         let rec = env.recorder();
