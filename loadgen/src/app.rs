@@ -31,6 +31,8 @@ pub struct Shared {
     pub command_rate: AtomicU64,
     /// Timed commands answered for good (a response, an error or `expired`; not `queued`).
     pub answered: AtomicU64,
+    /// Observe commands answered over MQTT (not `queued`).
+    pub observe_answers: AtomicU64,
     /// Devices of the run: timed command `k` goes to device `k % devices`.
     pub devices: AtomicU64,
     /// Share of devices in queue mode (f64 bits), as the engine picks them.
@@ -191,6 +193,7 @@ impl Inbox<'_> {
                 let timed_out = msg_type == Some("coap_timeout");
                 let ok = code.is_some_and(|c| c.starts_with('2')) && !timed_out;
                 if id >= OBSERVE_ID_BASE {
+                    shared.observe_answers.fetch_add(1, Ordering::Relaxed);
                     if !ok {
                         counters.add(Counter::CommandsFailed, 1);
                     }

@@ -82,7 +82,7 @@ pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
             if plan.wake_period_ns > 0 {
                 env.ctl.start_wakes(env.now());
             }
-            observe(env, args, client, registered)?;
+            observe(env, args, client, shared, registered)?;
             shared
                 .devices
                 .store(u64::from(dev.devices), Ordering::Relaxed);
@@ -178,12 +178,14 @@ fn check_flags(args: &NotifyArgs, soak: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Publishes one observe per device and waits until the devices accepted them; a sleeping
-/// device gets its observe when it next wakes.
+/// Publishes one observe per device and waits until the devices accepted them and their
+/// answers came back over MQTT (so the gateway's work on them is not counted in the first
+/// notify phase); a sleeping device gets its observe when it next wakes.
 fn observe(
     env: &Env<'_>,
     args: &NotifyArgs,
     client: &Publisher,
+    shared: &Shared,
     registered: u64,
 ) -> anyhow::Result<()> {
     let dev = &args.devices;
@@ -210,6 +212,9 @@ fn observe(
     if c.get(Counter::Observed) == 0 {
         bail!("no device was observed: does the gateway handle observe commands?");
     }
+    env.wait(env.now() + DRAIN.as_nanos() as u64, || {
+        shared.observe_answers.load(Ordering::Relaxed) >= c.get(Counter::Observed)
+    });
     Ok(())
 }
 
