@@ -102,7 +102,7 @@ fn busy_poll_is_off_by_default_and_takes_a_flag() {
 #[test]
 fn rx_moderation_is_a_bounded_duration() {
     let built_in = Config::default_config();
-    assert_eq!(built_in.gateway.rx_moderation, Duration::from_millis(2));
+    assert_eq!(built_in.gateway.rx_moderation, Duration::from_millis(4));
     let off = Config::from_toml("[gateway]\nrx_moderation = \"0s\"").expect("valid");
     assert_eq!(off.gateway.rx_moderation, Duration::ZERO);
     assert!(problem("[gateway]\nrx_moderation = \"11ms\"").starts_with("gateway.rx_moderation:"));

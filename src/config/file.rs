@@ -52,7 +52,7 @@ impl Default for Gateway {
             psm_apns: Vec::new(),
             node: String::new(),
             busy_poll: false,
-            rx_moderation: "2ms".into(),
+            rx_moderation: "4ms".into(),
         }
     }
 }

@@ -15,6 +15,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 
 use super::control::{ClientPage, CommandTaken, Control, ShardSnapshot};
 use super::histograms::ShardHistograms;
+use super::moderation::Moderation;
 use super::udp::{readable, RecvBatch, SendBatch, MAX_DATAGRAM};
 use crate::session::{
     ClientCursor, ClientFilter, ClientInfo, Handoff, LatencyBuckets, ListStep, Shard,
@@ -337,13 +338,15 @@ async fn turned_interactive(io: &RefCell<ShardIo>) {
 /// `busy` (`gateway.busy_poll`) it never waits but polls again after letting the shard's
 /// other tasks run.
 ///
-/// Interrupt moderation (`gateway.rx_moderation`): once a drain finds datagrams less than
-/// a window after the previous one, the loop sleeps the window after each drain instead of
-/// waking per datagram, so one wake-up handles what arrived meanwhile; the first empty
-/// drain ends it. A full batch is drained again at once. The window is `moderation` for
-/// traffic the gateway only forwards (notifications, Sends: an NB-IoT radio's own latency
-/// is seconds) and at most [`INTERACTIVE_MODERATION`] while the shard is interactive
-/// (commands await answers, devices register); a long sleep ends early when it turns so.
+/// Interrupt moderation ([`Moderation`], `gateway.rx_moderation` the longest window): once
+/// a drain finds datagrams less than a window after the previous one, the loop sleeps after
+/// each drain instead of waking per datagram, long enough for about
+/// [`GATHER`](super::moderation::GATHER) to arrive at the rate it sees, so one wake-up
+/// handles them; the first empty drain ends it. A full batch is drained again at once. The
+/// longest window applies to traffic the gateway only forwards (notifications, Sends: an
+/// NB-IoT radio's own latency is seconds); while the shard is interactive (commands await
+/// answers, devices register) it is at most [`INTERACTIVE_MODERATION`], and a long sleep
+/// ends early when the shard turns so.
 pub(super) async fn receive(
     io: Rc<RefCell<ShardIo>>,
     socket: Rc<glommio::net::UdpSocket>,
@@ -355,9 +358,7 @@ pub(super) async fn receive(
 ) {
     let mut recv = RecvBatch::new();
     let mut turns = 0;
-    // Set when datagrams come closer together than `moderation`; cleared by an empty drain.
-    let mut moderate = false;
-    let mut last_drain: Option<Instant> = None;
+    let mut moderation = Moderation::new(if busy { Duration::ZERO } else { moderation });
     while !shutdown.load(Ordering::Acquire) {
         let n = match recv.recv(&*socket) {
             Ok(n) => n,
@@ -367,7 +368,7 @@ pub(super) async fn receive(
             }
         };
         if n == 0 {
-            moderate = false;
+            moderation.idle();
             if busy {
                 glommio::executor().yield_now().await;
                 continue;
@@ -384,15 +385,12 @@ pub(super) async fn receive(
             continue;
         }
         let now = Instant::now();
-        let window = if io.borrow().shard.interactive(now) {
-            moderation.min(INTERACTIVE_MODERATION)
+        let limit = if io.borrow().shard.interactive(now) {
+            INTERACTIVE_MODERATION
         } else {
-            moderation
+            Duration::MAX
         };
-        if !window.is_zero() {
-            moderate |= last_drain.is_some_and(|t| now.saturating_duration_since(t) < window);
-            last_drain = Some(now);
-        }
+        let window = moderation.drained(now, n, limit);
         {
             let mut io = io.borrow_mut();
             for i in 0..n {
@@ -412,7 +410,7 @@ pub(super) async fn receive(
                 hist.borrow_mut().record_pipeline(waited, n as u64);
             }
         }
-        if moderate && !busy && n < super::udp::BATCH {
+        if let Some(window) = window.filter(|_| n < super::udp::BATCH) {
             if window > INTERACTIVE_MODERATION {
                 futures_lite::future::or(glommio::timer::sleep(window), turned_interactive(&io))
                     .await;

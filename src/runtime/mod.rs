@@ -9,6 +9,7 @@
 //! - `dtls`: the DTLS listener's socket group and the node's OpenSSL context.
 //! - [`control`]: the per-shard control channel the HTTP API asks shards through.
 //! - `driver`: a shard's I/O state, its receive loop and the task serving control requests.
+//! - `moderation`: how long a receive loop lets datagrams gather between two drains.
 //! - [`port`]: one owner per UDP port: a node refuses to start on a port another process's
 //!   socket already receives on, instead of joining its SO_REUSEPORT group.
 
@@ -17,6 +18,7 @@ pub mod control;
 mod driver;
 mod dtls;
 mod histograms;
+mod moderation;
 mod node;
 pub mod port;
 pub mod steer;
