@@ -14,7 +14,9 @@
 # COMMAND_RATE (P5, 10000), HANDSHAKE_RATE (P6 full PSK handshakes, 5000; on a gateway
 # of one shard, since P6 is per core), BASELINE_RATE (offered beyond the box's UDP limit, 400000),
 # DURATION (each timed phase, 20s), SHARDS (gateway shards, 2), PERSIST (1: the gateway
-# journals registrations into a fresh directory per scenario, as by default; 0: off).
+# journals registrations into a fresh directory per scenario, as by default; 0: off),
+# RX_MODERATION (the gateway's `rx_moderation`, 4ms as by default), NOTIFY_SAMPLE (p2max:
+# the application watches every Nth device's notifications, 16).
 # `queue` (not in the default set): 2,000 devices, half of them sleeping (queue mode,
 # awake QUEUE_AWAKE of every QUEUE_WAKE, the gateway's window QUEUE_WINDOW), notifying and
 # read 200 times a second for 60 s. `cpu` (not in the default set): the gateway's CPU per
