@@ -72,8 +72,9 @@ fn main() -> ExitCode {
     match runtime::run(config, || reload(path.as_deref(), &mut running, &log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("lwm2m-gateway: {e:#}");
+            let text = chain_text(&e);
+            tracing::error!("{text}");
+            eprintln!("lwm2m-gateway: {text}");
             match e.downcast_ref::<StartError>() {
                 // Another instance holds the port or the journal, or the journal is a
                 // newer gateway's: nothing to retry until the operator acts.
@@ -87,6 +88,24 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `e` and its causes joined by `: `, leaving out a cause the message before it already
+/// ends with: several error types print their source in their own message, and the
+/// operator should read each reason once.
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string();
+        if text.ends_with(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }
 
 /// The log filter and where it came from: `RUST_LOG` when set and valid, else `[log] filter`

@@ -86,6 +86,33 @@ fn bad_config_exits_2_naming_the_key() {
 }
 
 #[test]
+fn a_missing_object_directory_is_named_once_with_its_reason() {
+    let missing = std::env::temp_dir().join(format!("lwm2m-gw-no-xml-{}", std::process::id()));
+    let path = write_config(
+        "no-xml.toml",
+        &format!(
+            "[gateway]\nxml_dir = \"{}\"\n[listeners.udp]\nbind = \"127.0.0.1:0\"\n\
+             [mqtt]\nembedded_bind = \"127.0.0.1:0\"\n[api]\nbind = \"\"\n\
+             [persistence]\ndir = \"\"\n",
+            missing.display()
+        ),
+    );
+    let (code, _, err) = run(&["--config", path.to_str().expect("utf-8")]);
+    assert_ne!(code, 0, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("lwm2m-gateway: "))
+        .expect("the reason on stderr");
+    assert_eq!(
+        line,
+        format!(
+            "lwm2m-gateway: gateway.xml_dir: {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}
+
+#[test]
 fn embedded_broker_port_in_use_says_what_to_do() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
