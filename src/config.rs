@@ -179,8 +179,8 @@ pub struct GatewayConfig {
     /// Shards never park: each polls its sockets between its other tasks and keeps its
     /// core busy (`gateway.busy_poll`).
     pub busy_poll: bool,
-    /// How long a shard under load lets datagrams gather between two drains
-    /// (`gateway.rx_moderation`); zero wakes for every datagram.
+    /// The longest a shard under load lets forwarded datagrams gather between two drains
+    /// (`gateway.rx_moderation`; see `runtime::moderation`); zero wakes for every datagram.
     pub rx_moderation: Duration,
 }
 
