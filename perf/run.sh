@@ -20,8 +20,8 @@
 # `queue` (not in the default set): 2,000 devices, half of them sleeping (queue mode,
 # awake QUEUE_AWAKE of every QUEUE_WAKE, the gateway's window QUEUE_WINDOW), notifying and
 # read 200 times a second for 60 s. `cpu` (not in the default set): the gateway's CPU per
-# notification beside the echo sink's CPU per datagram at each of CPU_RATES, two
-# interleaved rounds of 5 s each.
+# notification beside the echo sink's CPU per datagram at each of CPU_RATES, CPU_ROUNDS
+# (2) interleaved rounds of 5 s each.
 #
 # P2 compares capacities: `baseline` and `p2max` both offer more than the box carries, so
 # what arrives per second is each path's limit on this machine in this run. P2 is ingest
@@ -207,7 +207,7 @@ for step in "${STEPS[@]}"; do
         # Gateway CPU per notification beside the echo sink's CPU per datagram (#12).
         for rate in $CPU_RATES; do
             run cpu-echo-$rate steady-notify --devices 10000 --notify-rate "$rate" \
-                --duration 5s --echo-baseline --rounds 2 --mqtt "127.0.0.1:$MQTT_PORT" \
+                --duration 5s --echo-baseline --rounds ${CPU_ROUNDS:-2} --mqtt "127.0.0.1:$MQTT_PORT" \
                 --prefix cpu || FAILED=1
         done
         ;;
