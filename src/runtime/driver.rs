@@ -385,12 +385,6 @@ pub(super) async fn receive(
             continue;
         }
         let now = Instant::now();
-        let limit = if io.borrow().shard.interactive(now) {
-            INTERACTIVE_MODERATION
-        } else {
-            Duration::MAX
-        };
-        let window = moderation.drained(now, n, limit);
         {
             let mut io = io.borrow_mut();
             for i in 0..n {
@@ -410,6 +404,13 @@ pub(super) async fn receive(
                 hist.borrow_mut().record_pipeline(waited, n as u64);
             }
         }
+        // Decided after the batch, which may itself have made the shard interactive.
+        let limit = if io.borrow().shard.interactive(now) {
+            INTERACTIVE_MODERATION
+        } else {
+            Duration::MAX
+        };
+        let window = moderation.drained(now, n, limit);
         if let Some(window) = window.filter(|_| n < super::udp::BATCH) {
             if window > INTERACTIVE_MODERATION {
                 futures_lite::future::or(glommio::timer::sleep(window), turned_interactive(&io))
