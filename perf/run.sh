@@ -16,7 +16,8 @@
 # DURATION (each timed phase, 20s), SHARDS (gateway shards, 2), PERSIST (1: the gateway
 # journals registrations into a fresh directory per scenario, as by default; 0: off),
 # RX_MODERATION (the gateway's `rx_moderation`, 4ms as by default), NOTIFY_SAMPLE (p2max:
-# the application watches every Nth device's notifications, 16).
+# the application watches every Nth device's notifications, 16), ECHO_SINK (cpu: the echo
+# sink, `blocking` or `glommio`, the shard's receive path on an executor without the gateway).
 # `queue` (not in the default set): 2,000 devices, half of them sleeping (queue mode,
 # awake QUEUE_AWAKE of every QUEUE_WAKE, the gateway's window QUEUE_WINDOW), notifying and
 # read 200 times a second for 60 s. `cpu` (not in the default set): the gateway's CPU per
@@ -50,6 +51,7 @@ QUEUE_WAKE=${QUEUE_WAKE:-20s}
 CPU_RATES=${CPU_RATES:-5000 20000}
 RX_MODERATION=${RX_MODERATION:-4ms}
 NOTIFY_SAMPLE=${NOTIFY_SAMPLE:-16}
+ECHO_SINK=${ECHO_SINK:-blocking}
 [ ${#STEPS[@]} -gt 0 ] || STEPS=(baseline p3 p4 p2 p2max p5 p6)
 
 log() { printf '\n== %s\n' "$*"; }
@@ -207,7 +209,7 @@ for step in "${STEPS[@]}"; do
         # Gateway CPU per notification beside the echo sink's CPU per datagram (#12).
         for rate in $CPU_RATES; do
             run cpu-echo-$rate steady-notify --devices 10000 --notify-rate "$rate" \
-                --duration 5s --echo-baseline --rounds ${CPU_ROUNDS:-2} --mqtt "127.0.0.1:$MQTT_PORT" \
+                --duration 5s --echo-baseline --echo-sink "$ECHO_SINK" --rounds ${CPU_ROUNDS:-2} --mqtt "127.0.0.1:$MQTT_PORT" \
                 --prefix cpu || FAILED=1
         done
         ;;

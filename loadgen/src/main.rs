@@ -194,6 +194,10 @@ pub struct NotifyArgs {
     /// loss come from the sample; the delivered rate is the sample's scaled by N.
     #[arg(long, default_value_t = 1)]
     pub sample: u32,
+    /// The echo sink of `--echo-baseline`: `blocking` (a plain thread) or `glommio` (the
+    /// shard's receive path on an executor, a wake-up per datagram).
+    #[arg(long, value_enum, default_value_t = net::SinkKind::Blocking)]
+    pub echo_sink: net::SinkKind,
 }
 
 /// Options of `command-rtt`.
@@ -232,6 +236,9 @@ pub struct BaselineArgs {
     /// How long to send.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// `blocking` (a plain thread) or `glommio` (the shard's receive path on an executor).
+    #[arg(long, value_enum, default_value_t = net::SinkKind::Blocking)]
+    pub echo_sink: net::SinkKind,
     #[command(flatten)]
     pub output: OutputArgs,
 }

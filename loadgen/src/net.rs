@@ -214,20 +214,34 @@ const ECHO_BATCH: usize = 64;
 /// Largest datagram the echo sink returns whole.
 const ECHO_MTU: usize = 1536;
 
-/// The `udp-baseline` sink: a plain socket that returns every CoAP datagram to its sender
-/// as an ACK (type bits rewritten, nothing else), batched with `recvmmsg`/`sendmmsg`.
+/// How the echo sink waits for datagrams (`--echo-sink`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SinkKind {
+    /// A plain thread: `recvmmsg`/`sendmmsg`, blocking in `poll` when the socket is empty.
+    #[default]
+    Blocking,
+    /// The gateway's own receive path without the gateway: a glommio executor draining with
+    /// the shard's `RecvBatch`/`SendBatch` and awaiting readiness through io_uring when the
+    /// socket is empty, a wake-up per datagram as a shard without receive moderation. Its
+    /// CPU beside the blocking sink's is what the executor itself costs per datagram.
+    Glommio,
+}
+
+/// The `udp-baseline` sink: a socket that returns every CoAP datagram to its sender as an
+/// ACK (type bits rewritten, nothing else), batched with `recvmmsg`/`sendmmsg`.
 #[derive(Debug)]
 pub struct EchoSink {
     socket: Socket,
+    kind: SinkKind,
 }
 
 impl EchoSink {
     /// Binds `addr` with large buffers.
-    pub fn bind(addr: SocketAddrV4) -> io::Result<EchoSink> {
+    pub fn bind(addr: SocketAddrV4, kind: SinkKind) -> io::Result<EchoSink> {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         grow_buffers(&socket);
         socket.bind(&addr.into())?;
-        Ok(EchoSink { socket })
+        Ok(EchoSink { socket, kind })
     }
 
     /// The bound address.
@@ -241,6 +255,61 @@ impl EchoSink {
     /// Echoes until `stop` returns true (checked at least every 50 ms); returns datagrams
     /// echoed and the CPU time the calling thread spent meanwhile.
     pub fn run(&self, stop: &dyn Fn() -> bool) -> io::Result<EchoStats> {
+        match self.kind {
+            SinkKind::Blocking => self.run_blocking(stop),
+            SinkKind::Glommio => self.run_glommio(stop),
+        }
+    }
+
+    /// [`SinkKind::Glommio`]: an executor on the calling thread over a duplicate of the
+    /// socket.
+    fn run_glommio(&self, stop: &dyn Fn() -> bool) -> io::Result<EchoStats> {
+        use lwm2m_gateway::runtime::udp::{into_glommio, readable, RecvBatch, SendBatch};
+        let dup: std::net::UdpSocket = self.socket.try_clone()?.into();
+        let executor = glommio::LocalExecutorBuilder::default()
+            .make()
+            .map_err(|e| io::Error::other(format!("glommio executor: {e}")))?;
+        executor.run(async move {
+            let cpu_before = thread_cpu_ns()?;
+            let socket = into_glommio(dup);
+            let (mut recv, mut send) = (RecvBatch::new(), SendBatch::new());
+            let mut ack = [0u8; ECHO_MTU];
+            let mut echoed = 0u64;
+            while !stop() {
+                let n = recv.recv(&socket)?;
+                if n == 0 {
+                    futures_lite::future::or(
+                        async {
+                            let _ = readable(&socket).await;
+                        },
+                        glommio::timer::sleep(Duration::from_millis(50)),
+                    )
+                    .await;
+                    continue;
+                }
+                for (from, data) in recv.iter() {
+                    let len = data.len().min(ECHO_MTU);
+                    ack[..len].copy_from_slice(&data[..len]);
+                    if len > 0 {
+                        // CoAP type bits 5..4 := ACK (2).
+                        ack[0] = (ack[0] & 0xcf) | 0x20;
+                    }
+                    if send.push(from, &ack[..len]).is_ok() {
+                        echoed += 1;
+                    }
+                }
+                // A full send buffer drops the rest of the batch, as the network would.
+                let _ = send.flush(&socket);
+            }
+            Ok(EchoStats {
+                echoed,
+                cpu_ns: thread_cpu_ns()?.saturating_sub(cpu_before),
+            })
+        })
+    }
+
+    /// [`SinkKind::Blocking`].
+    fn run_blocking(&self, stop: &dyn Fn() -> bool) -> io::Result<EchoStats> {
         let cpu_before = thread_cpu_ns()?;
         let fd = self.socket.as_raw_fd();
         let mut bufs = vec![[0u8; ECHO_MTU]; ECHO_BATCH];
@@ -398,25 +467,28 @@ mod echo_tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
-    fn echo_sink_returns_datagrams_as_acks() {
-        let sink = EchoSink::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        let addr = sink.local_addr().expect("addr");
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let t = s.spawn(|| sink.run(&|| stop.load(Ordering::Relaxed)));
-            let devices = MultiSource::bind(0, Duration::from_secs(2)).expect("bind");
-            let mut buf = [0u8; 64];
-            for i in 0..3u32 {
-                let con = [0x44, 0x01, 0, i as u8, 1, 2, 3, 4];
-                devices.send_from(device_ip(i), addr, &con).expect("send");
-                let (n, local, _) = devices.recv_to(&mut buf).expect("echo");
-                assert_eq!(&buf[..n], [0x64, 0x01, 0, i as u8, 1, 2, 3, 4]);
-                assert_eq!(device_index(local), Some(i));
-            }
-            stop.store(true, Ordering::Relaxed);
-            let stats = t.join().expect("sink thread").expect("sink");
-            assert_eq!(stats.echoed, 3);
-            assert!(stats.us_per_datagram().is_some(), "{stats:?}");
-        });
+    fn echo_sinks_return_datagrams_as_acks() {
+        for kind in [SinkKind::Blocking, SinkKind::Glommio] {
+            let sink =
+                EchoSink::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), kind).expect("bind");
+            let addr = sink.local_addr().expect("addr");
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let t = s.spawn(|| sink.run(&|| stop.load(Ordering::Relaxed)));
+                let devices = MultiSource::bind(0, Duration::from_secs(2)).expect("bind");
+                let mut buf = [0u8; 64];
+                for i in 0..3u32 {
+                    let con = [0x44, 0x01, 0, i as u8, 1, 2, 3, 4];
+                    devices.send_from(device_ip(i), addr, &con).expect("send");
+                    let (n, local, _) = devices.recv_to(&mut buf).expect("echo");
+                    assert_eq!(&buf[..n], [0x64, 0x01, 0, i as u8, 1, 2, 3, 4], "{kind:?}");
+                    assert_eq!(device_index(local), Some(i), "{kind:?}");
+                }
+                stop.store(true, Ordering::Relaxed);
+                let stats = t.join().expect("sink thread").expect("sink");
+                assert_eq!(stats.echoed, 3, "{kind:?}");
+                assert!(stats.us_per_datagram().is_some(), "{kind:?}: {stats:?}");
+            });
+        }
     }
 }

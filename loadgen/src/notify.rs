@@ -49,7 +49,7 @@ pub fn steady_notify(args: &NotifyArgs, soak: bool) -> anyhow::Result<bool> {
     }
     let sink = if args.echo_baseline {
         let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
-        let sink = EchoSink::bind(any).context("binding the echo sink")?;
+        let sink = EchoSink::bind(any, args.echo_sink).context("binding the echo sink")?;
         plan.echo = Some(sink.local_addr().context("echo sink address")?);
         Some(sink)
     } else {

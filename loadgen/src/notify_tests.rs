@@ -79,6 +79,7 @@ fn args(gw: &Gateway, prefix: &str, dir: &Path) -> NotifyArgs {
         echo_baseline: false,
         rounds: 1,
         sample: 1,
+        echo_sink: crate::net::SinkKind::Blocking,
     }
 }
 

@@ -261,7 +261,8 @@ pub fn udp_baseline(args: &BaselineArgs) -> anyhow::Result<bool> {
     check_counts(args.devices, args.sockets)?;
     check_rate(args.rate, "--rate")?;
     check_duration(args.duration, "--duration")?;
-    let sink = EchoSink::bind(addr).with_context(|| format!("binding the echo sink on {addr}"))?;
+    let sink = EchoSink::bind(addr, args.echo_sink)
+        .with_context(|| format!("binding the echo sink on {addr}"))?;
     let target = sink.local_addr().context("echo sink address")?;
     let plan = Plan {
         echo: Some(target),
