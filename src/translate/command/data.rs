@@ -219,7 +219,7 @@ fn paths_field(op: Operation, data: &Map<String, Json>) -> Result<Vec<Path>, Fai
                 format!("bad path {} in {field}", quote(s)),
             )
         })?;
-        check_depth(op_name(op), &field, &path, op.depths())?;
+        check_depth(op.as_str(), &field, &path, op.depths())?;
         if paths.contains(&path) {
             return Err((
                 CommandErrorKind::DuplicatePath,
@@ -558,27 +558,9 @@ fn target_field(op: Operation, data: &Map<String, Json>, key: &str) -> Result<Ta
         Some(_) => return Err(wrong_type(&field, "a string")),
     };
     if op != Operation::Write {
-        check_depth(op_name(op), &field, &target.path, op.depths())?;
+        check_depth(op.as_str(), &field, &target.path, op.depths())?;
     }
     Ok(target)
-}
-
-fn op_name(op: Operation) -> &'static str {
-    match op {
-        Operation::Read => "read",
-        Operation::Discover => "discover",
-        Operation::Write => "write",
-        Operation::WriteAttr => "write-attr",
-        Operation::Execute => "execute",
-        Operation::Create => "create",
-        Operation::Delete => "delete",
-        Operation::Observe => "observe",
-        Operation::CancelObserve => "cancel-observe",
-        Operation::ReadComposite => "read-composite",
-        Operation::WriteComposite => "write-composite",
-        Operation::ObserveComposite => "observe-composite",
-        Operation::CancelObserveComposite => "cancel-observe-composite",
-    }
 }
 
 fn check_depth(
