@@ -65,6 +65,24 @@ pub(super) fn answer(
     node.recv(0, DEVICE, &buf)
 }
 
+/// A text value under an Observe option, as a device sends it: in the ACK that accepts an
+/// observe (`ty` Ack with the request's `mid`) or as a notification (CON or NON).
+pub(super) fn observe_value(
+    ty: MessageType,
+    mid: u16,
+    token: &[u8],
+    seq: u32,
+    value: &[u8],
+) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, ty, Code::CONTENT, mid, token);
+    w.uint_option(option::OBSERVE, seq)
+        .uint_option(option::CONTENT_FORMAT, 0)
+        .payload(value);
+    w.finish();
+    buf
+}
+
 #[test]
 fn unanswered_con_is_retransmitted_four_times_then_coap_timeout() {
     let (mut node, ep) = registered(1);
@@ -189,13 +207,11 @@ fn observe_notifications_carry_seqnum_and_stale_ones_are_dropped() {
     let req = Message::parse(&sent[0]).expect("request");
     assert_eq!(req.observe(), Some(0));
     let token = req.token().to_vec();
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CONTENT, req.mid(), &token);
-    w.uint_option(option::OBSERVE, 3)
-        .uint_option(option::CONTENT_FORMAT, 0)
-        .payload(b"90");
-    w.finish();
-    node.recv(0, DEVICE, &buf);
+    node.recv(
+        0,
+        DEVICE,
+        &observe_value(MessageType::Ack, req.mid(), &token, 3, b"90"),
+    );
     let published = node.take_published();
     assert_eq!(published[0].1["msgType"], "observe");
     assert_eq!(published[0].1["data"]["content"][0]["value"], 90);
@@ -205,12 +221,7 @@ fn observe_notifications_carry_seqnum_and_stale_ones_are_dropped() {
         (501, 4, "85", false),
         (502, 6, "70", true),
     ] {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, MessageType::Con, Code::CONTENT, mid, &token);
-        w.uint_option(option::OBSERVE, seq)
-            .uint_option(option::CONTENT_FORMAT, 0)
-            .payload(value.as_bytes());
-        w.finish();
+        let buf = observe_value(MessageType::Con, mid, &token, seq, value.as_bytes());
         let replies = node.recv(0, DEVICE, &buf);
         let ack = Message::parse(&replies[0]).expect("ack");
         assert_eq!(
@@ -627,25 +638,21 @@ fn the_shard_is_interactive_while_someone_waits_for_an_answer_not_for_notificati
     let sent = sent_to_device(&mut node);
     let req = Message::parse(&sent[0]).expect("request");
     let token = req.token().to_vec();
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CONTENT, req.mid(), &token);
-    w.uint_option(option::OBSERVE, 3)
-        .uint_option(option::CONTENT_FORMAT, 0)
-        .payload(b"90");
-    w.finish();
-    node.recv(0, DEVICE, &buf);
+    node.recv(
+        0,
+        DEVICE,
+        &observe_value(MessageType::Ack, req.mid(), &token, 3, b"90"),
+    );
     node.advance(INTERACTIVE_SPAN);
     assert!(!node.shards[0].interactive(node.now), "answered, span over");
 
     // Notifications are only forwarded: nobody waits for them.
     for (mid, seq) in [(700u16, 4u32), (701, 5)] {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, MessageType::Non, Code::CONTENT, mid, &token);
-        w.uint_option(option::OBSERVE, seq)
-            .uint_option(option::CONTENT_FORMAT, 0)
-            .payload(b"80");
-        w.finish();
-        node.recv(0, DEVICE, &buf);
+        node.recv(
+            0,
+            DEVICE,
+            &observe_value(MessageType::Non, mid, &token, seq, b"80"),
+        );
         node.advance(Duration::from_millis(1));
     }
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::downlink_tests::command;
+use super::downlink_tests::{command, observe_value};
 use super::tests::{request, Node};
 use super::*;
 use crate::coap::{Message, MessageType, MessageWriter};
@@ -122,13 +122,11 @@ fn registrations_and_observations_survive_a_restart() {
     let req = sent_to(&mut node, DEV_A);
     let req = Message::parse(&req[0]).expect("observe request");
     let token = req.token().to_vec();
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, MessageType::Ack, Code::CONTENT, req.mid(), &token);
-    w.uint_option(option::OBSERVE, 3)
-        .uint_option(option::CONTENT_FORMAT, 0)
-        .payload(b"90");
-    w.finish();
-    node.recv(0, DEV_A, &buf);
+    node.recv(
+        0,
+        DEV_A,
+        &observe_value(MessageType::Ack, req.mid(), &token, 3, b"90"),
+    );
     // dev-b rebinds to a port the other shard receives.
     assert_eq!(
         update(&mut node, 0, "127.0.0.3:40001", &loc_b, 2),
