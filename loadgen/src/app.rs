@@ -97,12 +97,7 @@ pub fn subscriber(
     shared: &Shared,
     rec: Recorder,
 ) -> anyhow::Result<()> {
-    let mut inbox = Inbox {
-        counters,
-        shared,
-        rec,
-        queued: AHashSet::new(),
-    };
+    let mut inbox = Inbox::new(counters, shared, rec);
     let connect_deadline = clock.now_ns() + CONNECT_TIMEOUT.as_nanos() as u64;
     while !shared.stop.load(Ordering::Relaxed) {
         let polled = reader.poll(publisher, |m| {
@@ -136,7 +131,16 @@ struct Inbox<'a> {
     queued: AHashSet<u64>,
 }
 
-impl Inbox<'_> {
+impl<'a> Inbox<'a> {
+    fn new(counters: &'a Counters, shared: &'a Shared, rec: Recorder) -> Inbox<'a> {
+        Inbox {
+            counters,
+            shared,
+            rec,
+            queued: AHashSet::new(),
+        }
+    }
+
     /// Handles one uplink message.
     fn handle(&mut self, topic: &str, payload: &[u8], now: u64) {
         let (counters, shared) = (self.counters, self.shared);
@@ -327,12 +331,7 @@ mod tests {
             .command_rate
             .store(1000f64.to_bits(), Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
-        let mut inbox = Inbox {
-            counters: &counters,
-            shared: &shared,
-            rec: Recorder::new(tx),
-            queued: AHashSet::new(),
-        };
+        let mut inbox = Inbox::new(&counters, &shared, Recorder::new(tx));
         let notify = br#"{"requestID":1099511627776,"msgType":"notify","seqNum":3,"data":{"code":"2.05","codeMsg":"content","reqPath":"/3/0/9","content":[{"path":"/3/0/9","value":5000000}]}}"#;
         inbox.handle("lwm2m/ep-1/up/notify", notify, 7_000_000);
         let float = br#"{"msgType":"notify","seqNum":4,"data":{"content":[{"path":"/3303/0/5700","value":6000000.0}]}}"#;
@@ -381,12 +380,7 @@ mod tests {
             .queue_ratio
             .store(0.5f64.to_bits(), Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
-        let mut inbox = Inbox {
-            counters: &counters,
-            shared: &shared,
-            rec: Recorder::new(tx),
-            queued: AHashSet::new(),
-        };
+        let mut inbox = Inbox::new(&counters, &shared, Recorder::new(tx));
         let topic = "lwm2m/ep-1/up/resp";
         let queued = br#"{"requestID":1,"msgType":"queued","data":{"cmdType":"read","reqPath":"/3/0","ttl":300}}"#;
         inbox.handle(topic, queued, 2_000_000);
