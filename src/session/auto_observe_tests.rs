@@ -1,9 +1,10 @@
 //! `gateway.auto_observe` through the shard: what a Register starts observing, and what
 //! the application sees of it.
 
+use super::downlink_tests::observe_value;
 use super::tests::{capture, Node, DEVICE};
 use super::*;
-use crate::coap::{Message, MessageType, MessageWriter};
+use crate::coap::{Message, MessageType};
 use crate::config::AutoObserve;
 
 /// The GET Observe requests among datagrams the device received, as `(path, token, mid)`.
@@ -42,13 +43,7 @@ fn answer(
     seq: u32,
     value: &[u8],
 ) -> Vec<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(&mut buf, ty, Code::CONTENT, mid, token);
-    w.uint_option(option::OBSERVE, seq)
-        .uint_option(option::CONTENT_FORMAT, 0)
-        .payload(value);
-    w.finish();
-    node.recv(0, DEVICE, &buf)
+    node.recv(0, DEVICE, &observe_value(ty, mid, token, seq, value))
 }
 
 #[test]
