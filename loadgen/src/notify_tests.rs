@@ -83,6 +83,16 @@ fn args(gw: &Gateway, prefix: &str, dir: &Path) -> NotifyArgs {
     }
 }
 
+/// As [`args`], but every device awake, no commands, `rate` notifications/s for 1 s.
+fn notify_only(gw: &Gateway, prefix: &str, dir: &Path, rate: f64) -> NotifyArgs {
+    let mut a = args(gw, prefix, dir);
+    a.devices.queue_ratio = 0.0;
+    a.command_rate = 0.0;
+    a.notify_rate = rate;
+    a.duration = Duration::from_secs(1);
+    a
+}
+
 #[test]
 fn commands_to_sleeping_devices_are_queued_and_answered_when_they_wake() {
     let gw = gateway("1s");
@@ -134,11 +144,7 @@ fn a_command_that_outlives_its_ttl_is_answered_expired() {
 fn the_echo_baseline_runs_beside_the_notify_phase() {
     let gw = gateway("22s");
     let dir = out_dir("echo-baseline");
-    let mut a = args(&gw, "eb", &dir);
-    a.devices.queue_ratio = 0.0;
-    a.command_rate = 0.0;
-    a.notify_rate = 200.0;
-    a.duration = Duration::from_secs(1);
+    let mut a = notify_only(&gw, "eb", &dir, 200.0);
     a.echo_baseline = true;
     a.rounds = 2;
     assert!(steady_notify(&a, false).expect("run"));
@@ -162,11 +168,7 @@ fn the_echo_baseline_runs_beside_the_notify_phase() {
 fn a_sampled_application_receives_only_the_sampled_devices_notifications() {
     let gw = gateway("22s");
     let dir = out_dir("sample");
-    let mut a = args(&gw, "sm", &dir);
-    a.devices.queue_ratio = 0.0;
-    a.command_rate = 0.0;
-    a.notify_rate = 400.0;
-    a.duration = Duration::from_secs(1);
+    let mut a = notify_only(&gw, "sm", &dir, 400.0);
     a.sample = 4;
     assert!(steady_notify(&a, false).expect("run"));
     let s = summary(&dir);
