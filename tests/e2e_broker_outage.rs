@@ -8,100 +8,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::proxy::Proxy;
 use common::{unique, Device, Subscriber};
 use lwm2m_gateway::config::Config;
 use lwm2m_gateway::runtime::Gateway;
-use lwm2m_gateway::uplink;
-
-/// A TCP proxy that can be cut (every connection reset, new ones closed at once) and
-/// restored.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    live: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
-        let port = listener.local_addr().expect("addr").port();
-        let up = Arc::new(AtomicBool::new(true));
-        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (up2, live2) = (up.clone(), live.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if !up2.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    continue;
-                };
-                let mut live = live2.lock().expect("lock");
-                for s in [&client, &server] {
-                    if let Ok(c) = s.try_clone() {
-                        live.push(c);
-                    }
-                }
-                pump(
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
-                pump(server, client);
-            }
-        });
-        Proxy { port, up, live }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for s in self.live.lock().expect("lock").drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-    });
-}
 
 #[test]
 fn broker_outage_loses_no_qos1_message() {
     const PER_PHASE: usize = 150;
     let tag = unique("outage");
-    // The real broker: CI's Mosquitto when given, otherwise an embedded one of our own.
-    let (_broker, broker_addr) = match std::env::var("LWM2M_TEST_BROKER") {
-        Ok(url) => (
-            None,
-            url.trim_start_matches("mqtt://")
-                .trim_end_matches('/')
-                .to_owned(),
-        ),
-        Err(_) => {
-            let b = uplink::start_embedded("127.0.0.1:0".parse().expect("addr")).expect("broker");
-            let addr = b.local_addr().to_string();
-            (Some(b), addr)
-        }
-    };
+    let (_broker, broker_addr) = common::standalone_broker();
     let proxy = Proxy::start(broker_addr.clone());
     let config = Config::from_toml(&format!(
         "[gateway]\nshards = 2\n\

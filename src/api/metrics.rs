@@ -46,6 +46,21 @@ fn family(
     Ok(())
 }
 
+/// A counter family of seconds (fractional).
+fn seconds_family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+) -> std::fmt::Result {
+    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        let mut sample = metric.encode_family(&labels)?;
+        sample.encode_counter::<(), f64, u64>(&value, None)?;
+    }
+    Ok(())
+}
+
 fn histogram<'a>(
     enc: &mut DescriptorEncoder,
     name: &str,
@@ -288,6 +303,19 @@ impl Collector for Snapshots {
             Counter,
             per_shard(|x| x.uplink.published),
         )?;
+        family(
+            &mut enc,
+            "lwm2m_receive_pauses",
+            "Times a shard stopped reading devices because the broker fell behind.",
+            Counter,
+            per_shard(|x| x.receive_pauses),
+        )?;
+        seconds_family(
+            &mut enc,
+            "lwm2m_receive_paused_seconds",
+            "Time shards spent not reading devices because the broker fell behind.",
+            s.iter().map(|x| (shard(x), x.receive_paused.as_secs_f64())),
+        )?;
         let dtls: Vec<_> = s
             .iter()
             .filter_map(|x| x.dtls.as_ref().map(|d| (x, d)))
@@ -442,6 +470,8 @@ mod tests {
             remote_endpoints: 9,
             ..ClusterStats::default()
         });
+        a.receive_pauses = 2;
+        a.receive_paused = Duration::from_millis(1500);
         a.pipeline.record_n(Duration::from_micros(30), 3);
         a.pipeline.record_n(Duration::from_secs(100), 1);
         let b = ShardSnapshot {
@@ -471,6 +501,18 @@ mod tests {
         let abandoned = [("shard", "0"), ("kind", "notify_body_abandoned")];
         let abandoned = number(sample(&scrape, "lwm2m_device_events_total", &abandoned));
         assert_eq!(abandoned, Some(3.0), "{text}");
+        let pauses = number(sample(
+            &scrape,
+            "lwm2m_receive_pauses_total",
+            &[("shard", "0")],
+        ));
+        assert_eq!(pauses, Some(2.0), "{text}");
+        let paused = sample(
+            &scrape,
+            "lwm2m_receive_paused_seconds_total",
+            &[("shard", "0")],
+        );
+        assert_eq!(number(paused), Some(1.5), "{text}");
         let taken = [("shard", "0"), ("event", "taken_over")];
         let taken = number(sample(&scrape, "lwm2m_cluster_events_total", &taken));
         assert_eq!(taken, Some(2.0), "{text}");

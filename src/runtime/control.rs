@@ -121,6 +121,10 @@ pub struct ShardSnapshot {
     pub pending_journal: usize,
     /// API callers waiting for a command's outcome.
     pub waiting_commands: usize,
+    /// Times a receive loop stopped reading devices because the broker fell behind.
+    pub receive_pauses: u64,
+    /// How long receive loops stayed stopped, all told.
+    pub receive_paused: std::time::Duration,
     /// Cluster counters, when cluster mode is on.
     pub cluster: Option<ClusterStats>,
 }

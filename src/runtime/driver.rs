@@ -83,6 +83,10 @@ pub(super) struct ShardIo {
     /// Receive loops sleeping out a long moderation window, woken when the shard turns
     /// interactive (see [`receive`]).
     pub(super) moderating: Vec<Waker>,
+    /// Times a receive loop stopped reading devices because the broker fell behind.
+    pub(super) receive_pauses: u64,
+    /// How long receive loops stayed stopped, all told.
+    pub(super) receive_paused: Duration,
 }
 
 impl ShardIo {
@@ -167,6 +171,8 @@ impl ShardIo {
             handoff_backlog: self.backlog.len(),
             pending_journal: self.shard.pending_journal(),
             waiting_commands: self.waiters.len(),
+            receive_pauses: self.receive_pauses,
+            receive_paused: self.receive_paused,
             cluster: self.shard.cluster_stats(),
         }
     }
@@ -347,6 +353,13 @@ async fn turned_interactive(io: &RefCell<ShardIo>) {
 /// NB-IoT radio's own latency is seconds); while the shard is interactive (commands await
 /// answers, devices register) it is at most [`INTERACTIVE_MODERATION`], and a long sleep
 /// ends early when the shard turns so.
+///
+/// Backpressure: while the uplink is congested (the broker takes messages more slowly
+/// than the devices send them, [`UplinkHandle::is_congested`]), the loop reads nothing.
+/// Datagrams wait in the socket buffer, and beyond it the kernel drops them, at no cost to
+/// the shard; CON messages stay unacknowledged, so their devices send them again. Reading
+/// on would spend the CPU the broker lacks on messages the full buffer then drops, after
+/// their CON was acknowledged.
 pub(super) async fn receive(
     io: Rc<RefCell<ShardIo>>,
     socket: Rc<glommio::net::UdpSocket>,
@@ -359,7 +372,21 @@ pub(super) async fn receive(
     let mut recv = RecvBatch::new();
     let mut turns = 0;
     let mut moderation = Moderation::new(if busy { Duration::ZERO } else { moderation });
+    let uplink = io.borrow().uplink.clone();
+    let mut paused_since: Option<Instant> = None;
     while !shutdown.load(Ordering::Acquire) {
+        if uplink.is_congested() {
+            if paused_since.is_none() {
+                paused_since = Some(Instant::now());
+                io.borrow_mut().receive_pauses += 1;
+            }
+            futures_lite::future::or(uplink.uncongested(), glommio::timer::sleep(SHUTDOWN_POLL))
+                .await;
+            continue;
+        }
+        if let Some(since) = paused_since.take() {
+            io.borrow_mut().receive_paused += since.elapsed();
+        }
         let n = match recv.recv(&*socket) {
             Ok(n) => n,
             Err(e) => {

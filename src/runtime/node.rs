@@ -545,6 +545,8 @@ async fn shard_main(ctx: ShardContext) {
         waiters: Default::default(),
         next_tag: 0,
         moderating: Vec::new(),
+        receive_pauses: 0,
+        receive_paused: Duration::ZERO,
     }));
     // Commands: every shard subscribes to the wildcard command topic and keeps the
     // commands of its own endpoints (see `Shard::handle_command`). Measured against one

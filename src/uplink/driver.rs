@@ -95,6 +95,8 @@ struct Shared {
     to_driver: Wake,
     /// Driver → consumer: commands arrived.
     incoming: Wake,
+    /// Receive loops waiting for the broker to catch up ([`UplinkHandle::uncongested`]).
+    relieved: RefCell<Vec<Waker>>,
     /// Set by [`UplinkHandle::flush`]: drain, disconnect and stop by then.
     flush_deadline: Cell<Option<Instant>>,
     /// PUBLISH/control packets per socket write since the last
@@ -182,6 +184,28 @@ impl UplinkHandle {
         self.shared.session.borrow().stats()
     }
 
+    /// Whether the broker takes messages more slowly than they come (see
+    /// [`UplinkSession::is_congested`]): the shard stops reading devices meanwhile.
+    pub fn is_congested(&self) -> bool {
+        self.shared.session.borrow().is_congested()
+    }
+
+    /// Waits until the uplink is no longer congested: half its backlog written, or the
+    /// connection lost (then the offline buffer takes what comes).
+    pub async fn uncongested(&self) {
+        poll_fn(|cx| {
+            if !self.is_congested() {
+                return Poll::Ready(());
+            }
+            let mut waiting = self.shared.relieved.borrow_mut();
+            if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                waiting.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Whether the broker connection is up.
     pub fn is_connected(&self) -> bool {
         self.shared.session.borrow().is_connected()
@@ -222,6 +246,7 @@ pub fn spawn_uplink(config: &MqttConfig, shard: usize, node: &str, target: Strin
         target,
         to_driver: Wake::default(),
         incoming: Wake::default(),
+        relieved: RefCell::default(),
         flush_deadline: Cell::new(None),
         batch_sizes: RefCell::new(batch_histogram()),
     });
@@ -229,6 +254,17 @@ pub fn spawn_uplink(config: &MqttConfig, shard: usize, node: &str, target: Strin
     UplinkHandle {
         shared,
         task: RefCell::new(Some(task)),
+    }
+}
+
+impl Shared {
+    /// Wakes the receive loops waiting in [`UplinkHandle::uncongested`] once the session
+    /// is no longer congested.
+    fn wake_relieved(&self) {
+        let mut waiting = self.relieved.borrow_mut();
+        if !waiting.is_empty() && !self.session.borrow().is_congested() {
+            waiting.drain(..).for_each(Waker::wake);
+        }
     }
 }
 
@@ -259,6 +295,7 @@ async fn run_uplink(shared: Rc<Shared>) {
         };
         let now = Instant::now();
         shared.session.borrow_mut().on_disconnected(now);
+        shared.wake_relieved();
         if let Some(deadline) = shared.flush_deadline.get() {
             if now >= deadline || shared.session.borrow().is_idle() {
                 return;
@@ -341,6 +378,7 @@ async fn serve(shared: &Shared, mut stream: TcpStream) -> Ended {
             };
             (deadline, finished)
         };
+        shared.wake_relieved();
         if finished {
             let write = stream.write_all(&out);
             let _ = futures_lite::future::or(async { write.await.ok() }, async {

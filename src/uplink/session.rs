@@ -49,6 +49,15 @@ pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shortest interval between two warnings about dropped messages (counts are in stats).
 pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Most messages buffered for the broker, while connected, before the session reports
+/// itself congested ([`UplinkSession::is_congested`]) and the shard stops reading devices
+/// until the broker has taken half of them: 40 ms of backlog at 100 k messages/s per
+/// shard, so a broker slower than the devices adds bounded latency and the devices'
+/// datagrams wait (or are dropped) in the kernel, unread, instead of being processed, and
+/// their CON messages acknowledged, only to be dropped from a full buffer. Smaller when
+/// `offline_buffer` is: half the buffer's bound while connected.
+pub const CONGESTION_HIGH: usize = 4096;
+
 /// Holes (out-of-order PUBACKs) tolerated in the in-flight window beyond twice its live
 /// packets before it is compacted.
 const IN_FLIGHT_SLACK: usize = 64;
@@ -226,6 +235,9 @@ pub struct UplinkSession {
     ping_sent_at: Option<Instant>,
     drops_since_log: u64,
     last_drop_log: Option<Instant>,
+    /// Set when the buffer reaches the high mark, cleared when it is back at the low one
+    /// ([`CONGESTION_HIGH`]).
+    congested: bool,
     stats: UplinkStats,
 }
 
@@ -271,6 +283,7 @@ impl UplinkSession {
             ping_sent_at: None,
             drops_since_log: 0,
             last_drop_log: None,
+            congested: false,
             stats: UplinkStats::default(),
         }
     }
@@ -331,6 +344,27 @@ impl UplinkSession {
         }
         self.next_seq += 1;
         self.enforce_bound(now);
+        if self.buffered() >= self.congestion_marks().0 {
+            self.congested = true;
+        }
+    }
+
+    /// Messages waiting to be written.
+    fn buffered(&self) -> usize {
+        self.pending_qos0.len() + self.pending_qos1.len()
+    }
+
+    /// `(high, low)`: congested from `high` buffered messages until back at `low`.
+    fn congestion_marks(&self) -> (usize, usize) {
+        let bound = self.opts.offline_buffer.max(self.opts.max_batch);
+        let high = (bound / 2).clamp(1, CONGESTION_HIGH);
+        (high, high / 2)
+    }
+
+    fn relieve_congestion(&mut self) {
+        if self.congested && self.buffered() <= self.congestion_marks().1 {
+            self.congested = false;
+        }
     }
 
     /// Remembers topic filters and subscribes to them now if connected; they are
@@ -546,6 +580,7 @@ impl UplinkSession {
         }
         if written > 0 {
             self.last_sent = Some(now);
+            self.relieve_congestion();
         }
         written
     }
@@ -687,7 +722,7 @@ impl UplinkSession {
         } else {
             self.opts.offline_buffer
         };
-        while self.pending_qos0.len() + self.pending_qos1.len() > cap {
+        while self.buffered() > cap {
             let dropped = self.pending_qos0.pop().is_some() || self.pending_qos1.pop().is_some();
             if !dropped {
                 break;
@@ -695,6 +730,7 @@ impl UplinkSession {
             self.stats.dropped_overflow += 1;
             self.note_drop(now);
         }
+        self.relieve_congestion();
     }
 
     fn note_drop(&mut self, now: Instant) {
@@ -706,7 +742,7 @@ impl UplinkSession {
             tracing::warn!(
                 client_id = %self.opts.client_id,
                 dropped = self.drops_since_log,
-                buffered = self.pending_qos0.len() + self.pending_qos1.len(),
+                buffered = self.buffered(),
                 "uplink dropped messages (buffer full or unencodable)"
             );
             self.drops_since_log = 0;
@@ -717,10 +753,18 @@ impl UplinkSession {
     /// Counters and gauges.
     pub fn stats(&self) -> UplinkStats {
         UplinkStats {
-            buffered: (self.pending_qos0.len() + self.pending_qos1.len()) as u64,
+            buffered: self.buffered() as u64,
             in_flight: self.in_flight.live() as u64,
             ..self.stats
         }
+    }
+
+    /// The broker is taking messages more slowly than they come: connected, with
+    /// [`CONGESTION_HIGH`] (or half of `offline_buffer`) messages buffered, and not yet
+    /// back at half that. The shard stops reading devices meanwhile. Never while the
+    /// connection is down: then `offline_buffer` holds what comes, as it is meant to.
+    pub fn is_congested(&self) -> bool {
+        self.congested && self.state == LinkState::Up
     }
 
     /// Where the connection stands.

@@ -570,3 +570,84 @@ fn a_will_rides_every_connect_and_retained_messages_keep_their_flag() {
         s.on_disconnected(t0);
     }
 }
+
+/// Publishes `n` QoS 0 messages numbered from `from`.
+fn publish_n(s: &mut UplinkSession, now: Instant, from: u32, n: u32) {
+    for i in from..from + n {
+        s.publish(now, msg("lwm2m/ep/up/notify", i, Qos::AtMostOnce).out());
+    }
+}
+
+#[test]
+fn a_broker_that_falls_behind_congests_the_session_until_half_the_backlog_is_written() {
+    let now = Instant::now();
+    // offline_buffer 1000: high mark 500, low mark 250.
+    let mut s = connected(now, opts());
+    publish_n(&mut s, now, 0, 499);
+    assert!(!s.is_congested(), "below the high mark");
+    publish_n(&mut s, now, 499, 1);
+    assert!(s.is_congested(), "at the high mark");
+    // One socket write of max_batch (128): 372 left, still above the low mark.
+    let mut out = BytesMut::new();
+    assert_eq!(s.poll_transmit(now, &mut out), 128);
+    assert!(s.is_congested(), "hysteresis: 372 buffered");
+    publish_n(&mut s, now, 500, 10);
+    assert!(s.is_congested());
+    assert_eq!(s.poll_transmit(now, &mut out), 128);
+    assert!(s.is_congested(), "254 buffered");
+    assert_eq!(s.poll_transmit(now, &mut out), 128);
+    assert!(!s.is_congested(), "126 buffered, below the low mark");
+    // Nothing was dropped on the way: the gateway stopped short of the buffer's bound.
+    assert_eq!(s.stats().dropped_overflow, 0);
+    let written = decode(&mut out);
+    let seqs: Vec<u32> = publishes(&written).iter().map(|p| seq_of(p)).collect();
+    assert_eq!(seqs, (0..384).collect::<Vec<_>>(), "written in order");
+}
+
+#[test]
+fn a_session_without_a_connection_is_never_congested_and_buffers_instead() {
+    let now = Instant::now();
+    let mut s = UplinkSession::new(opts());
+    publish_n(&mut s, now, 0, 900);
+    assert!(
+        !s.is_congested(),
+        "down: the offline buffer holds what comes"
+    );
+    // A backlog found at CONNACK congests the session until it is half written.
+    s.on_connected(now);
+    assert!(!s.is_congested(), "CONNECT sent, no CONNACK yet");
+    let connect = drain(&mut s, now);
+    assert!(matches!(connect.as_slice(), [Packet::Connect(_)]));
+    feed(&mut s, now, &CONNACK_OK).expect("CONNACK accepted");
+    assert!(s.is_congested(), "900 buffered at CONNACK");
+    let mut out = BytesMut::new();
+    let mut writes = 0;
+    while s.is_congested() {
+        assert_eq!(s.poll_transmit(now, &mut out), 128);
+        writes += 1;
+    }
+    assert_eq!(writes, 6, "900 - 6 × 128 = 132 ≤ 250");
+    // A connection lost while congested ends the congestion.
+    publish_n(&mut s, now, 900, 400);
+    assert!(s.is_congested());
+    s.on_disconnected(now);
+    assert!(!s.is_congested());
+}
+
+#[test]
+fn a_small_offline_buffer_congests_before_it_overflows() {
+    let now = Instant::now();
+    // offline_buffer 0: the bound while connected is max_batch (128), high mark 64.
+    let mut s = connected(
+        now,
+        SessionOptions {
+            offline_buffer: 0,
+            ..opts()
+        },
+    );
+    publish_n(&mut s, now, 0, 63);
+    assert!(!s.is_congested());
+    publish_n(&mut s, now, 63, 1);
+    assert!(s.is_congested());
+    assert_eq!(s.stats().dropped_overflow, 0);
+}

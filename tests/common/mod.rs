@@ -7,6 +7,7 @@
 pub mod dtls;
 pub mod http;
 pub mod process;
+pub mod proxy;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
@@ -33,6 +34,26 @@ pub fn test_config_with(shards: usize, sections: &str) -> Config {
         client_id_prefix()
     );
     Config::from_toml(&text).expect("test config is valid")
+}
+
+/// A broker outside any gateway, for tests that put something between the two: CI's
+/// Mosquitto when `LWM2M_TEST_BROKER` names it, otherwise an embedded one of the test's own
+/// (kept alive by the returned handle). Returns the handle and `host:port`.
+pub fn standalone_broker() -> (Option<lwm2m_gateway::uplink::EmbeddedBroker>, String) {
+    match std::env::var("LWM2M_TEST_BROKER") {
+        Ok(url) => (
+            None,
+            url.trim_start_matches("mqtt://")
+                .trim_end_matches('/')
+                .to_owned(),
+        ),
+        Err(_) => {
+            let addr = "127.0.0.1:0".parse().expect("addr");
+            let b = lwm2m_gateway::uplink::start_embedded(addr).expect("broker");
+            let at = b.local_addr().to_string();
+            (Some(b), at)
+        }
+    }
 }
 
 /// A client id prefix of this test's own: gateways of tests running side by side on one
@@ -170,6 +191,12 @@ impl Device {
 
     pub fn addr(&self) -> SocketAddr {
         self.socket.local_addr().expect("local addr")
+    }
+
+    /// A message id of its own for a request the test builds itself.
+    pub fn next_mid(&mut self) -> u16 {
+        self.mid = self.mid.wrapping_add(1);
+        self.mid
     }
 
     /// Sends a CON request and waits for its piggybacked response; retransmits twice.
