@@ -671,3 +671,42 @@ fn the_shard_is_interactive_while_someone_waits_for_an_answer_not_for_notificati
     node.recv(0, DEVICE, &update);
     assert!(node.shards[0].interactive(node.now), "after an Update");
 }
+
+#[test]
+fn answered_requests_leave_no_timer_behind() {
+    let (mut node, ep) = registered(1);
+    // 100 reads answered at once, 10 ms apart: their retransmission deadlines, 2–3 s after
+    // each, fall within about a second.
+    for i in 0..100 {
+        command(
+            &mut node,
+            &ep,
+            &format!(r#"{{"requestID":{i},"msgType":"read","data":{{"path":"/3/0/0"}}}}"#),
+        );
+        let sent = sent_to_device(&mut node);
+        let req = Message::parse(&sent[0]).expect("request");
+        answer(
+            &mut node,
+            MessageType::Ack,
+            Code::CONTENT,
+            req.mid(),
+            req.token(),
+            Some(0),
+            b"x",
+        );
+        node.advance(Duration::from_millis(10));
+    }
+    assert_eq!(node.take_published().len(), 100);
+    // The shard's timer, run for the next 5 s: it wakes for housekeeping (every second),
+    // not at each answered request's deadline.
+    let end = node.now + Duration::from_secs(5);
+    let shard = &mut node.shards[0];
+    let mut wakes = 0;
+    while let Some(at) = shard.poll_timeout().filter(|at| *at <= end) {
+        shard.handle_timeout(at);
+        wakes += 1;
+        assert!(wakes <= 6, "the timer woke {wakes} times");
+    }
+    assert!(wakes >= 5, "housekeeping runs every second: {wakes}");
+    assert_eq!(shard.stats().retransmissions, 0);
+}

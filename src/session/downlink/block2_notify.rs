@@ -46,6 +46,11 @@ pub(in crate::session) struct NotifyBody {
 }
 
 impl NotifyBody {
+    /// The message id of the follow-up request on the wire.
+    pub(in crate::session) fn mid(&self) -> u16 {
+        self.con.mid
+    }
+
     /// The follow-up's token, for the shard's token table.
     pub(super) fn token(&self) -> [u8; 8] {
         self.token
