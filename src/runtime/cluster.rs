@@ -55,8 +55,8 @@ pub(super) fn enable(
 }
 
 /// Tells the shard which broker connection is up (see
-/// [`Shard::observe_broker_connection`]): before every message from the broker, and on
-/// every timer turn.
+/// [`Shard::observe_broker_connection`]): before every message from the broker, and
+/// whenever the shard hands on what it produced.
 pub(super) fn watch(now: Instant, uplink: &UplinkHandle, shard: &mut Shard) {
     shard.observe_broker_connection(now, uplink.connection());
 }

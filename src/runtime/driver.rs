@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -83,6 +83,11 @@ pub(super) struct ShardIo {
     /// Receive loops sleeping out a long moderation window, woken when the shard turns
     /// interactive (see [`receive`]).
     pub(super) moderating: Vec<Waker>,
+    /// Where the gateway's handle reads this shard's registered endpoints and truncated
+    /// datagrams (`Gateway::registered`, `Gateway::truncated`): the vectors and the index.
+    pub(super) gauges: (Arc<Vec<AtomicUsize>>, Arc<Vec<AtomicU64>>, usize),
+    /// While the timer task sleeps: until when, and its waker ([`timers`]).
+    pub(super) timer: Option<(Instant, Waker)>,
     /// Times a receive loop stopped reading devices because the broker fell behind.
     pub(super) receive_pauses: u64,
     /// How long receive loops stayed stopped, all told.
@@ -118,6 +123,7 @@ impl ShardIo {
             flush_udp(send, socket);
         }
         let uplink = &self.uplink;
+        super::cluster::watch(now, uplink, &mut self.shard);
         super::cluster::drain(now, &mut self.shard, uplink);
         self.shard.drain_publishes(|p| {
             uplink.publish(
@@ -150,6 +156,16 @@ impl ShardIo {
         }
         if !self.moderating.is_empty() && self.shard.interactive(now) {
             self.moderating.drain(..).for_each(Waker::wake);
+        }
+        let (registered, truncated, index) = &self.gauges;
+        registered[*index].store(self.shard.registered(), Ordering::Relaxed);
+        truncated[*index].store(self.shard.stats().truncated, Ordering::Relaxed);
+        let sooner =
+            |&(armed, _): &(Instant, Waker)| self.shard.poll_timeout().is_some_and(|at| at < armed);
+        if self.timer.as_ref().is_some_and(sooner) {
+            if let Some((_, waker)) = self.timer.take() {
+                waker.wake();
+            }
         }
     }
 
@@ -321,6 +337,42 @@ async fn list(
         glommio::timer::sleep(LIST_PAUSE).await;
     };
     let _ = reply.send(ClientPage { items, next });
+}
+
+/// Runs the shard's timers (retransmissions, lifetimes, housekeeping) until shutdown,
+/// sleeping until the next deadline. A deadline earlier than the one
+/// it sleeps for (a request just sent) wakes it through [`ShardIo::flush`], so it needs no
+/// polling: an idle shard's timer wakes once a second, for housekeeping.
+pub(super) async fn timers(io: Rc<RefCell<ShardIo>>, shutdown: Arc<AtomicBool>) {
+    while !shutdown.load(Ordering::Acquire) {
+        let now = Instant::now();
+        let next = {
+            let mut io = io.borrow_mut();
+            io.shard.handle_timeout(now);
+            io.flush(now);
+            // At least a millisecond: a deadline due now was just handled.
+            let next = io.shard.poll_timeout().unwrap_or(now + SHUTDOWN_POLL);
+            next.max(now + Duration::from_millis(1))
+        };
+        let sleep = glommio::timer::sleep(next.saturating_duration_since(now));
+        let mut first = true;
+        let rearmed = std::future::poll_fn(|cx| {
+            let mut io = io.borrow_mut();
+            if std::mem::take(&mut first) {
+                io.timer = Some((next, cx.waker().clone()));
+                return Poll::Pending;
+            }
+            match &mut io.timer {
+                None => Poll::Ready(()),
+                Some((_, waker)) => {
+                    waker.clone_from(cx.waker());
+                    Poll::Pending
+                }
+            }
+        });
+        futures_lite::future::or(sleep, rearmed).await;
+        io.borrow_mut().timer = None;
+    }
 }
 
 /// Completes once the shard is interactive; [`ShardIo::flush`] wakes it.

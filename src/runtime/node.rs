@@ -13,7 +13,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::control::{Control, CONTROL_CHANNEL};
-use super::driver::{receive, serve_control, ShardIo, SHUTDOWN_POLL};
+use super::driver::{receive, serve_control, timers, ShardIo, SHUTDOWN_POLL};
 use super::histograms::{dump_loop, ShardHistograms};
 use super::port::{self, Holder};
 use super::steer::{bind_reuseport_group, Steering};
@@ -364,7 +364,7 @@ impl Gateway {
     }
 
     /// Datagrams dropped because they were longer than the receive slot
-    /// ([`MAX_DATAGRAM`](super::udp::MAX_DATAGRAM)), summed over the shards. Refreshed by each shard's timer task.
+    /// ([`MAX_DATAGRAM`](super::udp::MAX_DATAGRAM)), summed over the shards. Refreshed whenever the shard hands on what it produced.
     pub fn truncated(&self) -> u64 {
         self.truncated
             .iter()
@@ -545,6 +545,8 @@ async fn shard_main(ctx: ShardContext) {
         waiters: Default::default(),
         next_tag: 0,
         moderating: Vec::new(),
+        gauges: (ctx.registered.clone(), ctx.truncated.clone(), index),
+        timer: None,
         receive_pauses: 0,
         receive_paused: Duration::ZERO,
     }));
@@ -616,31 +618,7 @@ async fn shard_main(ctx: ShardContext) {
         })
         .detach();
     }
-    {
-        let io = io.clone();
-        let shutdown = ctx.shutdown.clone();
-        let registered = ctx.registered.clone();
-        let truncated = ctx.truncated.clone();
-        let uplink = uplink.clone();
-        glommio::spawn_local(async move {
-            while !shutdown.load(Ordering::Acquire) {
-                let now = Instant::now();
-                let wait = {
-                    let mut io = io.borrow_mut();
-                    super::cluster::watch(now, &uplink, &mut io.shard);
-                    io.shard.handle_timeout(now);
-                    io.flush(now);
-                    registered[index].store(io.shard.registered(), Ordering::Relaxed);
-                    truncated[index].store(io.shard.stats().truncated, Ordering::Relaxed);
-                    io.shard
-                        .poll_timeout()
-                        .map_or(SHUTDOWN_POLL, |t| t.saturating_duration_since(now))
-                };
-                glommio::timer::sleep(wait.clamp(Duration::from_millis(1), SHUTDOWN_POLL)).await;
-            }
-        })
-        .detach();
-    }
+    glommio::spawn_local(timers(io.clone(), ctx.shutdown.clone())).detach();
 
     let dumping = ctx.config.perf.histogram_dir.clone().map(|dir| {
         let (hist, uplink, shutdown) = (hist.clone(), uplink.clone(), ctx.shutdown.clone());
