@@ -13,7 +13,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::control::{Control, CONTROL_CHANNEL};
-use super::driver::{receive, serve_control, timers, ShardIo, SHUTDOWN_POLL};
+use super::driver::{receive, serve_control, timers, ShardIo, JOURNAL_EARLY_FLUSH};
 use super::histograms::{dump_loop, ShardHistograms};
 use super::port::{self, Holder};
 use super::steer::{bind_reuseport_group, Steering};
@@ -30,10 +30,6 @@ const IO_MEMORY: usize = 512 << 10;
 /// Capacity of each shard-to-shard channel. Handoffs only happen on rebinding and
 /// re-registration, so this absorbs bursts without holding much memory.
 const HANDOFF_CHANNEL: usize = 4096;
-
-/// Journal bytes a shard hands over before its flush interval is up: under a register
-/// storm (~3 MB/s per shard) this keeps the buffers small instead of a second's worth.
-const JOURNAL_EARLY_FLUSH: usize = 256 << 10;
 
 /// How often a busy-polling shard (`gateway.busy_poll`) leaves its receive loop for the
 /// reactor: timers, the MQTT socket and other shards' channels wait at most this long.
@@ -547,6 +543,7 @@ async fn shard_main(ctx: ShardContext) {
         moderating: Vec::new(),
         gauges: (ctx.registered.clone(), ctx.truncated.clone(), index),
         timer: None,
+        journal_waker: None,
         receive_pauses: 0,
         receive_paused: Duration::ZERO,
     }));
@@ -587,23 +584,8 @@ async fn shard_main(ctx: ShardContext) {
     let _ = ctx.ready.send(index);
 
     let journaling = ctx.journal.clone().map(|journal| {
-        let (io, shutdown) = (io.clone(), ctx.shutdown.clone());
         let interval = ctx.config.persistence.flush_interval;
-        glommio::spawn_local(async move {
-            let mut last = Instant::now();
-            while !shutdown.load(Ordering::Acquire) {
-                glommio::timer::sleep(interval.min(SHUTDOWN_POLL)).await;
-                let pending = io.borrow().shard.pending_journal();
-                if pending == 0 || (last.elapsed() < interval && pending < JOURNAL_EARLY_FLUSH) {
-                    continue;
-                }
-                last = Instant::now();
-                // At most one flush interval after a change, the bytes leave the shard.
-                let mut buf = Vec::with_capacity(io.borrow().shard.pending_journal());
-                io.borrow_mut().shard.take_journal(&mut buf);
-                journal.append(buf);
-            }
-        })
+        glommio::spawn_local(hand_over_journal(io.clone(), journal, interval))
     });
 
     for rx in inbound {
@@ -672,9 +654,9 @@ async fn shard_main(ctx: ShardContext) {
             );
         }
     }
-    if let Some(task) = journaling {
-        task.await;
-    }
+    // Stops the periodic hand-over (dropping a glommio task cancels it); the rest goes
+    // now.
+    drop(journaling);
     if let Some(journal) = &ctx.journal {
         let mut buf = Vec::new();
         io.borrow_mut().shard.take_journal(&mut buf);
@@ -743,4 +725,30 @@ fn wait_for(set: &libc::sigset_t) -> std::io::Result<libc::c_int> {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
     Ok(sig)
+}
+
+/// Hands the shard's journal bytes to the journal thread every `interval` (at most one
+/// interval after a change, the bytes leave the shard), or as soon as
+/// [`JOURNAL_EARLY_FLUSH`] bytes have gathered ([`ShardIo::flush`] wakes it), until the
+/// task is dropped.
+async fn hand_over_journal(io: Rc<RefCell<ShardIo>>, journal: JournalSender, interval: Duration) {
+    loop {
+        let early = std::future::poll_fn(|cx| {
+            let mut io = io.borrow_mut();
+            if io.shard.pending_journal() >= JOURNAL_EARLY_FLUSH {
+                return std::task::Poll::Ready(());
+            }
+            io.journal_waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        });
+        futures_lite::future::or(glommio::timer::sleep(interval), early).await;
+        let mut io = io.borrow_mut();
+        io.journal_waker = None;
+        let pending = io.shard.pending_journal();
+        if pending > 0 {
+            let mut buf = Vec::with_capacity(pending);
+            io.shard.take_journal(&mut buf);
+            journal.append(buf);
+        }
+    }
 }
