@@ -167,15 +167,21 @@ impl ShardIo {
         let (registered, truncated, index) = &self.gauges;
         registered[*index].store(self.shard.registered(), Ordering::Relaxed);
         truncated[*index].store(self.shard.stats().truncated, Ordering::Relaxed);
-        let sooner =
-            |&(armed, _): &(Instant, Waker)| self.shard.poll_timeout().is_some_and(|at| at < armed);
-        if self.journal_waker.is_some() && self.shard.pending_journal() >= JOURNAL_EARLY_FLUSH {
-            if let Some(waker) = self.journal_waker.take() {
-                waker.wake();
+        self.wake_sleepers();
+    }
+
+    /// Wakes the timer task when the shard's next deadline now comes before the one it
+    /// sleeps for, and the journal hand-over when enough bytes have gathered.
+    fn wake_sleepers(&mut self) {
+        if let Some((armed, _)) = &self.timer {
+            if self.shard.poll_timeout().is_some_and(|at| at < *armed) {
+                if let Some((_, waker)) = self.timer.take() {
+                    waker.wake();
+                }
             }
         }
-        if self.timer.as_ref().is_some_and(sooner) {
-            if let Some((_, waker)) = self.timer.take() {
+        if self.shard.pending_journal() >= JOURNAL_EARLY_FLUSH {
+            if let Some(waker) = self.journal_waker.take() {
                 waker.wake();
             }
         }
@@ -352,9 +358,9 @@ async fn list(
 }
 
 /// Runs the shard's timers (retransmissions, lifetimes, housekeeping) until shutdown,
-/// sleeping until the next deadline. A deadline earlier than the one
-/// it sleeps for (a request just sent) wakes it through [`ShardIo::flush`], so it needs no
-/// polling: an idle shard's timer wakes once a second, for housekeeping.
+/// sleeping until the next deadline. A deadline earlier than the one it sleeps for (a
+/// request just sent) wakes it through [`ShardIo::flush`], so it needs no polling: an idle
+/// shard's timer wakes once a second, for housekeeping.
 pub(super) async fn timers(io: Rc<RefCell<ShardIo>>, shutdown: Arc<AtomicBool>) {
     while !shutdown.load(Ordering::Acquire) {
         let now = Instant::now();
