@@ -34,6 +34,12 @@ pub(super) fn command(node: &mut Node, ep: &str, json: &str) {
     node.settle();
 }
 
+/// Delivers a `read` of `path` with `requestID` `id`, as [`command`] does.
+fn read(node: &mut Node, ep: &str, id: usize, path: &str) {
+    let json = format!(r#"{{"requestID":{id},"msgType":"read","data":{{"path":"{path}"}}}}"#);
+    command(node, ep, &json);
+}
+
 pub(super) fn sent_to_device(node: &mut Node) -> Vec<Vec<u8>> {
     let to = DEVICE.parse().expect("addr");
     let out = node
@@ -136,11 +142,7 @@ fn unanswered_con_is_retransmitted_four_times_then_coap_timeout() {
 fn one_request_in_flight_fifo_behind_it_and_fresh_tokens() {
     let (mut node, ep) = registered(1);
     for i in 0..3 {
-        command(
-            &mut node,
-            &ep,
-            &format!(r#"{{"requestID":{i},"msgType":"read","data":{{"path":"/3/0/{i}"}}}}"#),
-        );
+        read(&mut node, &ep, i, &format!("/3/0/{i}"));
     }
     let mut tokens = Vec::new();
     let mut sent = sent_to_device(&mut node);
@@ -514,11 +516,7 @@ fn registry_objects_decode_typed() {
         ),
     ];
     for (i, (path, cf, payload, want)) in cases.into_iter().enumerate() {
-        command(
-            &mut node,
-            "dev1",
-            &format!(r#"{{"requestID":{i},"msgType":"read","data":{{"path":"{path}"}}}}"#),
-        );
+        read(&mut node, "dev1", i, path);
         let sent = sent_to_device(&mut node);
         let req = Message::parse(&sent[0]).expect("request");
         answer(
@@ -678,11 +676,7 @@ fn answered_requests_leave_no_timer_behind() {
     // 100 reads answered at once, 10 ms apart: their retransmission deadlines, 2–3 s after
     // each, fall within about a second.
     for i in 0..100 {
-        command(
-            &mut node,
-            &ep,
-            &format!(r#"{{"requestID":{i},"msgType":"read","data":{{"path":"/3/0/0"}}}}"#),
-        );
+        read(&mut node, &ep, i, "/3/0/0");
         let sent = sent_to_device(&mut node);
         let req = Message::parse(&sent[0]).expect("request");
         answer(
