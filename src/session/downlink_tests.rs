@@ -40,6 +40,23 @@ fn read(node: &mut Node, ep: &str, id: usize, path: &str) {
     command(node, ep, &json);
 }
 
+/// A [`read`] the device answers at once with 2.05 `payload` in format `cf`.
+fn answered_read(node: &mut Node, ep: &str, id: usize, path: &str, cf: u16, payload: &[u8]) {
+    read(node, ep, id, path);
+    let sent = sent_to_device(node);
+    let req = Message::parse(&sent[0]).expect("request");
+    let (mid, token) = (req.mid(), req.token().to_vec());
+    answer(
+        node,
+        MessageType::Ack,
+        Code::CONTENT,
+        mid,
+        &token,
+        Some(cf),
+        payload,
+    );
+}
+
 pub(super) fn sent_to_device(node: &mut Node) -> Vec<Vec<u8>> {
     let to = DEVICE.parse().expect("addr");
     let out = node
@@ -516,18 +533,7 @@ fn registry_objects_decode_typed() {
         ),
     ];
     for (i, (path, cf, payload, want)) in cases.into_iter().enumerate() {
-        read(&mut node, "dev1", i, path);
-        let sent = sent_to_device(&mut node);
-        let req = Message::parse(&sent[0]).expect("request");
-        answer(
-            &mut node,
-            MessageType::Ack,
-            Code::CONTENT,
-            req.mid(),
-            req.token(),
-            Some(cf),
-            payload,
-        );
+        answered_read(&mut node, "dev1", i, path, cf, payload);
         let published = node.take_published();
         assert_eq!(published.len(), 1, "{path}");
         let data = &published[0].1["data"];
@@ -676,18 +682,7 @@ fn answered_requests_leave_no_timer_behind() {
     // 100 reads answered at once, 10 ms apart: their retransmission deadlines, 2–3 s after
     // each, fall within about a second.
     for i in 0..100 {
-        read(&mut node, &ep, i, "/3/0/0");
-        let sent = sent_to_device(&mut node);
-        let req = Message::parse(&sent[0]).expect("request");
-        answer(
-            &mut node,
-            MessageType::Ack,
-            Code::CONTENT,
-            req.mid(),
-            req.token(),
-            Some(0),
-            b"x",
-        );
+        answered_read(&mut node, &ep, i, "/3/0/0", 0, b"x");
         node.advance(Duration::from_millis(10));
     }
     assert_eq!(node.take_published().len(), 100);
