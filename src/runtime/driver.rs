@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use super::control::{ClientPage, CommandTaken, Control, ShardSnapshot};
 use super::histograms::ShardHistograms;
 use super::moderation::Moderation;
+use super::shutdown::Shutdown;
 use super::udp::{readable, RecvBatch, SendBatch, MAX_DATAGRAM};
 use crate::session::{
     ClientCursor, ClientFilter, ClientInfo, Handoff, LatencyBuckets, ListStep, Shard,
@@ -33,8 +34,9 @@ const TURNS_PER_YIELD: usize = 16;
 /// (~200 µs apart per shard on two shards).
 const INTERACTIVE_MODERATION: Duration = Duration::from_micros(250);
 
-/// How often an idle receive loop checks for shutdown.
-pub(super) const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// How long a receive loop waits before trying again after its socket's readiness failed,
+/// and how long the timer task sleeps when the shard has no deadline at all.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Journal bytes a shard hands over before its flush interval is up: under a register
 /// storm (~3 MB/s per shard) this keeps the buffers small instead of a second's worth.
@@ -361,15 +363,15 @@ async fn list(
 /// sleeping until the next deadline. A deadline earlier than the one it sleeps for (a
 /// request just sent) wakes it through [`ShardIo::flush`], so it needs no polling: an idle
 /// shard's timer wakes once a second, for housekeeping.
-pub(super) async fn timers(io: Rc<RefCell<ShardIo>>, shutdown: Arc<AtomicBool>) {
-    while !shutdown.load(Ordering::Acquire) {
+pub(super) async fn timers(io: Rc<RefCell<ShardIo>>, shutdown: Arc<Shutdown>) {
+    while !shutdown.is_stopping() {
         let now = Instant::now();
         let next = {
             let mut io = io.borrow_mut();
             io.shard.handle_timeout(now);
             io.flush(now);
             // At least a millisecond: a deadline due now was just handled.
-            let next = io.shard.poll_timeout().unwrap_or(now + SHUTDOWN_POLL);
+            let next = io.shard.poll_timeout().unwrap_or(now + RETRY_PAUSE);
             next.max(now + Duration::from_millis(1))
         };
         let sleep = glommio::timer::sleep(next.saturating_duration_since(now));
@@ -433,7 +435,7 @@ async fn turned_interactive(io: &RefCell<ShardIo>) {
 pub(super) async fn receive(
     io: Rc<RefCell<ShardIo>>,
     socket: Rc<glommio::net::UdpSocket>,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Arc<Shutdown>,
     secure: bool,
     busy: bool,
     moderation: Duration,
@@ -444,14 +446,13 @@ pub(super) async fn receive(
     let mut moderation = Moderation::new(if busy { Duration::ZERO } else { moderation });
     let uplink = io.borrow().uplink.clone();
     let mut paused_since: Option<Instant> = None;
-    while !shutdown.load(Ordering::Acquire) {
+    while !shutdown.is_stopping() {
         if uplink.is_congested() {
             if paused_since.is_none() {
                 paused_since = Some(Instant::now());
                 io.borrow_mut().receive_pauses += 1;
             }
-            futures_lite::future::or(uplink.uncongested(), glommio::timer::sleep(SHUTDOWN_POLL))
-                .await;
+            futures_lite::future::or(uplink.uncongested(), shutdown.stopped()).await;
             continue;
         }
         if let Some(since) = paused_since.take() {
@@ -472,12 +473,12 @@ pub(super) async fn receive(
             }
             let wake =
                 futures_lite::future::or(async { readable(&socket).await.map(|_| ()) }, async {
-                    glommio::timer::sleep(SHUTDOWN_POLL).await;
+                    shutdown.stopped().await;
                     Ok(())
                 });
             if let Err(e) = wake.await {
                 tracing::warn!(secure, "UDP readiness failed: {e}");
-                glommio::timer::sleep(SHUTDOWN_POLL).await;
+                glommio::timer::sleep(RETRY_PAUSE).await;
             }
             continue;
         }

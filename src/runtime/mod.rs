@@ -10,6 +10,7 @@
 //! - [`control`]: the per-shard control channel the HTTP API asks shards through.
 //! - `driver`: a shard's I/O state, its receive loop and the task serving control requests.
 //! - `moderation`: how long a receive loop lets datagrams gather between two drains.
+//! - `shutdown`: the node's stop signal, which idle shard tasks await instead of polling.
 //! - [`port`]: one owner per UDP port: a node refuses to start on a port another process's
 //!   socket already receives on, instead of joining its SO_REUSEPORT group.
 
@@ -21,6 +22,7 @@ mod histograms;
 mod moderation;
 mod node;
 pub mod port;
+mod shutdown;
 pub mod steer;
 pub mod udp;
 

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use super::control::{Control, CONTROL_CHANNEL};
 use super::driver::{receive, serve_control, timers, ShardIo, JOURNAL_EARLY_FLUSH};
 use super::histograms::{dump_loop, ShardHistograms};
 use super::port::{self, Holder};
+use super::shutdown::Shutdown;
 use super::steer::{bind_reuseport_group, Steering};
 use super::udp::{into_glommio, SendBatch};
 use crate::config::{Broker, Config};
@@ -112,7 +113,7 @@ pub struct Gateway {
     credentials: Option<Arc<crate::dtls::credentials::Credentials>>,
     mqtt_addr: String,
     steering: Steering,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Arc<Shutdown>,
     registered: Arc<Vec<AtomicUsize>>,
     /// Datagrams each shard dropped as truncated.
     truncated: Arc<Vec<AtomicU64>>,
@@ -212,7 +213,7 @@ impl Gateway {
             }
         }
 
-        let shutdown = Arc::new(AtomicBool::new(false));
+        let shutdown = Arc::new(Shutdown::default());
         let registered: Arc<Vec<AtomicUsize>> =
             Arc::new((0..shards).map(|_| AtomicUsize::new(0)).collect());
         let truncated: Arc<Vec<AtomicU64>> =
@@ -373,7 +374,7 @@ impl Gateway {
         if let Some(api) = self.api {
             api.stop();
         }
-        self.shutdown.store(true, Ordering::Release);
+        self.shutdown.stop();
         for e in self.executors {
             if let Err(e) = e.join() {
                 tracing::warn!("shard ended with an error: {e}");
@@ -394,7 +395,7 @@ struct ShardContext {
     socket: std::net::UdpSocket,
     senders: Vec<Option<shared_channel::SharedSender<Handoff>>>,
     receivers: Vec<shared_channel::SharedReceiver<Handoff>>,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Arc<Shutdown>,
     registered: Arc<Vec<AtomicUsize>>,
     truncated: Arc<Vec<AtomicU64>>,
     mqtt_addr: String,
@@ -606,7 +607,7 @@ async fn shard_main(ctx: ShardContext) {
         let (hist, uplink, shutdown) = (hist.clone(), uplink.clone(), ctx.shutdown.clone());
         let interval = ctx.config.perf.histogram_interval;
         glommio::spawn_local(async move {
-            let stop = || shutdown.load(Ordering::Acquire);
+            let stop = || shutdown.is_stopping();
             if let Err(e) = dump_loop(&dir, index, interval, hist, uplink, stop).await {
                 tracing::warn!(shard = index, dir = %dir.display(), "histogram dump stopped: {e}");
             }
