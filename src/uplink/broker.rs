@@ -174,22 +174,31 @@ fn probe_mqtt(addr: SocketAddr) -> std::io::Result<()> {
 /// `TCP_NODELAY` from its listening socket, and the broker's listener is a descriptor of
 /// this process: the one listening on `addr`.
 fn disable_nagle(addr: SocketAddr) -> std::io::Result<bool> {
+    let listener = find_own_socket(|socket| {
+        let listening = socket.is_listener().unwrap_or(false);
+        (listening && socket.local_addr().ok()?.as_socket()? == addr)
+            .then(|| socket.set_nodelay(true))
+    })?;
+    listener.transpose().map(|set| set.is_some())
+}
+
+/// The first `Some` that `f` returns for a socket descriptor of this process.
+fn find_own_socket<T>(
+    mut f: impl FnMut(socket2::SockRef<'_>) -> Option<T>,
+) -> std::io::Result<Option<T>> {
     use std::os::fd::{BorrowedFd, RawFd};
     for entry in std::fs::read_dir("/proc/self/fd")? {
         let Ok(fd) = entry?.file_name().to_string_lossy().parse::<RawFd>() else {
             continue;
         };
-        // SAFETY: the descriptor is only queried and, if it is the listener, given an
-        // option; should another thread close it meanwhile, the calls fail with EBADF.
+        // SAFETY: the descriptor is only used for the calls `f` makes; should another
+        // thread close it meanwhile, they fail with EBADF.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let socket = socket2::SockRef::from(&fd);
-        let listening = socket.is_listener().unwrap_or(false);
-        if listening && socket.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr) {
-            socket.set_nodelay(true)?;
-            return Ok(true);
+        if let Some(found) = f(socket2::SockRef::from(&fd)) {
+            return Ok(Some(found));
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Binds `bind` once to learn whether it is free (and which port 0 means), then releases it
@@ -263,18 +272,13 @@ mod tests {
         // The broker's end of this connection is a descriptor of this process.
         let deadline = Instant::now() + Duration::from_secs(5);
         let nodelay = loop {
-            let found = std::fs::read_dir("/proc/self/fd")
-                .expect("fd table")
-                .filter_map(|e| e.ok()?.file_name().to_string_lossy().parse().ok())
-                .find_map(|fd: std::os::fd::RawFd| {
-                    // SAFETY: queried only; a descriptor closed meanwhile fails with EBADF.
-                    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                    let socket = socket2::SockRef::from(&fd);
-                    let peer = socket.peer_addr().ok()?.as_socket()?;
-                    let local = socket.local_addr().ok()?.as_socket()?;
-                    (peer == client_addr && local == broker.local_addr())
-                        .then(|| socket.nodelay().expect("TCP_NODELAY"))
-                });
+            let found = find_own_socket(|socket| {
+                let peer = socket.peer_addr().ok()?.as_socket()?;
+                let local = socket.local_addr().ok()?.as_socket()?;
+                (peer == client_addr && local == broker.local_addr())
+                    .then(|| socket.nodelay().expect("TCP_NODELAY"))
+            })
+            .expect("fd table");
             if let Some(nodelay) = found {
                 break nodelay;
             }
