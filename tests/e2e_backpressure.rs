@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::http;
 use common::proxy::Proxy;
 use common::{unique, Device, Subscriber};
-use lwm2m_gateway::coap::{option, Code, Message, MessageType, MessageWriter};
+use lwm2m_gateway::coap::{Code, Message, MessageType};
 use lwm2m_gateway::config::Config;
 use lwm2m_gateway::runtime::Gateway;
 
@@ -31,19 +31,8 @@ const BURST: u32 = 100;
 
 /// A CON Send (`POST /dp`, SenML JSON) of `value` as the temperature, MID `mid`.
 fn send(mid: u16, value: u32) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut w = MessageWriter::new(
-        &mut buf,
-        MessageType::Con,
-        Code::POST,
-        mid,
-        &mid.to_be_bytes(),
-    );
-    w.option(option::URI_PATH, b"dp")
-        .uint_option(option::CONTENT_FORMAT, 110);
-    w.payload(format!(r#"[{{"n":"/3303/0/5700","v":{value}}}]"#).as_bytes());
-    w.finish();
-    buf
+    let senml = format!(r#"[{{"n":"/3303/0/5700","v":{value}}}]"#);
+    common::con_request_as(mid, Code::POST, &["dp"], &[], 110, senml.as_bytes())
 }
 
 /// A sample of `/metrics` summed over shards, 0 when absent.

@@ -255,6 +255,18 @@ impl Device {
 /// A CON request with message id `mid` (token: the mid's bytes); a payload is labelled
 /// link-format, as the registration interface wants.
 pub fn con_request(mid: u16, code: Code, path: &[&str], query: &[&str], payload: &[u8]) -> Vec<u8> {
+    con_request_as(mid, code, path, query, 40, payload)
+}
+
+/// [`con_request`] with the payload labelled Content-Format `format`.
+pub fn con_request_as(
+    mid: u16,
+    code: Code,
+    path: &[&str],
+    query: &[&str],
+    format: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut buf = Vec::new();
     let token = mid.to_be_bytes();
     let mut w = MessageWriter::new(&mut buf, MessageType::Con, code, mid, &token);
@@ -262,7 +274,7 @@ pub fn con_request(mid: u16, code: Code, path: &[&str], query: &[&str], payload:
         w.option(option::URI_PATH, p.as_bytes());
     }
     if !payload.is_empty() {
-        w.uint_option(option::CONTENT_FORMAT, 40);
+        w.uint_option(option::CONTENT_FORMAT, u32::from(format));
     }
     for q in query {
         w.option(option::URI_QUERY, q.as_bytes());
