@@ -577,14 +577,12 @@ async fn shard_main(ctx: ShardContext) {
                 super::cluster::watch(now, &uplink, &mut io.shard);
                 // Commands that arrived in one read from the broker are handled together
                 // and their requests leave in one flush.
+                let burst =
+                    std::iter::once(first).chain(std::iter::from_fn(|| uplink.poll_incoming()));
                 let mut taken = 0;
-                let mut next = Some(first);
-                while let Some((topic, payload)) = next.take() {
+                for (topic, payload) in burst.take(COMMANDS_PER_FLUSH) {
                     io.shard.handle_command(now, &topic, &payload);
                     taken += 1;
-                    if taken < COMMANDS_PER_FLUSH {
-                        next = uplink.poll_incoming();
-                    }
                 }
                 io.flush(now);
                 if timed {
